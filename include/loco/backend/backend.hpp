@@ -1,0 +1,118 @@
+// The one seam between device-free code (model, optimizers, compression, outer sync) and the
+// hardware. CpuBackend (fp32, OpenBLAS + OpenMP) is the reference; CudaBackend (bf16
+// activations, fp32 master weights and optimizer state) must match it within tolerance.
+//
+// Conventions shared by every implementation:
+//  - N = B*T rows; C = d_model; shapes are written row-major, e.g. (B,T,C).
+//  - Weights are laid out as Hugging Face does: (out_features, in_features).
+//  - "act" buffers (activations, compute copy of weights) have activation_dtype();
+//    master weights, gradients, optimizer state, rstd/lse statistics and losses are F32;
+//    token ids are I32.
+//  - Parameter gradients always accumulate (+=): the caller zeroes them once per step, so
+//    gradient accumulation over micro-batches is free.
+//  - Activation gradients overwrite their output unless the comment says "+=".
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "loco/core/buffer.hpp"
+
+namespace loco {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;       // "cpu" or "cuda"
+  virtual DType activation_dtype() const = 0;  // F32 on the CPU, BF16 on CUDA
+
+  // ------------------------------------------------------------------ memory
+  virtual Buf alloc(size_t numel, DType dtype) = 0;  // zero-initialised
+  virtual void release(Buf& buf) = 0;
+  virtual void zero(Buf buf) = 0;
+  virtual void upload(Buf dst, const void* host_src) = 0;  // host data of dst.dtype
+  virtual void download(void* host_dst, Buf src) = 0;      // to host, src.dtype kept
+  virtual void copy(Buf dst, Buf src) = 0;  // same numel; converts F32 <-> BF16
+  virtual void synchronize() {}
+
+  // ------------------------------------------------------------------ model ops (act dtype)
+  // out(N,C) = wte[tokens[n]]          wte: (V,C) act,  tokens: (N) I32
+  virtual void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) = 0;
+  // dwte(V,C) F32 += scatter of dout(N,C) by token
+  virtual void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) = 0;
+
+  // out(N,C) = in * rstd * weight, rstd(N) F32 = 1/sqrt(mean(in^2) + eps)
+  virtual void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C,
+                               float eps) = 0;
+  // din(N,C) += ..., dweight(C) F32 += ...  (din accumulates: it is the residual stream)
+  virtual void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
+                                int N, int C) = 0;
+
+  // out(N,OC) = in(N,IC) · weight(OC,IC)ᵀ
+  virtual void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) = 0;
+  // din(N,IC) = dout · weight (or += when accumulate_din), dweight(OC,IC) F32 += doutᵀ · in
+  virtual void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N,
+                               int IC, int OC, bool accumulate_din) = 0;
+
+  // Rotary embedding, Hugging Face rotate-half convention, positions 0..T-1:
+  // for i < hd/2, f = theta^(-2i/hd), a = t*f:
+  //   out[i] = x[i]*cos(a) - x[i+hd/2]*sin(a);  out[i+hd/2] = x[i+hd/2]*cos(a) + x[i]*sin(a)
+  // x, out: (B,T,H,hd). out may alias x.
+  virtual void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) = 0;
+  // The inverse rotation applied to the gradient. dx may alias dout.
+  virtual void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) = 0;
+
+  // Causal grouped-query attention, scale 1/sqrt(hd); query head h reads kv head
+  // h / (NH/NKV). q,out: (B,T,NH,hd); k,v: (B,T,NKV,hd); lse(B,NH,T) F32 = log-sum-exp of
+  // each row's scaled scores (all backward needs besides q,k,v,out).
+  virtual void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
+                                 int NKV, int hd) = 0;
+  // dq (B,T,NH,hd), dk, dv (B,T,NKV,hd) overwritten.
+  virtual void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v,
+                                  Buf out, Buf lse, int B, int T, int NH, int NKV,
+                                  int hd) = 0;
+
+  // out(N,F) = silu(gate) * up
+  virtual void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) = 0;
+  // dgate, dup (N,F) overwritten
+  virtual void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) = 0;
+
+  // out = a + b (elementwise, act dtype); out may alias a or b.
+  virtual void add(Buf out, Buf a, Buf b, size_t n) = 0;
+
+  // Softmax cross-entropy over logits(N,V). losses(N) F32 = -log softmax[target].
+  // When compute_grad, logits is overwritten with dlogits = (softmax - onehot) * grad_scale.
+  // targets(N) I32.
+  virtual void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V,
+                             float grad_scale, bool compute_grad) = 0;
+
+  // ------------------------------------------------------------------ F32 vector ops
+  // (optimizers, gradient clipping, outer sync: all on master/state buffers)
+  virtual double sum_squares(Buf x) = 0;            // Σ x² in double, returned to the host
+  virtual void scale(Buf x, float s) = 0;           // x *= s
+  virtual void axpby(Buf y, float a, Buf x, float b) = 0;  // y = a*x + b*y
+  virtual bool all_finite(Buf x) = 0;
+
+  // Decoupled-weight-decay Adam on one tensor (F32 param, grad, m, v):
+  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²
+  //   p -= lr * ( (m/bc1) / (sqrt(v/bc2) + eps) + wd * p )
+  // where g = grad * grad_scale, bc1 = 1 - b1^t, bc2 = 1 - b2^t.
+  virtual void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,
+                            float beta2, float eps, float weight_decay, float bc1, float bc2,
+                            float grad_scale) = 0;
+
+  // Row-major F32 GEMM: C(M,N) = alpha · op(A) · op(B) + beta · C, op = transpose when set.
+  // A is (M,K) or (K,M) when trans_a; B is (K,N) or (N,K) when trans_b. Used by Muon.
+  virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
+                        Buf B, float beta, Buf C) = 0;
+};
+
+// "cpu", "cuda" or "auto" (CUDA when a device is usable, else the CPU). A request for
+// "cuda" without a usable device throws loco::Error with the CUDA error's name and text.
+std::unique_ptr<Backend> make_backend(const std::string& name);
+
+// True when this binary was built with the CUDA backend and a device is usable.
+bool cuda_available(std::string* why_not = nullptr);
+
+}  // namespace loco

@@ -1,0 +1,96 @@
+// One JSON config per experiment. Every key has a default (docs/config.md lists them);
+// loading validates everything and throws loco::Error naming the JSON path, the value and
+// what is allowed.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace loco {
+
+struct ModelConfig {
+  int vocab_size = 256;
+  int d_model = 128;
+  int n_layers = 4;
+  int n_heads = 4;
+  int n_kv_heads = 2;  // grouped-query attention: must divide n_heads
+  int d_ff = 384;      // SwiGLU hidden size
+  int max_seq_len = 256;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+  std::string init_from;  // optional Hugging Face directory (later issue)
+
+  int head_dim() const { return d_model / n_heads; }
+};
+
+struct DataConfig {
+  std::string train = "data/kjv-train.bin";  // shard path or glob
+  std::string val = "data/kjv-val.bin";      // shard path or glob; empty = no validation
+  std::string tokenizer = "byte";            // only "byte" for now
+};
+
+struct OptimizerConfig {
+  std::string type = "adamw";  // "adamw" (Muon: later issue)
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_embeddings = false;  // weight decay on embedding and LM head
+  double grad_clip = 1.0;         // global-norm clip; 0 disables
+};
+
+struct ScheduleConfig {
+  // "constant", "linear", "cosine", "wsd", "infinite"
+  std::string type = "cosine";
+  int warmup_steps = 50;
+  double min_lr_ratio = 0.1;     // floor, as a fraction of optimizer.lr
+  double decay_fraction = 0.2;   // wsd: last fraction of steps that decays
+  int cooldown_steps = 200;      // infinite: cosine from lr to const_lr_ratio·lr
+  double const_lr_ratio = 0.5;   // infinite: the constant phase's level
+  int anneal_steps = 100;        // infinite: final linear anneal to min_lr_ratio·lr
+};
+
+struct TrainingConfig {
+  int steps = 600;
+  int micro_batch = 8;
+  int grad_accum = 1;
+  int seq_len = 128;
+  int eval_interval = 100;  // 0 disables periodic validation
+  int eval_batches = 8;
+  int log_interval = 1;
+  uint64_t seed = 1234;
+};
+
+struct OutputConfig {
+  std::string dir = "runs/tiny";
+};
+
+struct Config {
+  std::string name = "tiny";
+  std::string backend = "cpu";  // "cpu", "cuda", "auto"
+  ModelConfig model;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  TrainingConfig training;
+  OutputConfig output;
+};
+
+// Parse and validate. `source` names the file in messages. Unknown keys are errors.
+Config config_from_json(const nlohmann::json& j, const std::string& source);
+nlohmann::json config_to_json(const Config& c);  // every key, resolved
+
+// Read a JSON file, apply "--set a.b.c=VALUE" overrides (VALUE parsed as JSON when it
+// parses, else taken as a string), then validate. Relative data paths resolve against the
+// current directory first, then against the source tree (so configs/ work from anywhere).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// Apply one "a.b.c=VALUE" override to a JSON document; errors name the override.
+void apply_override(nlohmann::json& j, const std::string& assignment);
+
+}  // namespace loco
