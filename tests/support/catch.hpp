@@ -6,4 +6,8 @@
 #else
 #include <catch2/catch.hpp>
 #define LOCO_CONTAINS(s) Catch::Matchers::Contains(s)
+// v3 spells it Catch::Approx; give v2 the same name.
+namespace Catch {
+using Detail::Approx;
+}
 #endif

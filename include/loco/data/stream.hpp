@@ -34,8 +34,10 @@ class TokenStream {
 
  private:
   void shuffle_epoch();
+  std::string glob_;
   std::vector<std::string> files_;
   std::vector<uint32_t> tokens_;
+  uint64_t tokens_hash_ = 0;     // FNV-1a of the tokens, for describe()
   std::vector<uint64_t> order_;  // window start indices for the current epoch
   int seq_len_;
   uint64_t seed_;

@@ -1,0 +1,53 @@
+// The fp32 reference backend: host memory, OpenBLAS GEMMs, OpenMP loops. Each op forwards to
+// the float instantiation of the templates in loco/ops/, after checking buffer dtypes and
+// sizes (a wrong Buf is a loco::Error here, not a silent out-of-bounds write).
+#pragma once
+#include <string>
+
+#include "loco/backend/backend.hpp"
+
+namespace loco {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::F32; }
+
+  Buf alloc(size_t numel, DType dtype) override;  // zeroed, 64-byte aligned
+  void release(Buf& buf) override;
+  void zero(Buf buf) override;
+  void upload(Buf dst, const void* host_src) override;
+  void download(void* host_dst, Buf src) override;
+  void copy(Buf dst, Buf src) override;
+
+  void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override;
+  void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override;
+  void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
+  void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
+                        int C) override;
+  void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
+  void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
+                       bool accumulate_din) override;
+  void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override;
+  void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override;
+  void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
+                         int hd) override;
+  void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
+                          int B, int T, int NH, int NKV, int hd) override;
+  void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override;
+  void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override;
+  void add(Buf out, Buf a, Buf b, size_t n) override;
+  void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                     bool compute_grad) override;
+
+  double sum_squares(Buf x) override;
+  void scale(Buf x, float s) override;
+  void axpby(Buf y, float a, Buf x, float b) override;
+  bool all_finite(Buf x) override;
+  void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
+                    float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
+  void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
+                float beta, Buf C) override;
+};
+
+}  // namespace loco

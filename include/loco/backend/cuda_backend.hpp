@@ -1,0 +1,120 @@
+// The CUDA backend: bf16 activations (and compute copies of weights), fp32 master weights,
+// gradients, optimizer state and statistics; cuBLASLt GEMMs with fp32 accumulation and the
+// hand-written kernels of kernels/*.cu.
+//
+// This header needs no CUDA headers (host code that only selects a backend can include it);
+// the CUDA handles are held as opaque pointers. It is only *defined* when the build has
+// LOCO_HAVE_CUDA (src/cuda/ is compiled only then).
+//
+// Semantics: exactly those of loco::Backend (backend.hpp), checked against CpuBackend by
+// tests/gpu/gpu_test_kernels.cpp. All work is enqueued on one stream owned by the object;
+// methods that hand data to the host (download, sum_squares, all_finite, synchronize)
+// wait for it. Errors (CUDA, cuBLASLt, bad arguments, and token/target ids outside [0,V)
+// found by the kernels, reported at the next synchronising call) throw loco::Error.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "loco/backend/backend.hpp"
+
+struct CUstream_st;      // cudaStream_t = CUstream_st*
+struct cublasLtContext;  // cublasLtHandle_t = cublasLtContext*
+
+namespace loco {
+
+// True when a CUDA device with index `device` exists and can run this binary's kernels.
+// Otherwise false, and *why_not (when given) says why, e.g.
+// "cudaGetDeviceCount: cudaErrorInsufficientDriver: CUDA driver version is insufficient for
+// CUDA runtime version".
+bool cuda_device_usable(std::string* why_not = nullptr, int device = 0);
+
+// A CudaBackend on `device`; throws loco::Error with cuda_device_usable's reason when the
+// device is not usable. The distributed layer will pass the node-local rank as `device`.
+std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+
+class CudaBackend final : public Backend {
+ public:
+  // `device`: CUDA device index; multi-rank runs pass the node-local rank (one rank, one
+  // GPU). The constructor makes it the calling thread's current device, and every method
+  // re-selects it, so the object may be used from any host thread (one at a time).
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  DType activation_dtype() const override { return DType::BF16; }
+
+  int device() const { return device_; }
+  // The stream every op runs on (for NCCL later): a cudaStream_t.
+  CUstream_st* stream() const { return stream_; }
+
+  Buf alloc(size_t numel, DType dtype) override;
+  void release(Buf& buf) override;
+  void zero(Buf buf) override;
+  void upload(Buf dst, const void* host_src) override;
+  void download(void* host_dst, Buf src) override;
+  void copy(Buf dst, Buf src) override;
+  void synchronize() override;
+
+  void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override;
+  void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override;
+  void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
+  void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
+                        int C) override;
+  void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
+  void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
+                       bool accumulate_din) override;
+  void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override;
+  void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override;
+  void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
+                         int hd) override;
+  void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
+                          int B, int T, int NH, int NKV, int hd) override;
+  void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override;
+  void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override;
+  void add(Buf out, Buf a, Buf b, size_t n) override;
+  void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                     bool compute_grad) override;
+
+  double sum_squares(Buf x) override;
+  void scale(Buf x, float s) override;
+  void axpby(Buf y, float a, Buf x, float b) override;
+  bool all_finite(Buf x) override;
+  void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
+                    float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
+  void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
+                float beta, Buf C) override;
+
+ private:
+  struct GemmPlan;  // cuBLASLt descriptors + heuristic algorithm for one GEMM shape
+  // (trans_a, trans_b, M, N, K, A type, B type, C type, A/B/C alignment bytes)
+  using GemmKey = std::tuple<bool, bool, int, int, int, int, int, int, int, int, int>;
+
+  void activate() const;                      // cudaSetDevice(device_)
+  void* scratch(size_t bytes);                // grow-only device scratch, stream-ordered
+  void check_status();                        // syncs; throws on kernel-reported bad ids
+  // Row-major C(M,N) = alpha·op(A)·op(B) + beta·C through cuBLASLt, fp32 compute.
+  // Types are cudaDataType_t values (as int, to keep CUDA headers out of this header).
+  void gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                     const void* A, int a_type, const void* B, int b_type, float beta, void* C,
+                     int c_type, const char* op);
+
+  int device_ = 0;
+  CUstream_st* stream_ = nullptr;
+  cublasLtContext* lt_ = nullptr;
+  void* workspace_ = nullptr;  // cuBLASLt workspace
+  size_t workspace_bytes_ = 0;
+  void* scratch_ = nullptr;  // attention D, rmsnorm partials, reduction partials
+  size_t scratch_bytes_ = 0;
+  int* status_dev_ = nullptr;   // LOCO_STATUS_* bits set by kernels
+  void* result_dev_ = nullptr;  // small device results (sum_squares, all_finite)
+  void* host_pinned_ = nullptr;  // pinned host mirror for small results
+  std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
+};
+
+}  // namespace loco

@@ -1,0 +1,143 @@
+// The communication layer: a group of ranks that run collectives together.
+//
+// Two implementations:
+//  - MPI (make_mpi_world, below): host buffers. The CPU backend's Bufs are host memory.
+//  - NCCL (loco/dist/nccl_communicator.hpp, CUDA builds only): device buffers; small host
+//    reductions go over the MPI communicator it was bootstrapped from.
+//
+// Semantics shared by every implementation:
+//  - Every rank of the communicator makes the same calls in the same order with the same
+//    sizes (the MPI rule). Calls block until the result is in place.
+//  - Every call is bounded by timeout_s(): when it does not complete in time the call throws
+//    CommTimeoutError ("collective all_reduce (N bytes) did not complete within T s on rank R
+//    of K [name]: a peer is dead or stuck"). The communicator is then unusable (every later
+//    call throws) and the buffers of the abandoned call may still be written by the transport
+//    if the missing peer turns up: the caller's only sound move is to report and
+//    abort_world(). timeout_s <= 0 waits forever.
+//  - Every call is accounted in stats() (loco/dist/comm_stats.hpp for the formulas).
+//  - Not thread-safe: one thread drives a communicator.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loco/core/buffer.hpp"
+#include "loco/core/error.hpp"
+#include "loco/dist/comm_stats.hpp"
+
+namespace loco {
+
+enum class ReduceOp : uint8_t { Sum, Mean, Max, Min };
+const char* reduce_op_name(ReduceOp op);  // "sum", "mean", "max", "min"
+
+// Thrown when a collective does not complete within the communicator's timeout.
+class CommTimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+class Communicator {
+ public:
+  explicit Communicator(double timeout_s) : timeout_s_(timeout_s) {}
+  virtual ~Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // For messages: "mpi:world", "mpi:world/split(color=1)", "nccl:world", ...
+  virtual std::string name() const = 0;
+  // Where Bufs and the byte pointers of all_gather_bytes / broadcast_bytes must live:
+  // false = host memory (MPI), true = device memory of the current CUDA device (NCCL).
+  virtual bool device_memory() const = 0;
+
+  double timeout_s() const { return timeout_s_; }
+  void set_timeout_s(double seconds) { timeout_s_ = seconds; }
+
+  // ---------------------------------------------------------------- buffer collectives
+  // In place over every rank's `buf`. F32 and BF16 take every op; I32 takes Sum/Max/Min.
+  // Mean = Sum, then divided by size() (fp32 arithmetic, one rounding for BF16).
+  // BF16 travels as bf16 on both transports: each partial sum is computed in fp32 and
+  // rounded to bf16 (as NCCL does), so wire bytes are 2 per element.
+  virtual void all_reduce(Buf buf, ReduceOp op) = 0;
+
+  // Fixed-size pieces: every rank contributes `piece_bytes`; recv_all receives size() pieces
+  // in rank order (rank r's piece at offset r*piece_bytes). send_piece may be the rank's own
+  // slot inside recv_all. Used for packed (sparse / quantised) payloads.
+  virtual void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) = 0;
+  // Typed form: same dtype, recv_all.numel == size() * send_piece.numel.
+  void all_gather(Buf send_piece, Buf recv_all);
+
+  // `bytes` from `root` into every rank's `data`.
+  virtual void broadcast_bytes(void* data, size_t bytes, int root) = 0;
+  void broadcast(Buf buf, int root) { broadcast_bytes(buf.data, buf.bytes(), root); }
+
+  virtual void barrier() = 0;
+
+  // Sub-groups: ranks that pass the same color form one communicator, ordered by key (ties
+  // by rank in this communicator). color < 0: this rank joins no group and gets nullptr.
+  // Collective over this communicator. The child inherits the timeout and has its own stats.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+  // ---------------------------------------------------------------- small host collectives
+  // Always host memory, whatever device_memory() says.
+  virtual void all_reduce_host(std::vector<double>& values, ReduceOp op) = 0;
+  // Sum / Max / Min (Mean throws: integer division would hide a remainder).
+  virtual void all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) = 0;
+  // Every rank's value, in rank order (e.g. parameter hashes: name the ranks that differ).
+  virtual std::vector<uint64_t> all_gather_host(uint64_t value) = 0;
+  virtual void broadcast_host(void* data, size_t bytes, int root) = 0;
+
+  double all_reduce_host(double value, ReduceOp op) {
+    std::vector<double> v{value};
+    all_reduce_host(v, op);
+    return v[0];
+  }
+
+  // ---------------------------------------------------------------- accounting
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_.reset(); }
+
+ protected:
+  CommStats stats_;
+  double timeout_s_;
+};
+
+// Ranks (in rank order) whose value differs from the most common one; empty when all agree.
+std::vector<int> mismatching_ranks(const std::vector<uint64_t>& per_rank);
+
+// ------------------------------------------------------------------ MPI
+
+// MPI for the process's lifetime. Initialises MPI (MPI_Init_thread, MPI_THREAD_SERIALIZED
+// requested) unless something already did, and finalises only what it initialised. A plain
+// `./loco` without mpirun runs as a 1-rank world (Open MPI singleton).
+class MpiRuntime {
+ public:
+  MpiRuntime(int* argc = nullptr, char*** argv = nullptr);
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+  int thread_level() const { return thread_level_; }  // the MPI_THREAD_* provided
+  bool initialised_here() const { return initialised_here_; }
+
+ private:
+  bool initialised_here_ = false;
+  int thread_level_ = 0;
+};
+
+// A communicator over a private duplicate of MPI_COMM_WORLD (its traffic never matches the
+// caller's own MPI calls). Requires MPI to be initialised. Host buffers.
+std::unique_ptr<Communicator> make_mpi_world(double timeout_s);
+
+// This rank's index among the ranks on the same node (MPI_COMM_TYPE_SHARED), for picking a
+// GPU. Computed once; the first call is collective over MPI_COMM_WORLD (every rank must make
+// it). Without MPI initialised: OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, else 0.
+int node_local_rank();
+int node_local_size();
+
+// MPI_Abort(MPI_COMM_WORLD, code): ends every rank of the job, e.g. after a CommTimeoutError.
+[[noreturn]] void abort_world(int code);
+
+}  // namespace loco

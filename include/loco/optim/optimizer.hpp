@@ -1,0 +1,58 @@
+// Inner optimizers: device-free code over the flat parameter/gradient buffers, calling the
+// Backend for the arithmetic. Each one owns its state buffers (same layout as the params),
+// so checkpoints and the outer loop can treat optimizer state as whole buffers too.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loco/backend/backend.hpp"
+#include "loco/config/config.hpp"
+#include "loco/model/param_layout.hpp"
+
+namespace loco {
+
+class InnerOptimizer {
+ public:
+  virtual ~InnerOptimizer() = default;
+  // One update of params from grads. `grad_scale` multiplies the gradient first (clipping).
+  virtual void step(Buf params, Buf grads, double lr, float grad_scale) = 0;
+  virtual int64_t steps_taken() const = 0;
+  // Named state buffers (e.g. "adam.m", "adam.v") for checkpoints.
+  virtual std::vector<std::pair<std::string, Buf>> state() = 0;
+};
+
+// Whether a parameter gets weight decay: never norm gains; embeddings and a (tied or
+// untied) LM head only when `decay_embeddings`.
+bool decays(const ParamView& v, const OptimizerConfig& cfg);
+
+class AdamW final : public InnerOptimizer {
+ public:
+  AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend);
+  ~AdamW() override;
+  void step(Buf params, Buf grads, double lr, float grad_scale) override;
+  int64_t steps_taken() const override { return t_; }
+  std::vector<std::pair<std::string, Buf>> state() override;
+
+ private:
+  OptimizerConfig cfg_;
+  const ParamLayout& layout_;
+  Backend& backend_;
+  Buf m_, v_;
+  int64_t t_ = 0;
+};
+
+std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
+                                                     const ParamLayout& layout,
+                                                     Backend& backend);
+
+// Global L2 norm of the gradient buffer, and the factor that clips it to max_norm
+// (1 when max_norm <= 0 or the norm is already below it).
+struct GradNorm {
+  double norm = 0.0;
+  float clip_scale = 1.0f;
+};
+GradNorm global_grad_norm(Backend& backend, Buf grads, double max_norm);
+
+}  // namespace loco

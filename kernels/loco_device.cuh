@@ -1,0 +1,66 @@
+// Device-side helpers shared by kernels/*.cu (never included by host C++).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "loco_kernels.cuh"
+
+namespace loco_dev {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kWarp = 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 to_bf(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the whole block, returned to every thread. `red` is __shared__ float[32]. Every
+// warp sums red[] in the same order, so all threads get bit-identical values. Contains two
+// __syncthreads(): call it from uniform control flow only.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < nwarps ? red[lane] : 0.f;
+  t = warp_sum(t);
+  __syncthreads();  // red may be reused right after
+  return t;
+}
+
+// True for NaN and ±Inf, by bit pattern (independent of fast-math flags).
+__device__ __forceinline__ bool not_finite(float x) {
+  return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+// Grid size for a grid-stride loop over n items with `block` threads per block.
+inline unsigned grid_for(size_t n, int block, unsigned cap = 8192) {
+  size_t g = (n + static_cast<size_t>(block) - 1) / static_cast<size_t>(block);
+  if (g < 1) g = 1;
+  if (g > cap) g = cap;
+  return static_cast<unsigned>(g);
+}
+
+}  // namespace loco_dev

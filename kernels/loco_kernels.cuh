@@ -1,0 +1,122 @@
+// C-style launchers for the CUDA backend's kernels (kernels/*.cu, one op per file).
+//
+// This header is included by host C++ (src/cuda/cuda_backend.cpp, compiled by g++), so it
+// holds declarations only: no __global__ code, no device intrinsics. Every launcher enqueues
+// its kernel(s) on `stream` and returns cudaGetLastError() (launch-configuration errors); the
+// host checks the result and throws loco::Error. Launchers never synchronize.
+//
+// Conventions (see include/loco/backend/backend.hpp for the op semantics):
+//  - bf16 = __nv_bfloat16 (activations), fp32 math inside every kernel.
+//  - Row-major shapes in the comments, N = B*T rows.
+//  - `status` points at one device int; a kernel that meets bad input (a token id outside
+//    [0,V)) ORs a LOCO_STATUS_* bit into it and keeps going with a harmless value; the host
+//    reads it at its next synchronisation point and throws.
+//  - Pointers are NOT __restrict__ where backend.hpp allows aliasing (add, rope, swiglu
+//    backward, cross_entropy in place).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#define LOCO_STATUS_BAD_TOKEN 1   // embedding: token id outside [0, V)
+#define LOCO_STATUS_BAD_TARGET 2  // cross_entropy: target outside [0, V)
+
+extern "C" {
+
+// ------------------------------------------------------------------ conversion / elementwise
+// dst[i] = bf16_rn(src[i])   (round to nearest even, __float2bfloat16_rn)
+cudaError_t loco_f32_to_bf16(__nv_bfloat16* dst, const float* src, size_t n, cudaStream_t s);
+// dst[i] = float(src[i])
+cudaError_t loco_bf16_to_f32(float* dst, const __nv_bfloat16* src, size_t n, cudaStream_t s);
+// out = a + b (bf16, fp32 add then round); out may alias a or b.
+cudaError_t loco_add_bf16(__nv_bfloat16* out, const __nv_bfloat16* a, const __nv_bfloat16* b,
+                          size_t n, cudaStream_t s);
+
+// ------------------------------------------------------------------ embedding
+// out(N,C) = wte(V,C)[tokens(N)]
+cudaError_t loco_embedding_forward(__nv_bfloat16* out, const int32_t* tokens,
+                                   const __nv_bfloat16* wte, int N, int C, int V, int* status,
+                                   cudaStream_t s);
+// dwte(V,C) f32 += scatter of dout(N,C) by token (fp32 atomics: order not deterministic)
+cudaError_t loco_embedding_backward(float* dwte, const __nv_bfloat16* dout, const int32_t* tokens,
+                                    int N, int C, int V, int* status, cudaStream_t s);
+
+// ------------------------------------------------------------------ rmsnorm
+// out(N,C) = in * rstd * weight(C);  rstd(N) f32
+cudaError_t loco_rmsnorm_forward(__nv_bfloat16* out, float* rstd, const __nv_bfloat16* in,
+                                 const __nv_bfloat16* weight, int N, int C, float eps,
+                                 cudaStream_t s);
+// f32 scratch elements loco_rmsnorm_backward needs for (N, C).
+size_t loco_rmsnorm_backward_scratch(int N, int C);
+// din(N,C) += ..., dweight(C) f32 += ... (deterministic: per-block partials, then a fixed-order
+// column sum). scratch: loco_rmsnorm_backward_scratch(N, C) floats.
+cudaError_t loco_rmsnorm_backward(__nv_bfloat16* din, float* dweight, const __nv_bfloat16* dout,
+                                  const __nv_bfloat16* in, const __nv_bfloat16* weight,
+                                  const float* rstd, int N, int C, float* scratch,
+                                  cudaStream_t s);
+
+// ------------------------------------------------------------------ rope
+// x, out (B,T,H,hd); rotate-half; direction +1 forward, -1 backward (inverse rotation).
+// Angles in double precision (as the CPU reference). out may alias x.
+cudaError_t loco_rope(__nv_bfloat16* out, const __nv_bfloat16* x, int B, int T, int H, int hd,
+                      float theta, int direction, cudaStream_t s);
+
+// ------------------------------------------------------------------ attention
+// Supported head dims: multiples of 4 in [4, 128].
+int loco_attention_supported(int hd);
+// q,out (B,T,NH,hd); k,v (B,T,NKV,hd); lse (B,NH,T) f32 natural log.
+cudaError_t loco_attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q,
+                                   const __nv_bfloat16* k, const __nv_bfloat16* v, int B, int T,
+                                   int NH, int NKV, int hd, cudaStream_t s);
+// Backward part 1: D(B,NH,T) = rowsum(dout*out) into scratch_D, then dq (B,T,NH,hd).
+cudaError_t loco_attention_backward_dq(__nv_bfloat16* dq, float* scratch_D,
+                                       const __nv_bfloat16* dout, const __nv_bfloat16* q,
+                                       const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                       const __nv_bfloat16* out, const float* lse, int B, int T,
+                                       int NH, int NKV, int hd, cudaStream_t s);
+// Backward part 2 (after part 1, same stream): dk, dv (B,T,NKV,hd), using D from part 1.
+cudaError_t loco_attention_backward_dkdv(__nv_bfloat16* dk, __nv_bfloat16* dv,
+                                         const float* scratch_D, const __nv_bfloat16* dout,
+                                         const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                         const __nv_bfloat16* v, const float* lse, int B, int T,
+                                         int NH, int NKV, int hd, cudaStream_t s);
+
+// ------------------------------------------------------------------ swiglu
+// out = silu(gate) * up
+cudaError_t loco_swiglu_forward(__nv_bfloat16* out, const __nv_bfloat16* gate,
+                                const __nv_bfloat16* up, size_t n, cudaStream_t s);
+// dgate, dup overwritten; they may alias dout.
+cudaError_t loco_swiglu_backward(__nv_bfloat16* dgate, __nv_bfloat16* dup,
+                                 const __nv_bfloat16* dout, const __nv_bfloat16* gate,
+                                 const __nv_bfloat16* up, size_t n, cudaStream_t s);
+
+// ------------------------------------------------------------------ cross entropy
+// logits (N,V) bf16, targets (N), losses (N) f32. compute_grad: logits <- dlogits in place.
+cudaError_t loco_cross_entropy(float* losses, __nv_bfloat16* logits, const int32_t* targets,
+                               int N, int V, float grad_scale, int compute_grad, int* status,
+                               cudaStream_t s);
+
+// ------------------------------------------------------------------ f32 vector ops
+// double scratch elements loco_sum_squares needs.
+size_t loco_sum_squares_scratch(void);
+// *result (device double) = Σ x² in double; deterministic two-pass reduction whose block
+// count depends only on n. scratch: loco_sum_squares_scratch() doubles.
+cudaError_t loco_sum_squares(double* result, const float* x, size_t n, double* scratch,
+                             cudaStream_t s);
+cudaError_t loco_scale_f32(float* x, float a, size_t n, cudaStream_t s);  // x *= a
+// y = a*x + b*y
+cudaError_t loco_axpby_f32(float* y, float a, const float* x, float b, size_t n, cudaStream_t s);
+// *flag (device int) = 1 if any element is NaN/Inf, else 0 (the launcher clears it first).
+cudaError_t loco_all_finite_f32(int* flag, const float* x, size_t n, cudaStream_t s);
+// AdamW, formula of include/loco/ops/adamw.hpp, fp32 with IEEE division and sqrt.
+cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n,
+                           float lr, float beta1, float beta2, float eps, float weight_decay,
+                           float bc1, float bc2, float grad_scale, cudaStream_t s);
+
+// Succeeds when this binary holds kernel code the current device can run (built for its
+// architecture); used by cuda_device_usable().
+cudaError_t loco_kernels_probe(void);
+
+}  // extern "C"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything loco needs to build, test and run on Debian 12 (as root, or via sudo).
+# Idempotent: packages already present are left alone. No downloads outside Debian's archive.
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ make pkg-config
+  libopenmpi-dev openmpi-bin           # MPI: CPU collectives and the launcher
+  nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev catch2
+  libopenblas-dev                      # sgemm for the CPU backend
+  bible-kjv                            # the corpus's source (data/ already holds the text)
+  gnuplot-nox                          # plots in scripts/compare.sh
+)
+if [[ "${LOCO_WITH_TORCH:-0}" == 1 ]]; then
+  packages+=(python3-torch)            # only for scripts/bench-cpu.sh's PyTorch reference
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,298 @@
+#include "loco/backend/cpu_backend.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+
+#include "loco/ops/adamw.hpp"
+#include "loco/ops/attention.hpp"
+#include "loco/ops/bf16.hpp"
+#include "loco/ops/cross_entropy.hpp"
+#include "loco/ops/embedding.hpp"
+#include "loco/ops/gemm.hpp"
+#include "loco/ops/matmul.hpp"
+#include "loco/ops/rmsnorm.hpp"
+#include "loco/ops/rope.hpp"
+#include "loco/ops/swiglu.hpp"
+#include "loco/ops/vector_ops.hpp"
+
+namespace loco {
+
+namespace {
+
+constexpr size_t kAlignment = 64;  // one cache line; also enough for AVX-512 loads
+
+size_t elements(int a, int b) { return static_cast<size_t>(a) * static_cast<size_t>(b); }
+size_t elements(int a, int b, int c, int d) { return elements(a, b) * elements(c, d); }
+
+// Validates the Bufs handed to one op, so that a shape or dtype mix-up in model code fails
+// with a message naming the op and the argument instead of corrupting memory.
+class OpArgs {
+ public:
+  explicit OpArgs(const char* op) : op_(op) {}
+
+  void require(bool condition, const std::string& what) const {
+    if (!condition) throw Error(std::string("cpu backend: ") + op_ + ": " + what);
+  }
+  void non_negative(std::initializer_list<int> dims) const {
+    for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
+  }
+  float* f32(Buf buf, size_t needed, const char* arg) const {
+    check(buf, DType::F32, needed, arg);
+    return static_cast<float*>(buf.data);
+  }
+  const int32_t* i32(Buf buf, size_t needed, const char* arg) const {
+    check(buf, DType::I32, needed, arg);
+    return static_cast<const int32_t*>(buf.data);
+  }
+  // Every id in [0, limit): an out-of-range token would read or write outside a table.
+  void ids_in_range(const int32_t* ids, int count, int limit, const char* arg) const {
+    for (int i = 0; i < count; ++i)
+      require(ids[i] >= 0 && ids[i] < limit, std::string(arg) + "[" + std::to_string(i) +
+                                                 "] = " + std::to_string(ids[i]) +
+                                                 " is outside [0, " + std::to_string(limit) + ")");
+  }
+
+ private:
+  void check(Buf buf, DType dtype, size_t needed, const char* arg) const {
+    require(buf.dtype == dtype,
+            std::string(arg) + " is " + dtype_name(buf.dtype) + ", expected " + dtype_name(dtype));
+    require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
+                                     " elements, needs " + std::to_string(needed));
+    require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
+  }
+
+  const char* op_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- memory
+
+Buf CpuBackend::alloc(size_t numel, DType dtype) {
+  Buf buf{nullptr, dtype, numel};
+  if (numel == 0) return buf;
+  // aligned_alloc wants a size that is a multiple of the alignment.
+  const size_t padded = (buf.bytes() + kAlignment - 1) / kAlignment * kAlignment;
+  buf.data = std::aligned_alloc(kAlignment, padded);
+  if (buf.data == nullptr)
+    throw Error("cpu backend: out of host memory allocating " + std::to_string(buf.bytes()) +
+                " bytes (" + std::to_string(numel) + " " + dtype_name(dtype) + ")");
+  std::memset(buf.data, 0, padded);
+  return buf;
+}
+
+void CpuBackend::release(Buf& buf) {
+  std::free(buf.data);
+  buf = Buf{};
+}
+
+void CpuBackend::zero(Buf buf) {
+  if (buf.bytes() > 0) std::memset(buf.data, 0, buf.bytes());
+}
+
+void CpuBackend::upload(Buf dst, const void* host_src) {
+  if (dst.bytes() > 0) std::memcpy(dst.data, host_src, dst.bytes());
+}
+
+void CpuBackend::download(void* host_dst, Buf src) {
+  if (src.bytes() > 0) std::memcpy(host_dst, src.data, src.bytes());
+}
+
+void CpuBackend::copy(Buf dst, Buf src) {
+  const OpArgs args("copy");
+  args.require(dst.numel == src.numel, "dst has " + std::to_string(dst.numel) +
+                                           " elements but src has " + std::to_string(src.numel));
+  if (dst.numel == 0) return;
+  if (dst.dtype == src.dtype) {
+    std::memmove(dst.data, src.data, dst.bytes());
+  } else if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {
+    ops::convert_f32_to_bf16(static_cast<uint16_t*>(dst.data), static_cast<const float*>(src.data),
+                             dst.numel);
+  } else if (dst.dtype == DType::F32 && src.dtype == DType::BF16) {
+    ops::convert_bf16_to_f32(static_cast<float*>(dst.data), static_cast<const uint16_t*>(src.data),
+                             dst.numel);
+  } else {
+    args.require(false, std::string("cannot convert ") + dtype_name(src.dtype) + " to " +
+                            dtype_name(dst.dtype));
+  }
+}
+
+// ---------------------------------------------------------------------------- model ops
+
+void CpuBackend::embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) {
+  const OpArgs args("embedding_forward");
+  args.non_negative({N, C});
+  args.require(C > 0, "C must be positive");
+  const int V = static_cast<int>(wte.numel / static_cast<size_t>(C));
+  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
+  args.ids_in_range(ids, N, V, "tokens");
+  ops::embedding_forward(args.f32(out, elements(N, C), "out"), ids,
+                         args.f32(wte, elements(V, C), "wte"), N, C);
+}
+
+void CpuBackend::embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) {
+  const OpArgs args("embedding_backward");
+  args.non_negative({N, C});
+  args.require(C > 0, "C must be positive");
+  const int V = static_cast<int>(dwte.numel / static_cast<size_t>(C));
+  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
+  args.ids_in_range(ids, N, V, "tokens");
+  ops::embedding_backward(args.f32(dwte, elements(V, C), "dwte"),
+                          args.f32(dout, elements(N, C), "dout"), ids, N, C);
+}
+
+void CpuBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) {
+  const OpArgs args("rmsnorm_forward");
+  args.non_negative({N, C});
+  ops::rmsnorm_forward(args.f32(out, elements(N, C), "out"), args.f32(rstd, N, "rstd"),
+                       args.f32(in, elements(N, C), "in"), args.f32(weight, C, "weight"), N, C,
+                       eps);
+}
+
+void CpuBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
+                                  int N, int C) {
+  const OpArgs args("rmsnorm_backward");
+  args.non_negative({N, C});
+  ops::rmsnorm_backward(args.f32(din, elements(N, C), "din"), args.f32(dweight, C, "dweight"),
+                        args.f32(dout, elements(N, C), "dout"), args.f32(in, elements(N, C), "in"),
+                        args.f32(weight, C, "weight"), args.f32(rstd, N, "rstd"), N, C);
+}
+
+void CpuBackend::matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) {
+  const OpArgs args("matmul_forward");
+  args.non_negative({N, IC, OC});
+  ops::matmul_forward(args.f32(out, elements(N, OC), "out"), args.f32(in, elements(N, IC), "in"),
+                      args.f32(weight, elements(OC, IC), "weight"), N, IC, OC);
+}
+
+void CpuBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC,
+                                 int OC, bool accumulate_din) {
+  const OpArgs args("matmul_backward");
+  args.non_negative({N, IC, OC});
+  ops::matmul_backward(args.f32(din, elements(N, IC), "din"),
+                       args.f32(dweight, elements(OC, IC), "dweight"),
+                       args.f32(dout, elements(N, OC), "dout"), args.f32(in, elements(N, IC), "in"),
+                       args.f32(weight, elements(OC, IC), "weight"), N, IC, OC, accumulate_din);
+}
+
+void CpuBackend::rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
+  const OpArgs args("rope_forward");
+  args.non_negative({B, T, H, hd});
+  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
+  const size_t n = elements(B, T, H, hd);
+  ops::rope_forward(args.f32(out, n, "out"), args.f32(x, n, "x"), B, T, H, hd, theta);
+}
+
+void CpuBackend::rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
+  const OpArgs args("rope_backward");
+  args.non_negative({B, T, H, hd});
+  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
+  const size_t n = elements(B, T, H, hd);
+  ops::rope_backward(args.f32(dx, n, "dx"), args.f32(dout, n, "dout"), B, T, H, hd, theta);
+}
+
+namespace {
+void check_attention_heads(const OpArgs& args, int B, int T, int NH, int NKV, int hd) {
+  args.non_negative({B, T, NH, NKV, hd});
+  args.require(NKV > 0 && NH % NKV == 0,
+               "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV));
+}
+}  // namespace
+
+void CpuBackend::attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
+                                   int NKV, int hd) {
+  const OpArgs args("attention_forward");
+  check_attention_heads(args, B, T, NH, NKV, hd);
+  const size_t q_numel = elements(B, T, NH, hd);
+  const size_t kv_numel = elements(B, T, NKV, hd);
+  ops::attention_forward(args.f32(out, q_numel, "out"), args.f32(lse, elements(B, NH, T, 1), "lse"),
+                         args.f32(q, q_numel, "q"), args.f32(k, kv_numel, "k"),
+                         args.f32(v, kv_numel, "v"), B, T, NH, NKV, hd);
+}
+
+void CpuBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out,
+                                    Buf lse, int B, int T, int NH, int NKV, int hd) {
+  const OpArgs args("attention_backward");
+  check_attention_heads(args, B, T, NH, NKV, hd);
+  const size_t q_numel = elements(B, T, NH, hd);
+  const size_t kv_numel = elements(B, T, NKV, hd);
+  ops::attention_backward(args.f32(dq, q_numel, "dq"), args.f32(dk, kv_numel, "dk"),
+                          args.f32(dv, kv_numel, "dv"), args.f32(dout, q_numel, "dout"),
+                          args.f32(q, q_numel, "q"), args.f32(k, kv_numel, "k"),
+                          args.f32(v, kv_numel, "v"), args.f32(out, q_numel, "out"),
+                          args.f32(lse, elements(B, NH, T, 1), "lse"), B, T, NH, NKV, hd);
+}
+
+void CpuBackend::swiglu_forward(Buf out, Buf gate, Buf up, size_t n) {
+  const OpArgs args("swiglu_forward");
+  ops::swiglu_forward(args.f32(out, n, "out"), args.f32(gate, n, "gate"), args.f32(up, n, "up"), n);
+}
+
+void CpuBackend::swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) {
+  const OpArgs args("swiglu_backward");
+  ops::swiglu_backward(args.f32(dgate, n, "dgate"), args.f32(dup, n, "dup"),
+                       args.f32(dout, n, "dout"), args.f32(gate, n, "gate"), args.f32(up, n, "up"),
+                       n);
+}
+
+void CpuBackend::add(Buf out, Buf a, Buf b, size_t n) {
+  const OpArgs args("add");
+  ops::add(args.f32(out, n, "out"), args.f32(a, n, "a"), args.f32(b, n, "b"), n);
+}
+
+void CpuBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                               bool compute_grad) {
+  const OpArgs args("cross_entropy");
+  args.non_negative({N, V});
+  args.require(V > 0, "V must be positive");
+  const int32_t* ids = args.i32(targets, static_cast<size_t>(N), "targets");
+  args.ids_in_range(ids, N, V, "targets");
+  ops::cross_entropy(args.f32(losses, N, "losses"), args.f32(logits, elements(N, V), "logits"), ids,
+                     N, V, grad_scale, compute_grad);
+}
+
+// ---------------------------------------------------------------------------- F32 vector ops
+
+double CpuBackend::sum_squares(Buf x) {
+  return ops::sum_squares(OpArgs("sum_squares").f32(x, x.numel, "x"), x.numel);
+}
+
+void CpuBackend::scale(Buf x, float s) {
+  ops::scale(OpArgs("scale").f32(x, x.numel, "x"), s, x.numel);
+}
+
+void CpuBackend::axpby(Buf y, float a, Buf x, float b) {
+  const OpArgs args("axpby");
+  args.require(x.numel == y.numel, "x has " + std::to_string(x.numel) + " elements but y has " +
+                                       std::to_string(y.numel));
+  ops::axpby(args.f32(y, y.numel, "y"), a, args.f32(x, x.numel, "x"), b, y.numel);
+}
+
+bool CpuBackend::all_finite(Buf x) {
+  return ops::all_finite(OpArgs("all_finite").f32(x, x.numel, "x"), x.numel);
+}
+
+void CpuBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
+                              float eps, float weight_decay, float bc1, float bc2,
+                              float grad_scale) {
+  const OpArgs args("adamw_update");
+  const size_t n = param.numel;
+  args.require(grad.numel == n && m.numel == n && v.numel == n,
+               "param, grad, m and v must have the same number of elements");
+  const ops::AdamWHyperparams hp{lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale};
+  ops::adamw_update(args.f32(param, n, "param"), args.f32(grad, n, "grad"), args.f32(m, n, "m"),
+                    args.f32(v, n, "v"), n, hp);
+}
+
+void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
+                          Buf B, float beta, Buf C) {
+  const OpArgs args("gemm_f32");
+  args.non_negative({M, N, K});
+  ops::gemm(trans_a, trans_b, M, N, K, alpha, args.f32(A, elements(M, K), "A"),
+            args.f32(B, elements(K, N), "B"), beta, args.f32(C, elements(M, N), "C"));
+}
+
+}  // namespace loco

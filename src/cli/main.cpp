@@ -1,0 +1,107 @@
+// The `loco` command line: one binary, one subcommand per job.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "loco/config/config.hpp"
+#include "loco/core/error.hpp"
+#include "loco/core/files.hpp"
+#include "loco/data/tokenizer.hpp"
+#include "loco/train/stop_signal.hpp"
+#include "loco/train/trainer.hpp"
+
+namespace {
+
+struct TrainArgs {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string out_dir;
+};
+
+int run_train(const TrainArgs& args) {
+  // Validate everything before touching the filesystem: a bad config writes nothing.
+  loco::Config config = loco::load_config(args.config_path, args.overrides);
+  if (!args.out_dir.empty()) config.output.dir = args.out_dir;
+  loco::make_directories(config.output.dir);
+  loco::write_file_atomic(config.output.dir + "/config.json",
+                          loco::config_to_json(config).dump(2) + "\n");
+  loco::install_stop_handlers();
+  const loco::TrainResult r = loco::train(config, config.output.dir);
+  spdlog::info("done: {} steps, {} tokens, final train loss {:.4f}{}, {:.1f} s; run directory {}",
+               r.steps_done, r.tokens, r.final_train_loss,
+               r.final_val_loss >= 0 ? fmt::format(", val loss {:.4f}", r.final_val_loss) : "",
+               r.wall_seconds, config.output.dir);
+  return r.stopped_early ? 130 : 0;
+}
+
+struct TokenizeArgs {
+  std::string input, train_out, val_out;
+  double val_fraction = 0.0;
+};
+
+int run_tokenize(const TokenizeArgs& args) {
+  const auto r =
+      loco::tokenize_text_file(args.input, args.train_out, args.val_out, args.val_fraction);
+  spdlog::info("tokenized {}: {} train tokens → {}{}", args.input, r.train_tokens, args.train_out,
+               args.val_out.empty()
+                   ? std::string()
+                   : fmt::format(", {} validation tokens → {}", r.val_tokens, args.val_out));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("%v");
+  CLI::App app{
+      "loco: low-communication distributed Llama pre-training (DDP, DiLoCo, MuLoCo, "
+      "SparseLoCo)\n\nExamples:\n"
+      "  loco train configs/tiny.json\n"
+      "  loco train configs/tiny.json --set training.steps=100 --out runs/try\n"
+      "  loco tokenize book.txt --train data/book-train.bin --val data/book-val.bin "
+      "--val-fraction 0.05"};
+  app.require_subcommand(1);
+
+  TrainArgs train_args;
+  auto* train = app.add_subcommand("train", "Train a model from a JSON config");
+  train->add_option("config", train_args.config_path, "Path to the JSON config")
+      ->required()
+      ->check(CLI::ExistingFile);
+  train->add_option("--set", train_args.overrides,
+                    "Override a config key by its dotted path, e.g. --set optimizer.lr=3e-4 "
+                    "(repeatable; VALUE is parsed as JSON, else taken as a string)")
+      ->type_name("KEY=VALUE");
+  train->add_option("--out", train_args.out_dir,
+                    "Run directory (default: output.dir from the config)");
+
+  TokenizeArgs tok_args;
+  auto* tokenize = app.add_subcommand(
+      "tokenize", "Turn a text file into byte-level token shards (llm.c format)");
+  tokenize->add_option("input", tok_args.input, "Text file")->required()->check(CLI::ExistingFile);
+  tokenize->add_option("--train", tok_args.train_out, "Output shard for training tokens")
+      ->required();
+  tokenize->add_option("--val", tok_args.val_out, "Output shard for validation tokens");
+  tokenize->add_option("--val-fraction", tok_args.val_fraction,
+                       "Fraction of the text (cut at a line) kept for validation")
+      ->check(CLI::Range(0.0, 0.99));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train) return run_train(train_args);
+    if (*tokenize) return run_tokenize(tok_args);
+  } catch (const loco::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}

@@ -1,0 +1,661 @@
+// Config <-> JSON, validation, overrides and data-path resolution.
+//
+// Every key is declared ONCE, in the `fields(V&, Section&)` functions below: one line per
+// key with its JSON name, the struct member and an optional per-value rule. The same
+// declaration drives reading (type checks + rules), writing (config_to_json), the set of
+// known keys (unknown-key errors, --set path checks, "did you mean" suggestions) — so those
+// can never drift apart.
+//
+// To add a key:     add the member (with its default) to the struct in config.hpp, add one
+//                   `v.field("name", s.member, rule)` line to its section below, and a row
+//                   to docs/config.md.
+// To add a section: add the struct and a `Config` member in config.hpp, write
+//                   `template <class V> void fields(V& v, NewSection& s) { ... }` next to
+//                   the others (before `fields(V&, Config&)`), add
+//                   `v.section("new_section", c.new_section);` to `fields(V&, Config&)`, put
+//                   checks that involve several keys in `check_consistency`, and add a
+//                   table to docs/config.md. Sections may nest (call v.section inside).
+//
+// Rules return "" when the value is fine, else what is allowed ("must be > 0"); the message
+// becomes "<source>: <json.path> = <value>: <rule text>".
+#include "loco/config/config.hpp"
+
+#include <glob.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "loco/core/error.hpp"
+#include "loco/optim/schedule.hpp"
+
+namespace loco {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kMaxConfigBytes = 16u << 20;  // a config is a few hundred bytes
+constexpr int kMaxJsonDepth = 64;              // the schema is 2 levels deep
+
+// ------------------------------------------------------------------ rendering values
+
+// A short, non-recursive rendering of a JSON value for messages (never dumps a deeply
+// nested or huge value).
+std::string render(const json& v) {
+  switch (v.type()) {
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string: {
+      const auto& s = v.get_ref<const std::string&>();
+      if (s.size() > 80) return json(s.substr(0, 77) + "...").dump();
+      return v.dump();
+    }
+    case json::value_t::discarded:
+      return "nothing";
+    default:
+      return v.dump();
+  }
+}
+
+template <class T>
+std::string render_value(const T& value) {
+  return render(json(value));
+}
+
+// ------------------------------------------------------------------ rules
+
+template <class T>
+using Rule = std::function<std::string(const T&)>;
+
+// 0.0 -> "0", 1e-05 -> "1e-05", 0.5 -> "0.5": bounds read naturally in rule messages.
+std::string num(double x) {
+  std::string s = json(x).dump();
+  if (s.size() > 2 && s.compare(s.size() - 2, 2, ".0") == 0) s.resize(s.size() - 2);
+  return s;
+}
+std::string num(int x) { return std::to_string(x); }
+
+template <class T>
+Rule<T> greater_than(T lo) {
+  return [lo](const T& x) { return x > lo ? std::string() : "must be > " + num(lo); };
+}
+template <class T>
+Rule<T> at_least(T lo) {
+  return [lo](const T& x) { return x >= lo ? std::string() : "must be >= " + num(lo); };
+}
+// lo <= x <= hi
+template <class T>
+Rule<T> in_closed(T lo, T hi) {
+  return [lo, hi](const T& x) {
+    return (x >= lo && x <= hi) ? std::string() : "must be in [" + num(lo) + ", " + num(hi) + "]";
+  };
+}
+// lo <= x < hi
+Rule<double> in_half_open(double lo, double hi) {
+  return [lo, hi](const double& x) {
+    return (x >= lo && x < hi) ? std::string() : "must be in [" + num(lo) + ", " + num(hi) + ")";
+  };
+}
+Rule<std::string> one_of(std::vector<std::string> allowed) {
+  return [allowed](const std::string& x) {
+    if (std::find(allowed.begin(), allowed.end(), x) != allowed.end()) return std::string();
+    std::string s = "must be one of ";
+    for (size_t i = 0; i < allowed.size(); ++i) s += (i ? ", \"" : "\"") + allowed[i] + "\"";
+    return s;
+  };
+}
+Rule<std::string> non_empty() {
+  return [](const std::string& x) { return x.empty() ? "must not be empty" : std::string(); };
+}
+
+// ------------------------------------------------------------------ the schema
+
+const std::vector<std::string> kScheduleTypes = {"constant", "linear", "cosine", "wsd", "infinite"};
+
+template <class V>
+void fields(V& v, ModelConfig& m) {
+  v.field("vocab_size", m.vocab_size, at_least(2));
+  v.field("d_model", m.d_model, greater_than(0));
+  v.field("n_layers", m.n_layers, greater_than(0));
+  v.field("n_heads", m.n_heads, greater_than(0));
+  v.field("n_kv_heads", m.n_kv_heads, greater_than(0));
+  v.field("d_ff", m.d_ff, greater_than(0));
+  v.field("max_seq_len", m.max_seq_len, greater_than(0));
+  v.field("rope_theta", m.rope_theta, greater_than(0.0));
+  v.field("norm_eps", m.norm_eps, greater_than(0.0));
+  v.field("tie_embeddings", m.tie_embeddings);
+  v.field("init_std", m.init_std, greater_than(0.0));
+  v.field("init_from", m.init_from);
+}
+
+template <class V>
+void fields(V& v, DataConfig& d) {
+  v.field("train", d.train, non_empty());
+  v.field("val", d.val);
+  v.field("tokenizer", d.tokenizer, one_of({"byte"}));
+}
+
+template <class V>
+void fields(V& v, OptimizerConfig& o) {
+  v.field("type", o.type, one_of({"adamw"}));
+  v.field("lr", o.lr, greater_than(0.0));
+  v.field("beta1", o.beta1, in_half_open(0.0, 1.0));
+  v.field("beta2", o.beta2, in_half_open(0.0, 1.0));
+  v.field("eps", o.eps, greater_than(0.0));
+  v.field("weight_decay", o.weight_decay, at_least(0.0));
+  v.field("decay_embeddings", o.decay_embeddings);
+  v.field("grad_clip", o.grad_clip, at_least(0.0));
+}
+
+template <class V>
+void fields(V& v, ScheduleConfig& s) {
+  v.field("type", s.type, one_of(kScheduleTypes));
+  v.field("warmup_steps", s.warmup_steps, at_least(0));
+  v.field("min_lr_ratio", s.min_lr_ratio, in_closed(0.0, 1.0));
+  v.field("decay_fraction", s.decay_fraction, in_closed(0.0, 1.0));
+  v.field("cooldown_steps", s.cooldown_steps, at_least(0));
+  v.field("const_lr_ratio", s.const_lr_ratio, in_closed(0.0, 1.0));
+  v.field("anneal_steps", s.anneal_steps, at_least(0));
+}
+
+template <class V>
+void fields(V& v, TrainingConfig& t) {
+  v.field("steps", t.steps, greater_than(0));
+  v.field("micro_batch", t.micro_batch, greater_than(0));
+  v.field("grad_accum", t.grad_accum, greater_than(0));
+  v.field("seq_len", t.seq_len, greater_than(0));
+  v.field("eval_interval", t.eval_interval, at_least(0));
+  v.field("eval_batches", t.eval_batches, greater_than(0));
+  v.field("log_interval", t.log_interval, greater_than(0));
+  v.field("seed", t.seed);
+}
+
+template <class V>
+void fields(V& v, OutputConfig& o) {
+  v.field("dir", o.dir, non_empty());
+}
+
+template <class V>
+void fields(V& v, Config& c) {
+  v.field("name", c.name, non_empty());
+  v.field("backend", c.backend, one_of({"cpu", "cuda", "auto"}));
+  v.section("model", c.model);
+  v.section("data", c.data);
+  v.section("optimizer", c.optimizer);
+  v.section("schedule", c.schedule);
+  v.section("training", c.training);
+  v.section("output", c.output);
+}
+
+// Checks that involve more than one key. `fail(path, value, why)` throws.
+void check_consistency(const Config& c, const std::string& source) {
+  auto fail = [&](const std::string& path, const std::string& value, const std::string& why) {
+    throw Error(source + ": " + path + " = " + value + ": " + why);
+  };
+  const ModelConfig& m = c.model;
+  if (m.d_model % m.n_heads != 0)
+    fail("model.n_heads", num(m.n_heads),
+         "must divide model.d_model = " + num(m.d_model) + " (head_dim = d_model / n_heads)");
+  if (m.n_heads % m.n_kv_heads != 0)
+    fail("model.n_kv_heads", num(m.n_kv_heads),
+         "must divide model.n_heads = " + num(m.n_heads) + " (grouped-query attention)");
+  if (m.head_dim() % 2 != 0)
+    fail("model.d_model", num(m.d_model),
+         "head_dim = d_model / n_heads = " + num(m.head_dim()) +
+             " is odd; RoPE needs an even head_dim");
+  if (c.data.tokenizer == "byte" && m.vocab_size < 256)
+    fail("model.vocab_size", num(m.vocab_size),
+         "must be >= 256 with data.tokenizer = \"byte\" (token ids 0..255)");
+
+  const TrainingConfig& t = c.training;
+  if (t.seq_len > m.max_seq_len)
+    fail("training.seq_len", num(t.seq_len),
+         "must be <= model.max_seq_len = " + num(m.max_seq_len));
+
+  const ScheduleConfig& s = c.schedule;
+  if (s.warmup_steps > t.steps)
+    fail("schedule.warmup_steps", num(s.warmup_steps),
+         "must be <= training.steps = " + num(t.steps));
+  if (s.type == "wsd") {
+    const int decay = wsd_decay_steps(s, t.steps);
+    if (s.warmup_steps + decay > t.steps)
+      fail("schedule.decay_fraction", num(s.decay_fraction),
+           "wsd needs warmup_steps (" + num(s.warmup_steps) +
+               ") + round(decay_fraction * training.steps) (" + num(decay) +
+               ") <= training.steps = " + num(t.steps));
+  }
+  if (s.type == "infinite") {
+    const long long sum =
+        static_cast<long long>(s.warmup_steps) + s.cooldown_steps + s.anneal_steps;
+    if (sum > t.steps)
+      fail("schedule.cooldown_steps", num(s.cooldown_steps),
+           "infinite needs warmup_steps (" + num(s.warmup_steps) + ") + cooldown_steps (" +
+               num(s.cooldown_steps) + ") + anneal_steps (" + num(s.anneal_steps) +
+               ") = " + std::to_string(sum) + " <= training.steps = " + num(t.steps));
+    if (s.min_lr_ratio > s.const_lr_ratio)
+      fail("schedule.min_lr_ratio", num(s.min_lr_ratio),
+           "infinite needs min_lr_ratio <= const_lr_ratio = " + num(s.const_lr_ratio));
+  }
+}
+
+// ------------------------------------------------------------------ reading values
+
+[[noreturn]] void type_error(const std::string& source, const std::string& path,
+                             const char* expected, const json& got) {
+  throw Error(source + ": " + path + ": expected " + expected + ", got " + render(got));
+}
+
+template <class T>
+T convert(const json& j, const std::string& source, const std::string& path) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!j.is_boolean()) type_error(source, path, "a boolean (true or false)", j);
+    return j.get<bool>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!j.is_string()) type_error(source, path, "a string", j);
+    return j.get<std::string>();
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (!j.is_number()) type_error(source, path, "a number", j);
+    const double x = j.get<double>();
+    if (!std::isfinite(x)) type_error(source, path, "a finite number", j);
+    return x;
+  } else {
+    static_assert(std::is_integral_v<T>, "add a conversion for this field type");
+    const bool is_unsigned = std::is_unsigned_v<T>;
+    const char* expected = is_unsigned ? "a non-negative integer" : "an integer";
+    // Integral floats (1e4) are accepted; 1.5 is not.
+    if (j.is_number_float()) {
+      const double x = j.get<double>();
+      if (!std::isfinite(x) || std::trunc(x) != x) type_error(source, path, expected, j);
+      // Both limits are powers of two (or one less), so the double comparison is exact.
+      const double lo = static_cast<double>(std::numeric_limits<T>::min());
+      const double hi_excl = std::ldexp(1.0, std::numeric_limits<T>::digits);
+      if (x < lo || x >= hi_excl)
+        throw Error(source + ": " + path + " = " + render(j) + ": out of range for " + expected +
+                    " (must be in [" + std::to_string(std::numeric_limits<T>::min()) + ", " +
+                    std::to_string(std::numeric_limits<T>::max()) + "])");
+      return static_cast<T>(x);
+    }
+    if (!j.is_number_integer()) type_error(source, path, expected, j);
+    bool fits;
+    if (j.is_number_unsigned()) {
+      fits = j.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    } else {
+      const int64_t x = j.get<int64_t>();
+      if constexpr (std::is_unsigned_v<T>)
+        fits = x >= 0 && static_cast<uint64_t>(x) <= std::numeric_limits<T>::max();
+      else
+        fits = x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max();
+    }
+    if (!fits)
+      throw Error(source + ": " + path + " = " + render(j) + ": out of range for " + expected +
+                  " (must be in [" + std::to_string(std::numeric_limits<T>::min()) + ", " +
+                  std::to_string(std::numeric_limits<T>::max()) + "])");
+    return j.is_number_unsigned() ? static_cast<T>(j.get<uint64_t>())
+                                  : static_cast<T>(j.get<int64_t>());
+  }
+}
+
+// Reads the keys that are present (missing keys keep the struct's default), then applies
+// each field's rule to the resulting value.
+struct Reader {
+  const json* node;  // this section's object, or nullptr when the section is absent
+  std::string prefix;
+  const std::string& source;
+
+  template <class T>
+  void field(const char* name, T& value, const Rule<T>& rule = {}) {
+    const std::string path = prefix + name;
+    const json* given = nullptr;
+    if (node) {
+      auto it = node->find(name);
+      if (it != node->end()) given = &*it;
+    }
+    if (given) value = convert<T>(*given, source, path);
+    if (rule) {
+      const std::string why = rule(value);
+      if (!why.empty())
+        throw Error(source + ": " + path + " = " + (given ? render(*given) : render_value(value)) +
+                    ": " + why);
+    }
+  }
+
+  template <class S>
+  void section(const char* name, S& s) {
+    const json* child = nullptr;
+    if (node) {
+      auto it = node->find(name);
+      if (it != node->end()) {
+        if (!it->is_object()) type_error(source, prefix + name, "an object (a section)", *it);
+        child = &*it;
+      }
+    }
+    Reader sub{child, prefix + name + ".", source};
+    fields(sub, s);
+  }
+};
+
+struct Writer {
+  json* node;
+
+  template <class T>
+  void field(const char* name, T& value, const Rule<T>& = {}) {
+    (*node)[name] = value;
+  }
+
+  template <class S>
+  void section(const char* name, S& s) {
+    json& child = (*node)[name] = json::object();
+    Writer sub{&child};
+    fields(sub, s);
+  }
+};
+
+// The default document: the key set every input is checked against.
+const json& schema() {
+  static const json doc = config_to_json(Config{});
+  return doc;
+}
+
+// ------------------------------------------------------------------ unknown keys
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const bool same = std::tolower(static_cast<unsigned char>(a[i - 1])) ==
+                        std::tolower(static_cast<unsigned char>(b[j - 1]));
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (same ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// Where the schema holds `key`: a sibling with a similar name, else the same name in
+// another section. Returns the full path or "".
+std::string suggest(const json& section, const std::string& prefix, const std::string& key) {
+  std::string best;
+  size_t best_d = std::numeric_limits<size_t>::max();
+  for (auto it = section.begin(); it != section.end(); ++it) {
+    const size_t d = edit_distance(key, it.key());
+    if (d < best_d) best_d = d, best = it.key();
+  }
+  const size_t limit = key.size() <= 4 ? 1 : key.size() <= 8 ? 2 : 3;
+  if (!best.empty() && best_d <= limit) return prefix + best;
+  // Same name elsewhere (e.g. "model.lr" -> "optimizer.lr"; "lr" -> "optimizer.lr").
+  const json& root = schema();
+  if (root.contains(key)) return key;
+  for (auto it = root.begin(); it != root.end(); ++it)
+    if (it->is_object() && it->contains(key)) return it.key() + "." + key;
+  return "";
+}
+
+std::string unknown_key_message(const json& section, const std::string& prefix,
+                                const std::string& key) {
+  std::string msg = "unknown key \"" + prefix + key + "\"";
+  const std::string s = suggest(section, prefix, key);
+  if (!s.empty()) msg += " (did you mean \"" + s + "\"?)";
+  msg += "; ";
+  msg +=
+      prefix.empty() ? "top-level keys" : "keys of \"" + prefix.substr(0, prefix.size() - 1) + "\"";
+  msg += ": ";
+  bool first = true;
+  for (auto it = section.begin(); it != section.end(); ++it) {
+    msg += (first ? "" : ", ") + it.key();
+    first = false;
+  }
+  return msg;
+}
+
+// Walks `in` alongside the schema; recursion depth is bounded by the schema's depth.
+void check_unknown_keys(const json& in, const json& sch, const std::string& prefix,
+                        const std::string& source) {
+  for (auto it = in.begin(); it != in.end(); ++it) {
+    auto s = sch.find(it.key());
+    if (s == sch.end()) throw Error(source + ": " + unknown_key_message(sch, prefix, it.key()));
+    if (s->is_object() && it->is_object())
+      check_unknown_keys(*it, *s, prefix + it.key() + ".", source);
+  }
+}
+
+// ------------------------------------------------------------------ files
+
+std::string source_dir_from_build() {
+#ifdef LOCO_SOURCE_DIR
+  return LOCO_SOURCE_DIR;
+#else
+  return "";
+#endif
+}
+
+// Escapes glob metacharacters in a literal directory prefix.
+std::string glob_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+// True when `pattern` (with the literal `base` directory in front, if any) matches at least
+// one regular file.
+bool matches_a_file(const std::string& base, const std::string& pattern) {
+  const std::string full = base.empty() ? pattern : glob_escape(base) + "/" + pattern;
+  glob_t g{};
+  const int rc = ::glob(full.c_str(), 0, nullptr, &g);
+  bool found = false;
+  if (rc == 0) {
+    for (size_t i = 0; i < g.gl_pathc && !found; ++i) {
+      struct stat st {};
+      found = ::stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode);
+    }
+  }
+  ::globfree(&g);
+  return found;
+}
+
+// Absolute path (or glob) for a data key: as given when absolute, else the current
+// directory, then $LOCO_SOURCE_DIR, then the source tree this library was built from.
+std::string resolve_data_path(const std::string& key, const std::string& pattern,
+                              const std::string& source) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> bases;
+  if (fs::path(pattern).is_absolute()) {
+    bases.push_back("");
+  } else {
+    std::error_code ec;
+    const fs::path cwd = fs::current_path(ec);
+    if (!ec) bases.push_back(cwd.string());
+    if (const char* env = std::getenv("LOCO_SOURCE_DIR"); env && *env) bases.push_back(env);
+    const std::string built = source_dir_from_build();
+    if (!built.empty()) bases.push_back(built);
+  }
+  std::vector<std::string> tried;
+  for (const auto& base : bases) {
+    const std::string full =
+        base.empty() ? pattern : (fs::path(base) / pattern).lexically_normal().string();
+    if (std::find(tried.begin(), tried.end(), full) != tried.end()) continue;
+    tried.push_back(full);
+    if (matches_a_file(base, pattern)) return full;
+  }
+  std::string msg = source + ": " + key + " = " + render(json(pattern)) +
+                    ": matches no file (a path or glob is required; tried ";
+  for (size_t i = 0; i < tried.size(); ++i) msg += (i ? ", " : "") + tried[i];
+  throw Error(msg + ")");
+}
+
+std::string read_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) throw Error(path + ": cannot read config: no such file");
+  if (fs::is_directory(st)) throw Error(path + ": cannot read config: is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot read config: " + std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes)
+      throw Error(path + ": config is larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                  " MiB; not a config file?");
+  }
+  if (in.bad()) throw Error(path + ": cannot read config: read error");
+  return text;
+}
+
+struct TooDeep {};
+
+json parse_config_text(const std::string& text, const std::string& path) {
+  try {
+    json::parser_callback_t limit_depth = [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth) throw TooDeep{};
+      return true;
+    };
+    return json::parse(text, limit_depth, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+  } catch (const TooDeep&) {
+    throw Error(path + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) +
+                " levels; not a config file?");
+  } catch (const json::parse_error& e) {
+    // Line and column of the byte nlohmann stopped at (1-based).
+    size_t line = 1, col = 1;
+    const size_t stop = std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, text.size());
+    for (size_t i = 0; i < stop; ++i) {
+      if (text[i] == '\n')
+        ++line, col = 1;
+      else
+        ++col;
+    }
+    std::string what = e.what();
+    if (auto p = what.find("] "); p != std::string::npos && what.rfind("[json.", 0) == 0)
+      what = what.substr(p + 2);
+    throw Error(path + ":" + std::to_string(line) + ":" + std::to_string(col) +
+                ": invalid JSON (byte " + std::to_string(e.byte) + "): " + what);
+  } catch (const json::exception& e) {  // e.g. out_of_range.406: number overflow (1e999)
+    std::string what = e.what();
+    if (auto p = what.find("] "); p != std::string::npos && what.rfind("[json.", 0) == 0)
+      what = what.substr(p + 2);
+    throw Error(path + ": invalid JSON: " + what);
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ public API
+
+nlohmann::json config_to_json(const Config& c) {
+  Config copy = c;
+  json j = json::object();
+  Writer w{&j};
+  fields(w, copy);
+  return j;
+}
+
+Config config_from_json(const nlohmann::json& j, const std::string& source) {
+  try {
+    if (!j.is_object()) type_error(source, "(top level)", "a JSON object", j);
+    check_unknown_keys(j, schema(), "", source);
+    Config c;
+    Reader r{&j, "", source};
+    fields(r, c);
+    check_consistency(c, source);
+    return c;
+  } catch (const json::exception& e) {  // should not happen; never let it escape unexplained
+    throw Error(source + ": " + e.what());
+  }
+}
+
+void apply_override(nlohmann::json& j, const std::string& assignment) {
+  std::string shown = assignment.size() > 200 ? assignment.substr(0, 197) + "..." : assignment;
+  const std::string where = "--set " + shown + ": ";
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos)
+    throw Error(where + "expected KEY=VALUE with a dotted key, e.g. --set optimizer.lr=3e-4");
+  const std::string key = assignment.substr(0, eq);
+  const std::string text = assignment.substr(eq + 1);
+
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? dot : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  for (const auto& p : parts)
+    if (p.empty())
+      throw Error(where + "malformed key \"" + key +
+                  "\" (expected a dotted path such as optimizer.lr)");
+
+  // The path must exist in the schema (the default document).
+  const json* sch = &schema();
+  std::string prefix;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!sch->is_object())
+      throw Error(where + "\"" + prefix.substr(0, prefix.size() - 1) +
+                  "\" is a value, not a section; unknown key \"" + key + "\"");
+    auto it = sch->find(parts[i]);
+    if (it == sch->end()) throw Error(where + unknown_key_message(*sch, prefix, parts[i]));
+    sch = &*it;
+    prefix += parts[i] + ".";
+  }
+
+  json value;
+  try {
+    value = json::parse(text, nullptr, /*allow_exceptions=*/true);
+  } catch (const json::exception&) {
+    value = text;  // not JSON: a plain string (e.g. schedule.type=wsd)
+  }
+
+  if (j.is_null()) j = json::object();
+  if (!j.is_object()) throw Error(where + "the config is not a JSON object");
+  json* node = &j;
+  std::string walked;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    walked += (walked.empty() ? "" : ".") + parts[i];
+    json& child = (*node)[parts[i]];
+    if (child.is_null()) child = json::object();
+    if (!child.is_object())
+      throw Error(where + "\"" + walked + "\" in the config is " + render(child) +
+                  ", not an object");
+    node = &child;
+  }
+  (*node)[parts.back()] = std::move(value);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  try {
+    json j = parse_config_text(read_file(path), path);
+    if (!j.is_object()) type_error(path, "(top level)", "a JSON object", j);
+    for (const auto& o : overrides) apply_override(j, o);
+    Config c = config_from_json(j, path);
+    c.data.train = resolve_data_path("data.train", c.data.train, path);
+    if (!c.data.val.empty()) c.data.val = resolve_data_path("data.val", c.data.val, path);
+    return c;
+  } catch (const json::exception& e) {
+    throw Error(path + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    throw Error(path + ": out of memory while reading the config");
+  }
+}
+
+}  // namespace loco

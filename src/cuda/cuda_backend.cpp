@@ -1,0 +1,704 @@
+// CudaBackend: host side. Argument checks, memory, cuBLASLt GEMMs, kernel launches (through
+// the C launchers of kernels/loco_kernels.cuh). Compiled only when LOCO_HAVE_CUDA.
+#include "loco/backend/cuda_backend.hpp"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "loco/core/error.hpp"
+#include "loco_kernels.cuh"
+
+namespace loco {
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // cuBLASLt workspace (Hopper: 32 MiB)
+
+std::string cuda_error_text(cudaError_t e) {
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
+void cuda_check(cudaError_t e, const char* call, const char* file, int line) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // clear a non-sticky error so later calls are not blamed for it
+  throw Error(std::string("cuda backend: ") + call + " failed: " + cuda_error_text(e) + " (" +
+              file + ":" + std::to_string(line) + ")");
+}
+
+void lt_check(cublasStatus_t s, const char* call, const char* file, int line) {
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  throw Error(std::string("cuda backend: ") + call + " failed: " + cublasLtGetStatusName(s) +
+              ": " + cublasLtGetStatusString(s) + " (" + file + ":" + std::to_string(line) + ")");
+}
+
+#define LOCO_CUDA(call) cuda_check((call), #call, __FILE__, __LINE__)
+#define LOCO_LT(call) lt_check((call), #call, __FILE__, __LINE__)
+
+size_t elements(int a, int b) { return static_cast<size_t>(a) * static_cast<size_t>(b); }
+size_t elements(int a, int b, int c, int d) { return elements(a, b) * elements(c, d); }
+
+// Largest power of two (<= 256) that divides the address: cuBLASLt's alignment preference.
+int alignment_of(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  int a = 1;
+  while (a < 256 && v % (2 * static_cast<uintptr_t>(a)) == 0) a *= 2;
+  return a;
+}
+
+// Validates the Bufs of one op (same rules and messages as the CPU backend's checks).
+class Args {
+ public:
+  explicit Args(const char* op) : op_(op) {}
+
+  void require(bool condition, const std::string& what) const {
+    if (!condition) throw Error(std::string("cuda backend: ") + op_ + ": " + what);
+  }
+  void non_negative(std::initializer_list<int> dims) const {
+    for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
+  }
+  __nv_bfloat16* bf16(Buf buf, size_t needed, const char* arg) const {
+    check(buf, DType::BF16, needed, arg);
+    return static_cast<__nv_bfloat16*>(buf.data);
+  }
+  float* f32(Buf buf, size_t needed, const char* arg) const {
+    check(buf, DType::F32, needed, arg);
+    return static_cast<float*>(buf.data);
+  }
+  const int32_t* i32(Buf buf, size_t needed, const char* arg) const {
+    check(buf, DType::I32, needed, arg);
+    return static_cast<const int32_t*>(buf.data);
+  }
+  void launched(cudaError_t e) const {
+    if (e == cudaSuccess) return;
+    cudaGetLastError();
+    throw Error(std::string("cuda backend: ") + op_ + ": kernel launch failed: " +
+                cuda_error_text(e));
+  }
+  const char* op() const { return op_; }
+
+ private:
+  void check(Buf buf, DType dtype, size_t needed, const char* arg) const {
+    require(buf.dtype == dtype,
+            std::string(arg) + " is " + dtype_name(buf.dtype) + ", expected " + dtype_name(dtype));
+    require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
+                                     " elements, needs " + std::to_string(needed));
+    require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
+  }
+
+  const char* op_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- device query
+
+bool cuda_device_usable(std::string* why_not, int device) {
+  auto fail = [&](const std::string& why) {
+    if (why_not != nullptr) *why_not = why;
+    return false;
+  };
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return fail("cudaGetDeviceCount: " + cuda_error_text(e));
+  }
+  if (count <= 0) return fail("cudaGetDeviceCount: no CUDA device found");
+  if (device < 0 || device >= count)
+    return fail("CUDA device " + std::to_string(device) + " does not exist (" +
+                std::to_string(count) + " device(s) visible)");
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess) previous = device;
+  e = cudaSetDevice(device);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return fail("cudaSetDevice(" + std::to_string(device) + "): " + cuda_error_text(e));
+  }
+  cudaDeviceProp prop{};
+  e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    cudaSetDevice(previous);
+    return fail("cudaGetDeviceProperties: " + cuda_error_text(e));
+  }
+  const std::string arch = "sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+  if (prop.major < 8) {
+    cudaSetDevice(previous);
+    return fail("CUDA device " + std::to_string(device) + " (" + prop.name + ", " + arch +
+                ") has no bf16 support (needs sm_80 or newer)");
+  }
+  e = loco_kernels_probe();
+  cudaSetDevice(previous);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return fail("this binary has no kernels for CUDA device " + std::to_string(device) + " (" +
+                prop.name + ", " + arch + "): " + cuda_error_text(e) +
+                "; rebuild with -DCMAKE_CUDA_ARCHITECTURES=" + std::to_string(prop.major) +
+                std::to_string(prop.minor));
+  }
+  return true;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+  return std::make_unique<CudaBackend>(device);
+}
+
+// ---------------------------------------------------------------------------- lifetime
+
+struct CudaBackend::GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr;  // cuBLASLt's A (our B, see gemm_rowmajor)
+  cublasLtMatrixLayout_t b = nullptr;  // cuBLASLt's B (our A)
+  cublasLtMatrixLayout_t c = nullptr;  // C and D
+  cublasLtMatmulAlgo_t algo{};
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {
+    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+  std::string why_not;
+  if (!cuda_device_usable(&why_not, device)) throw Error("cuda backend: " + why_not);
+  auto cleanup = [this] {
+    // Partial construction: free what exists; errors are ignored (we are already failing).
+    if (host_pinned_ != nullptr) cudaFreeHost(host_pinned_);
+    if (result_dev_ != nullptr) cudaFree(result_dev_);
+    if (status_dev_ != nullptr) cudaFree(status_dev_);
+    if (workspace_ != nullptr) cudaFree(workspace_);
+    if (lt_ != nullptr) cublasLtDestroy(lt_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    cudaGetLastError();
+  };
+  try {
+    activate();
+    cudaStream_t stream = nullptr;
+    LOCO_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    stream_ = stream;
+    cublasLtHandle_t lt = nullptr;
+    LOCO_LT(cublasLtCreate(&lt));
+    lt_ = lt;
+    workspace_bytes_ = kWorkspaceBytes;
+    LOCO_CUDA(cudaMalloc(&workspace_, workspace_bytes_));
+    LOCO_CUDA(cudaMalloc(reinterpret_cast<void**>(&status_dev_), sizeof(int)));
+    LOCO_CUDA(cudaMalloc(&result_dev_, 16));
+    LOCO_CUDA(cudaMallocHost(&host_pinned_, 16));
+    LOCO_CUDA(cudaMemsetAsync(status_dev_, 0, sizeof(int), stream_));
+    LOCO_CUDA(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+}
+
+CudaBackend::~CudaBackend() {
+  // Never throws: errors at teardown are ignored.
+  cudaSetDevice(device_);
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  plans_.clear();
+  if (lt_ != nullptr) cublasLtDestroy(lt_);
+  if (scratch_ != nullptr) cudaFree(scratch_);
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (status_dev_ != nullptr) cudaFree(status_dev_);
+  if (result_dev_ != nullptr) cudaFree(result_dev_);
+  if (host_pinned_ != nullptr) cudaFreeHost(host_pinned_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  cudaGetLastError();
+}
+
+void CudaBackend::activate() const { LOCO_CUDA(cudaSetDevice(device_)); }
+
+void* CudaBackend::scratch(size_t bytes) {
+  if (bytes <= scratch_bytes_) return scratch_;
+  // Work queued on the stream may still read the old block: wait before freeing it.
+  LOCO_CUDA(cudaStreamSynchronize(stream_));
+  if (scratch_ != nullptr) LOCO_CUDA(cudaFree(scratch_));
+  scratch_ = nullptr;
+  scratch_bytes_ = 0;
+  const size_t grown = bytes + bytes / 2;
+  LOCO_CUDA(cudaMalloc(&scratch_, grown));
+  scratch_bytes_ = grown;
+  return scratch_;
+}
+
+void CudaBackend::check_status() {
+  // Pinned bytes [8, 12) hold the status; [0, 8) the small result of the calling op.
+  char* pinned_status = static_cast<char*>(host_pinned_) + 8;
+  LOCO_CUDA(cudaMemcpyAsync(pinned_status, status_dev_, sizeof(int), cudaMemcpyDeviceToHost,
+                            stream_));
+  LOCO_CUDA(cudaStreamSynchronize(stream_));
+  int status = 0;
+  std::memcpy(&status, pinned_status, sizeof(int));
+  if (status == 0) return;
+  LOCO_CUDA(cudaMemsetAsync(status_dev_, 0, sizeof(int), stream_));
+  std::string what;
+  if (status & LOCO_STATUS_BAD_TOKEN)
+    what += "embedding_forward/backward met a token id outside [0, V) (rows zeroed/skipped)";
+  if (status & LOCO_STATUS_BAD_TARGET) {
+    if (!what.empty()) what += "; ";
+    what += "cross_entropy met a target outside [0, V) (its loss is NaN)";
+  }
+  throw Error("cuda backend: " + what);
+}
+
+// ---------------------------------------------------------------------------- memory
+
+Buf CudaBackend::alloc(size_t numel, DType dtype) {
+  Buf buf{nullptr, dtype, numel};
+  if (numel == 0) return buf;
+  activate();
+  const cudaError_t e = cudaMalloc(&buf.data, buf.bytes());
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    cudaGetLastError();
+    throw Error("cuda backend: cudaMalloc of " + std::to_string(buf.bytes()) + " bytes (" +
+                std::to_string(numel) + " " + dtype_name(dtype) + ") on device " +
+                std::to_string(device_) + " failed: " + cuda_error_text(e) + " (" +
+                std::to_string(free_bytes >> 20) + " MiB free of " +
+                std::to_string(total_bytes >> 20) + " MiB)");
+  }
+  LOCO_CUDA(cudaMemsetAsync(buf.data, 0, buf.bytes(), stream_));
+  LOCO_CUDA(cudaStreamSynchronize(stream_));  // zeroed for every stream, not only ours
+  return buf;
+}
+
+void CudaBackend::release(Buf& buf) {
+  if (buf.data != nullptr) {
+    activate();
+    LOCO_CUDA(cudaStreamSynchronize(stream_));
+    LOCO_CUDA(cudaFree(buf.data));
+  }
+  buf = Buf{};
+}
+
+void CudaBackend::zero(Buf buf) {
+  if (buf.bytes() == 0) return;
+  activate();
+  LOCO_CUDA(cudaMemsetAsync(buf.data, 0, buf.bytes(), stream_));
+}
+
+void CudaBackend::upload(Buf dst, const void* host_src) {
+  if (dst.bytes() == 0) return;
+  activate();
+  LOCO_CUDA(cudaMemcpyAsync(dst.data, host_src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+  LOCO_CUDA(cudaStreamSynchronize(stream_));  // host_src may be reused as soon as we return
+}
+
+void CudaBackend::download(void* host_dst, Buf src) {
+  activate();
+  if (src.bytes() > 0)
+    LOCO_CUDA(cudaMemcpyAsync(host_dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+  check_status();  // synchronises
+}
+
+void CudaBackend::copy(Buf dst, Buf src) {
+  const Args args("copy");
+  args.require(dst.numel == src.numel, "dst has " + std::to_string(dst.numel) +
+                                           " elements but src has " + std::to_string(src.numel));
+  if (dst.numel == 0) return;
+  args.require(dst.data != nullptr && src.data != nullptr, "buffer is not allocated");
+  activate();
+  if (dst.dtype == src.dtype) {
+    LOCO_CUDA(cudaMemcpyAsync(dst.data, src.data, dst.bytes(), cudaMemcpyDeviceToDevice, stream_));
+  } else if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {
+    args.launched(loco_f32_to_bf16(static_cast<__nv_bfloat16*>(dst.data),
+                                   static_cast<const float*>(src.data), dst.numel, stream_));
+  } else if (dst.dtype == DType::F32 && src.dtype == DType::BF16) {
+    args.launched(loco_bf16_to_f32(static_cast<float*>(dst.data),
+                                   static_cast<const __nv_bfloat16*>(src.data), dst.numel,
+                                   stream_));
+  } else {
+    args.require(false, std::string("cannot convert ") + dtype_name(src.dtype) + " to " +
+                            dtype_name(dst.dtype));
+  }
+}
+
+void CudaBackend::synchronize() {
+  activate();
+  check_status();
+}
+
+// ---------------------------------------------------------------------------- GEMM
+
+// Row-major C(M,N) = alpha·op(A)·op(B) + beta·C. cuBLASLt is column-major: a row-major (r,c)
+// matrix is the column-major (c,r) matrix with the same leading dimension, so we compute
+//   Cᵀ (N×M, ld N) = op(B)ᵀ · op(A)ᵀ
+// with cuBLASLt's A := our B and cuBLASLt's B := our A:
+//   our B (K,N) row-major [!trans_b] = column-major (N,K) ld N, used as is    -> op N
+//   our B (N,K) row-major [ trans_b] = column-major (K,N) ld K, transposed    -> op T
+//   our A (M,K) row-major [!trans_a] = column-major (K,M) ld K, used as is    -> op N
+//   our A (K,M) row-major [ trans_a] = column-major (M,K) ld M, transposed    -> op T
+// Compute type fp32 (CUBLAS_COMPUTE_32F: no TF32), scale type fp32; C and D are one buffer.
+void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                                const void* A, int a_type, const void* B, int b_type, float beta,
+                                void* C, int c_type, const char* op) {
+  if (M <= 0 || N <= 0) return;
+  const size_t c_elems = elements(M, N);
+  if (K <= 0) {  // empty product: C = beta·C (beta == 0 overwrites, clearing NaN)
+    if (beta == 0.f) {
+      const size_t esize = c_type == CUDA_R_32F ? 4 : 2;
+      LOCO_CUDA(cudaMemsetAsync(C, 0, c_elems * esize, stream_));
+    } else if (beta != 1.f) {
+      Args args(op);
+      args.require(c_type == CUDA_R_32F, "K = 0 with beta != 0, 1 needs an f32 output");
+      args.launched(loco_scale_f32(static_cast<float*>(C), beta, c_elems, stream_));
+    }
+    return;
+  }
+  const GemmKey key{trans_a, trans_b, M, N, K, a_type, b_type, c_type,
+                    alignment_of(A), alignment_of(B), alignment_of(C)};
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    auto plan = std::make_unique<GemmPlan>();
+    const auto at = static_cast<cudaDataType_t>(a_type);
+    const auto bt = static_cast<cudaDataType_t>(b_type);
+    const auto ct = static_cast<cudaDataType_t>(c_type);
+    // cuBLASLt A = our B
+    const uint64_t la_rows = trans_b ? K : N, la_cols = trans_b ? N : K;
+    LOCO_LT(cublasLtMatrixLayoutCreate(&plan->a, bt, la_rows, la_cols,
+                                       static_cast<int64_t>(la_rows)));
+    // cuBLASLt B = our A
+    const uint64_t lb_rows = trans_a ? M : K, lb_cols = trans_a ? K : M;
+    LOCO_LT(cublasLtMatrixLayoutCreate(&plan->b, at, lb_rows, lb_cols,
+                                       static_cast<int64_t>(lb_rows)));
+    LOCO_LT(cublasLtMatrixLayoutCreate(&plan->c, ct, static_cast<uint64_t>(N),
+                                       static_cast<uint64_t>(M), static_cast<int64_t>(N)));
+    LOCO_LT(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    LOCO_LT(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                           sizeof(op_a)));
+    LOCO_LT(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                           sizeof(op_b)));
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    LOCO_LT(cublasLtMatmulPreferenceCreate(&pref));
+    struct PrefGuard {
+      cublasLtMatmulPreference_t p;
+      ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+    } pref_guard{pref};
+    const uint64_t ws = workspace_bytes_;
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                 &ws, sizeof(ws)));
+    const uint32_t align_lt_a = static_cast<uint32_t>(alignment_of(B));
+    const uint32_t align_lt_b = static_cast<uint32_t>(alignment_of(A));
+    const uint32_t align_c = static_cast<uint32_t>(alignment_of(C));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_lt_a, sizeof(align_lt_a)));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof(align_lt_b)));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+        lt_, plan->desc, plan->a, plan->b, plan->c, plan->c, pref, 1, &result, &found);
+    if (hs != CUBLAS_STATUS_SUCCESS || found == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
+      throw Error(std::string("cuda backend: ") + op +
+                  ": cuBLASLt found no algorithm for row-major C(" + std::to_string(M) + "," +
+                  std::to_string(N) + ") = op(A)·op(B), K = " + std::to_string(K) +
+                  ", trans_a = " + std::to_string(trans_a) + ", trans_b = " +
+                  std::to_string(trans_b) + " (types " + std::to_string(a_type) + "/" +
+                  std::to_string(b_type) + "/" + std::to_string(c_type) + "): " +
+                  cublasLtGetStatusName(hs != CUBLAS_STATUS_SUCCESS ? hs : result.state));
+    }
+    plan->algo = result.algo;
+    it = plans_.emplace(key, std::move(plan)).first;
+  }
+  const GemmPlan& plan = *it->second;
+  LOCO_LT(cublasLtMatmul(lt_, plan.desc, &alpha, B, plan.a, A, plan.b, &beta, C, plan.c, C,
+                         plan.c, &plan.algo, workspace_, workspace_bytes_, stream_));
+}
+
+void CudaBackend::matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) {
+  const Args args("matmul_forward");
+  args.non_negative({N, IC, OC});
+  auto* o = args.bf16(out, elements(N, OC), "out");
+  const auto* x = args.bf16(in, elements(N, IC), "in");
+  const auto* w = args.bf16(weight, elements(OC, IC), "weight");
+  activate();
+  // out(N,OC) = in(N,IC) · weight(OC,IC)ᵀ
+  gemm_rowmajor(false, true, N, OC, IC, 1.f, x, CUDA_R_16BF, w, CUDA_R_16BF, 0.f, o, CUDA_R_16BF,
+                args.op());
+}
+
+void CudaBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N,
+                                  int IC, int OC, bool accumulate_din) {
+  const Args args("matmul_backward");
+  args.non_negative({N, IC, OC});
+  auto* di = args.bf16(din, elements(N, IC), "din");
+  auto* dw = args.f32(dweight, elements(OC, IC), "dweight");
+  const auto* dy = args.bf16(dout, elements(N, OC), "dout");
+  const auto* x = args.bf16(in, elements(N, IC), "in");
+  const auto* w = args.bf16(weight, elements(OC, IC), "weight");
+  activate();
+  // din(N,IC) = dout(N,OC) · weight(OC,IC)   (+= when accumulate_din)
+  gemm_rowmajor(false, false, N, IC, OC, 1.f, dy, CUDA_R_16BF, w, CUDA_R_16BF,
+                accumulate_din ? 1.f : 0.f, di, CUDA_R_16BF, args.op());
+  // dweight(OC,IC) f32 += dout(N,OC)ᵀ · in(N,IC)
+  gemm_rowmajor(true, false, OC, IC, N, 1.f, dy, CUDA_R_16BF, x, CUDA_R_16BF, 1.f, dw,
+                CUDA_R_32F, args.op());
+}
+
+void CudaBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
+                           Buf B, float beta, Buf C) {
+  const Args args("gemm_f32");
+  args.non_negative({M, N, K});
+  const float* a = args.f32(A, elements(M, K), "A");
+  const float* b = args.f32(B, elements(K, N), "B");
+  float* c = args.f32(C, elements(M, N), "C");
+  activate();
+  gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a, CUDA_R_32F, b, CUDA_R_32F, beta, c,
+                CUDA_R_32F, args.op());
+}
+
+// ---------------------------------------------------------------------------- model ops
+
+void CudaBackend::embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) {
+  const Args args("embedding_forward");
+  args.non_negative({N, C});
+  args.require(C > 0, "C must be positive");
+  const int V = static_cast<int>(wte.numel / static_cast<size_t>(C));
+  auto* o = args.bf16(out, elements(N, C), "out");
+  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
+  const auto* table = args.bf16(wte, elements(V, C), "wte");
+  activate();
+  args.launched(loco_embedding_forward(o, ids, table, N, C, V, status_dev_, stream_));
+}
+
+void CudaBackend::embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) {
+  const Args args("embedding_backward");
+  args.non_negative({N, C});
+  args.require(C > 0, "C must be positive");
+  const int V = static_cast<int>(dwte.numel / static_cast<size_t>(C));
+  float* dt = args.f32(dwte, elements(V, C), "dwte");
+  const auto* dy = args.bf16(dout, elements(N, C), "dout");
+  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
+  activate();
+  args.launched(loco_embedding_backward(dt, dy, ids, N, C, V, status_dev_, stream_));
+}
+
+void CudaBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C,
+                                  float eps) {
+  const Args args("rmsnorm_forward");
+  args.non_negative({N, C});
+  auto* o = args.bf16(out, elements(N, C), "out");
+  float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
+  const auto* x = args.bf16(in, elements(N, C), "in");
+  const auto* w = args.bf16(weight, static_cast<size_t>(C), "weight");
+  activate();
+  args.launched(loco_rmsnorm_forward(o, r, x, w, N, C, eps, stream_));
+}
+
+void CudaBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
+                                   int N, int C) {
+  const Args args("rmsnorm_backward");
+  args.non_negative({N, C});
+  auto* dx = args.bf16(din, elements(N, C), "din");
+  float* dw = args.f32(dweight, static_cast<size_t>(C), "dweight");
+  const auto* dy = args.bf16(dout, elements(N, C), "dout");
+  const auto* x = args.bf16(in, elements(N, C), "in");
+  const auto* w = args.bf16(weight, static_cast<size_t>(C), "weight");
+  const float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
+  if (N == 0 || C == 0) return;
+  activate();
+  auto* partial =
+      static_cast<float*>(scratch(loco_rmsnorm_backward_scratch(N, C) * sizeof(float)));
+  args.launched(loco_rmsnorm_backward(dx, dw, dy, x, w, r, N, C, partial, stream_));
+}
+
+void CudaBackend::rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
+  const Args args("rope_forward");
+  args.non_negative({B, T, H, hd});
+  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
+  const size_t n = elements(B, T, H, hd);
+  auto* o = args.bf16(out, n, "out");
+  const auto* xi = args.bf16(x, n, "x");
+  activate();
+  args.launched(loco_rope(o, xi, B, T, H, hd, theta, +1, stream_));
+}
+
+void CudaBackend::rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
+  const Args args("rope_backward");
+  args.non_negative({B, T, H, hd});
+  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
+  const size_t n = elements(B, T, H, hd);
+  auto* o = args.bf16(dx, n, "dx");
+  const auto* g = args.bf16(dout, n, "dout");
+  activate();
+  args.launched(loco_rope(o, g, B, T, H, hd, theta, -1, stream_));
+}
+
+namespace {
+void check_attention_shape(const Args& args, int B, int T, int NH, int NKV, int hd) {
+  args.non_negative({B, T, NH, NKV, hd});
+  args.require(NKV > 0 && NH % NKV == 0,
+               "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV));
+  args.require(loco_attention_supported(hd) != 0,
+               "head dim " + std::to_string(hd) +
+                   " is not supported by the CUDA kernels (multiples of 4 up to 128)");
+  args.require(B <= 65535 && NH <= 65535, "B and NH must be at most 65535");
+}
+}  // namespace
+
+void CudaBackend::attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
+                                    int NKV, int hd) {
+  const Args args("attention_forward");
+  check_attention_shape(args, B, T, NH, NKV, hd);
+  const size_t q_numel = elements(B, T, NH, hd);
+  const size_t kv_numel = elements(B, T, NKV, hd);
+  auto* o = args.bf16(out, q_numel, "out");
+  float* l = args.f32(lse, elements(B, NH, T, 1), "lse");
+  const auto* qp = args.bf16(q, q_numel, "q");
+  const auto* kp = args.bf16(k, kv_numel, "k");
+  const auto* vp = args.bf16(v, kv_numel, "v");
+  activate();
+  args.launched(loco_attention_forward(o, l, qp, kp, vp, B, T, NH, NKV, hd, stream_));
+}
+
+void CudaBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v,
+                                     Buf out, Buf lse, int B, int T, int NH, int NKV, int hd) {
+  const Args args("attention_backward");
+  check_attention_shape(args, B, T, NH, NKV, hd);
+  const size_t q_numel = elements(B, T, NH, hd);
+  const size_t kv_numel = elements(B, T, NKV, hd);
+  auto* dqp = args.bf16(dq, q_numel, "dq");
+  auto* dkp = args.bf16(dk, kv_numel, "dk");
+  auto* dvp = args.bf16(dv, kv_numel, "dv");
+  const auto* dy = args.bf16(dout, q_numel, "dout");
+  const auto* qp = args.bf16(q, q_numel, "q");
+  const auto* kp = args.bf16(k, kv_numel, "k");
+  const auto* vp = args.bf16(v, kv_numel, "v");
+  const auto* o = args.bf16(out, q_numel, "out");
+  const float* l = args.f32(lse, elements(B, NH, T, 1), "lse");
+  if (elements(B, NH, T, 1) == 0) return;
+  activate();
+  auto* D = static_cast<float*>(scratch(elements(B, NH, T, 1) * sizeof(float)));
+  args.launched(
+      loco_attention_backward_dq(dqp, D, dy, qp, kp, vp, o, l, B, T, NH, NKV, hd, stream_));
+  args.launched(
+      loco_attention_backward_dkdv(dkp, dvp, D, dy, qp, kp, vp, l, B, T, NH, NKV, hd, stream_));
+}
+
+void CudaBackend::swiglu_forward(Buf out, Buf gate, Buf up, size_t n) {
+  const Args args("swiglu_forward");
+  auto* o = args.bf16(out, n, "out");
+  const auto* g = args.bf16(gate, n, "gate");
+  const auto* u = args.bf16(up, n, "up");
+  activate();
+  args.launched(loco_swiglu_forward(o, g, u, n, stream_));
+}
+
+void CudaBackend::swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) {
+  const Args args("swiglu_backward");
+  auto* dg = args.bf16(dgate, n, "dgate");
+  auto* du = args.bf16(dup, n, "dup");
+  const auto* dy = args.bf16(dout, n, "dout");
+  const auto* g = args.bf16(gate, n, "gate");
+  const auto* u = args.bf16(up, n, "up");
+  activate();
+  args.launched(loco_swiglu_backward(dg, du, dy, g, u, n, stream_));
+}
+
+void CudaBackend::add(Buf out, Buf a, Buf b, size_t n) {
+  const Args args("add");
+  auto* o = args.bf16(out, n, "out");
+  const auto* x = args.bf16(a, n, "a");
+  const auto* y = args.bf16(b, n, "b");
+  activate();
+  args.launched(loco_add_bf16(o, x, y, n, stream_));
+}
+
+void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V,
+                                float grad_scale, bool compute_grad) {
+  const Args args("cross_entropy");
+  args.non_negative({N, V});
+  args.require(V > 0, "V must be positive");
+  float* l = args.f32(losses, static_cast<size_t>(N), "losses");
+  auto* x = args.bf16(logits, elements(N, V), "logits");
+  const int32_t* t = args.i32(targets, static_cast<size_t>(N), "targets");
+  activate();
+  args.launched(
+      loco_cross_entropy(l, x, t, N, V, grad_scale, compute_grad ? 1 : 0, status_dev_, stream_));
+}
+
+// ---------------------------------------------------------------------------- F32 vector ops
+
+double CudaBackend::sum_squares(Buf x) {
+  const Args args("sum_squares");
+  const float* p = args.f32(x, x.numel, "x");
+  activate();
+  auto* partial = static_cast<double*>(scratch(loco_sum_squares_scratch() * sizeof(double)));
+  auto* result = static_cast<double*>(result_dev_);
+  args.launched(loco_sum_squares(result, p, x.numel, partial, stream_));
+  LOCO_CUDA(cudaMemcpyAsync(host_pinned_, result, sizeof(double), cudaMemcpyDeviceToHost,
+                            stream_));
+  check_status();  // synchronises
+  double value = 0;
+  std::memcpy(&value, host_pinned_, sizeof(double));
+  return value;
+}
+
+void CudaBackend::scale(Buf x, float s) {
+  const Args args("scale");
+  float* p = args.f32(x, x.numel, "x");
+  activate();
+  args.launched(loco_scale_f32(p, s, x.numel, stream_));
+}
+
+void CudaBackend::axpby(Buf y, float a, Buf x, float b) {
+  const Args args("axpby");
+  args.require(x.numel == y.numel, "x has " + std::to_string(x.numel) + " elements but y has " +
+                                       std::to_string(y.numel));
+  float* py = args.f32(y, y.numel, "y");
+  const float* px = args.f32(x, x.numel, "x");
+  activate();
+  args.launched(loco_axpby_f32(py, a, px, b, y.numel, stream_));
+}
+
+bool CudaBackend::all_finite(Buf x) {
+  const Args args("all_finite");
+  const float* p = args.f32(x, x.numel, "x");
+  activate();
+  auto* flag = static_cast<int*>(result_dev_);
+  args.launched(loco_all_finite_f32(flag, p, x.numel, stream_));
+  LOCO_CUDA(cudaMemcpyAsync(host_pinned_, flag, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  check_status();  // synchronises
+  int bad = 0;
+  std::memcpy(&bad, host_pinned_, sizeof(int));
+  return bad == 0;
+}
+
+void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,
+                               float beta2, float eps, float weight_decay, float bc1, float bc2,
+                               float grad_scale) {
+  const Args args("adamw_update");
+  const size_t n = param.numel;
+  args.require(grad.numel == n && m.numel == n && v.numel == n,
+               "param, grad, m and v must have the same number of elements");
+  float* p = args.f32(param, n, "param");
+  const float* g = args.f32(grad, n, "grad");
+  float* pm = args.f32(m, n, "m");
+  float* pv = args.f32(v, n, "v");
+  activate();
+  args.launched(loco_adamw_f32(p, g, pm, pv, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
+                               grad_scale, stream_));
+}
+
+}  // namespace loco

@@ -1,0 +1,105 @@
+// Byte-level tokenizer and `loco tokenize`: see include/loco/data/tokenizer.hpp.
+#include "loco/data/tokenizer.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "loco/core/error.hpp"
+#include "loco/data/shard.hpp"
+
+namespace loco {
+namespace {
+
+std::string read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open text file: " + std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path + ": read failed");
+  return text;
+}
+
+std::string fraction_text(double f) {
+  std::ostringstream s;
+  s << f;
+  return s.str();
+}
+
+}  // namespace
+
+std::vector<uint32_t> ByteTokenizer::encode(const std::string& text) const {
+  std::vector<uint32_t> tokens(text.size());
+  for (size_t i = 0; i < text.size(); ++i) tokens[i] = static_cast<unsigned char>(text[i]);
+  return tokens;
+}
+
+std::string ByteTokenizer::decode(const std::vector<uint32_t>& tokens) const {
+  std::string text(tokens.size(), '\0');
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= static_cast<uint32_t>(kVocabSize))
+      throw Error("byte tokenizer: token " + std::to_string(tokens[i]) + " at index " +
+                  std::to_string(i) + " is not a byte (vocab " + std::to_string(kVocabSize) + ")");
+    text[i] = static_cast<char>(static_cast<unsigned char>(tokens[i]));
+  }
+  return text;
+}
+
+// The input may be one path or a glob; matched files are concatenated byte for byte in sorted
+// order. The split point: target = floor(n * (1 - val_fraction)); the cut is the first line
+// start (a position just after '\n', strictly inside the text) at or after the target, or else
+// the last one before it. scripts/make-corpus.sh implements the same rule.
+TokenizeResult tokenize_text_file(const std::string& input, const std::string& train_out,
+                                  const std::string& val_out, double val_fraction) {
+  if (!(val_fraction >= 0.0 && val_fraction < 1.0))
+    throw Error("tokenize " + input + ": val_fraction " + fraction_text(val_fraction) +
+                " is outside [0, 1)");
+  if (train_out.empty()) throw Error("tokenize " + input + ": no train output path given");
+  if (val_fraction > 0.0 && val_out.empty())
+    throw Error("tokenize " + input + ": val_fraction " + fraction_text(val_fraction) +
+                " needs a validation output path");
+  if (val_fraction == 0.0 && !val_out.empty())
+    throw Error("tokenize " + input + ": validation output " + val_out +
+                " given but val_fraction is 0");
+
+  std::string text;
+  for (const std::string& path : expand_shard_glob(input)) text += read_file_bytes(path);
+  if (text.empty()) throw Error("tokenize " + input + ": the input is empty");
+
+  const size_t n = text.size();
+  size_t cut = n;
+  if (val_fraction > 0.0) {
+    const double target_d = std::floor(static_cast<double>(n) * (1.0 - val_fraction));
+    const size_t target = target_d <= 0.0 ? 0 : static_cast<size_t>(target_d);
+    cut = 0;
+    // Forward: first '\n' at index >= target-1 gives a line start >= target.
+    size_t nl = text.find('\n', target == 0 ? 0 : target - 1);
+    if (nl != std::string::npos && nl + 1 < n) {
+      cut = nl + 1;
+    } else if (target >= 2) {
+      // Backward: last '\n' at index <= target-2 gives a line start < target.
+      nl = text.rfind('\n', target - 2);
+      if (nl != std::string::npos) cut = nl + 1;
+    }
+    if (cut == 0 || cut >= n)
+      throw Error("tokenize " + input + ": cannot split " + fraction_text(val_fraction) + " of " +
+                  std::to_string(n) +
+                  " bytes for validation at a line boundary (no line break inside the text)");
+  }
+
+  ByteTokenizer tok;
+  TokenizeResult result;
+  const std::vector<uint32_t> train = tok.encode(text.substr(0, cut));
+  write_shard(train_out, train);
+  result.train_tokens = train.size();
+  if (val_fraction > 0.0) {
+    const std::vector<uint32_t> val = tok.encode(text.substr(cut));
+    write_shard(val_out, val);
+    result.val_tokens = val.size();
+  }
+  return result;
+}
+
+}  // namespace loco

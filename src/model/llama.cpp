@@ -1,0 +1,295 @@
+#include "loco/model/llama.hpp"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "loco/core/rng.hpp"
+
+namespace loco {
+
+// Named views of one block's weights (compute dtype) and gradients (F32).
+struct LlamaModel::Weights {
+  Buf ln1, wq, wk, wv, wo, ln2, wgate, wup, wdown;
+  Buf d_ln1, d_wq, d_wk, d_wv, d_wo, d_ln2, d_wgate, d_wup, d_wdown;
+};
+
+// Everything the forward pass keeps for the backward pass, sized for B×T tokens.
+// Per-layer tensors are indexed [layer]; backward scratch is shared by all layers.
+struct LlamaModel::Activations {
+  int B = 0, T = 0;
+  Buf inputs, targets;             // (N) I32
+  std::vector<Buf> residual;       // L+1 × (N,C): input of each block, then the final stream
+  std::vector<Buf> ln1, ln2;       // (N,C)
+  std::vector<Buf> rstd1, rstd2;   // (N) F32
+  std::vector<Buf> q, k, v;        // (N,NH*hd), (N,NKV*hd) ×2; q and k after RoPE
+  std::vector<Buf> att, lse;       // (N,NH*hd), (B,NH,T) F32
+  std::vector<Buf> mid;            // (N,C): residual after attention
+  std::vector<Buf> gate, up, hidden;  // (N,F)
+  Buf lnf, rstdf;                  // (N,C), (N) F32
+  Buf logits;                      // (N,V); overwritten by dlogits in training
+  Buf losses;                      // (N) F32
+  Buf tmp;                         // (N,C) projection output before the residual add
+  // backward scratch
+  Buf d_res, d_ln;                 // (N,C)
+  Buf d_att, d_q;                  // (N,NH*hd)
+  Buf d_k, d_v;                    // (N,NKV*hd)
+  Buf d_hidden, d_gate, d_up;      // (N,F)
+  std::vector<Buf*> all();
+};
+
+std::vector<Buf*> LlamaModel::Activations::all() {
+  std::vector<Buf*> out{&inputs, &targets, &lnf, &rstdf, &logits, &losses, &tmp, &d_res,
+                        &d_ln, &d_att, &d_q, &d_k, &d_v, &d_hidden, &d_gate, &d_up};
+  for (auto* list : {&residual, &ln1, &ln2, &rstd1, &rstd2, &q, &k, &v, &att, &lse, &mid,
+                     &gate, &up, &hidden})
+    for (auto& b : *list) out.push_back(&b);
+  return out;
+}
+
+LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend)
+    : config_(config), backend_(backend), layout_(llama_param_layout(config)) {
+  params_ = backend_.alloc(layout_.total, DType::F32);
+  grads_ = backend_.alloc(layout_.total, DType::F32);
+  compute_params_ = backend_.activation_dtype() == DType::F32
+                        ? params_
+                        : backend_.alloc(layout_.total, backend_.activation_dtype());
+}
+
+LlamaModel::~LlamaModel() {
+  if (acts_)
+    for (Buf* b : acts_->all()) backend_.release(*b);
+  if (compute_params_.data != params_.data) backend_.release(compute_params_);
+  backend_.release(params_);
+  backend_.release(grads_);
+}
+
+void LlamaModel::init_weights(uint64_t seed) {
+  std::vector<float> host(layout_.total);
+  Rng rng(seed);
+  for (const auto& v : layout_.views) {
+    float* p = host.data() + v.offset;
+    if (v.kind == ParamKind::Norm) {
+      for (size_t i = 0; i < v.numel; ++i) p[i] = 1.0f;
+    } else {
+      for (size_t i = 0; i < v.numel; ++i)
+        p[i] = static_cast<float>(rng.normal() * config_.init_std);
+    }
+  }
+  backend_.upload(params_, host.data());
+  params_changed();
+}
+
+void LlamaModel::params_changed() {
+  if (compute_params_.data != params_.data) backend_.copy(compute_params_, params_);
+}
+
+LlamaModel::Weights LlamaModel::weights_for_layer(int l) const {
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  auto w = [&](const char* name) {
+    const auto& v = layout_.find(p + name);
+    return compute_params_.slice(v.offset, v.numel);
+  };
+  auto g = [&](const char* name) { return grad(layout_.find(p + name)); };
+  return Weights{w("input_layernorm.weight"),
+                 w("self_attn.q_proj.weight"),
+                 w("self_attn.k_proj.weight"),
+                 w("self_attn.v_proj.weight"),
+                 w("self_attn.o_proj.weight"),
+                 w("post_attention_layernorm.weight"),
+                 w("mlp.gate_proj.weight"),
+                 w("mlp.up_proj.weight"),
+                 w("mlp.down_proj.weight"),
+                 g("input_layernorm.weight"),
+                 g("self_attn.q_proj.weight"),
+                 g("self_attn.k_proj.weight"),
+                 g("self_attn.v_proj.weight"),
+                 g("self_attn.o_proj.weight"),
+                 g("post_attention_layernorm.weight"),
+                 g("mlp.gate_proj.weight"),
+                 g("mlp.up_proj.weight"),
+                 g("mlp.down_proj.weight")};
+}
+
+void LlamaModel::ensure_activations(int B, int T) {
+  if (acts_ && acts_->T == T && acts_->B >= B) return;
+  if (acts_)
+    for (Buf* b : acts_->all()) backend_.release(*b);
+  acts_ = std::make_unique<Activations>();
+  auto& a = *acts_;
+  a.B = B;
+  a.T = T;
+  const size_t N = static_cast<size_t>(B) * T;
+  const size_t C = config_.d_model, F = config_.d_ff, V = config_.vocab_size;
+  const size_t QD = static_cast<size_t>(config_.n_heads) * config_.head_dim();
+  const size_t KVD = static_cast<size_t>(config_.n_kv_heads) * config_.head_dim();
+  const int L = config_.n_layers;
+  const DType act = backend_.activation_dtype();
+  auto make = [&](size_t n, DType t) { return backend_.alloc(n, t); };
+  auto per_layer = [&](std::vector<Buf>& list, int count, size_t n, DType t) {
+    for (int i = 0; i < count; ++i) list.push_back(make(n, t));
+  };
+  a.inputs = make(N, DType::I32);
+  a.targets = make(N, DType::I32);
+  per_layer(a.residual, L + 1, N * C, act);
+  per_layer(a.ln1, L, N * C, act);
+  per_layer(a.ln2, L, N * C, act);
+  per_layer(a.rstd1, L, N, DType::F32);
+  per_layer(a.rstd2, L, N, DType::F32);
+  per_layer(a.q, L, N * QD, act);
+  per_layer(a.k, L, N * KVD, act);
+  per_layer(a.v, L, N * KVD, act);
+  per_layer(a.att, L, N * QD, act);
+  per_layer(a.lse, L, static_cast<size_t>(B) * config_.n_heads * T, DType::F32);
+  per_layer(a.mid, L, N * C, act);
+  per_layer(a.gate, L, N * F, act);
+  per_layer(a.up, L, N * F, act);
+  per_layer(a.hidden, L, N * F, act);
+  a.lnf = make(N * C, act);
+  a.rstdf = make(N, DType::F32);
+  a.logits = make(N * V, act);
+  a.losses = make(N, DType::F32);
+  a.tmp = make(N * C, act);
+  a.d_res = make(N * C, act);
+  a.d_ln = make(N * C, act);
+  a.d_att = make(N * QD, act);
+  a.d_q = make(N * QD, act);
+  a.d_k = make(N * KVD, act);
+  a.d_v = make(N * KVD, act);
+  a.d_hidden = make(N * F, act);
+  a.d_gate = make(N * F, act);
+  a.d_up = make(N * F, act);
+}
+
+double LlamaModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                                    float grad_scale) {
+  const double loss = forward(inputs, targets, B, T, /*training=*/true, grad_scale);
+  backward(B, T);
+  return loss;
+}
+
+double LlamaModel::forward_loss(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  return forward(inputs, targets, B, T, /*training=*/false, 0.0f);
+}
+
+double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                           bool training, float grad_scale) {
+  LOCO_CHECK(T <= config_.max_seq_len, "sequence longer than model.max_seq_len");
+  ensure_activations(B, T);
+  auto& a = *acts_;
+  Backend& be = backend_;
+  const int N = B * T;
+  const int C = config_.d_model, F = config_.d_ff, V = config_.vocab_size;
+  const int NH = config_.n_heads, NKV = config_.n_kv_heads, hd = config_.head_dim();
+  const int QD = NH * hd, KVD = NKV * hd;
+  const float eps = static_cast<float>(config_.norm_eps);
+  const float theta = static_cast<float>(config_.rope_theta);
+  auto rows = [&](Buf b, size_t width) { return b.slice(0, static_cast<size_t>(N) * width); };
+
+  Buf in_tok = a.inputs.slice(0, N), tgt_tok = a.targets.slice(0, N);
+  be.upload(in_tok, inputs);
+  be.upload(tgt_tok, targets);
+
+  const auto& emb = layout_.find("model.embed_tokens.weight");
+  be.embedding_forward(rows(a.residual[0], C), in_tok,
+                       compute_params_.slice(emb.offset, emb.numel), N, C);  // (N,C)
+  for (int l = 0; l < config_.n_layers; ++l) {
+    const Weights w = weights_for_layer(l);
+    Buf x = rows(a.residual[l], C), ln1 = rows(a.ln1[l], C);
+    be.rmsnorm_forward(ln1, a.rstd1[l].slice(0, N), x, w.ln1, N, C, eps);
+    Buf q = rows(a.q[l], QD), k = rows(a.k[l], KVD), v = rows(a.v[l], KVD);
+    be.matmul_forward(q, ln1, w.wq, N, C, QD);  // (N,NH*hd)
+    be.matmul_forward(k, ln1, w.wk, N, C, KVD);
+    be.matmul_forward(v, ln1, w.wv, N, C, KVD);
+    be.rope_forward(q, q, B, T, NH, hd, theta);
+    be.rope_forward(k, k, B, T, NKV, hd, theta);
+    Buf att = rows(a.att[l], QD);
+    be.attention_forward(att, a.lse[l].slice(0, static_cast<size_t>(B) * NH * T), q, k, v, B,
+                         T, NH, NKV, hd);
+    Buf tmp = rows(a.tmp, C), mid = rows(a.mid[l], C);
+    be.matmul_forward(tmp, att, w.wo, N, QD, C);
+    be.add(mid, x, tmp, static_cast<size_t>(N) * C);
+    Buf ln2 = rows(a.ln2[l], C);
+    be.rmsnorm_forward(ln2, a.rstd2[l].slice(0, N), mid, w.ln2, N, C, eps);
+    Buf gate = rows(a.gate[l], F), up = rows(a.up[l], F), hidden = rows(a.hidden[l], F);
+    be.matmul_forward(gate, ln2, w.wgate, N, C, F);  // (N,F)
+    be.matmul_forward(up, ln2, w.wup, N, C, F);
+    be.swiglu_forward(hidden, gate, up, static_cast<size_t>(N) * F);
+    be.matmul_forward(tmp, hidden, w.wdown, N, F, C);
+    be.add(rows(a.residual[l + 1], C), mid, tmp, static_cast<size_t>(N) * C);
+  }
+  const auto& normf = layout_.find("model.norm.weight");
+  be.rmsnorm_forward(rows(a.lnf, C), a.rstdf.slice(0, N), rows(a.residual[config_.n_layers], C),
+                     compute_params_.slice(normf.offset, normf.numel), N, C, eps);
+  const auto& head = layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight"
+                                                          : "lm_head.weight");
+  Buf logits = rows(a.logits, V);
+  be.matmul_forward(logits, rows(a.lnf, C), compute_params_.slice(head.offset, head.numel), N, C,
+                    V);  // (N,V)
+  // d(mean loss)/d(loss_n) = 1/N; the caller's grad_scale covers gradient accumulation.
+  be.cross_entropy(a.losses.slice(0, N), logits, tgt_tok, N, V, grad_scale / N, training);
+
+  std::vector<float> losses(N);
+  be.download(losses.data(), a.losses.slice(0, N));
+  double sum = 0.0;
+  for (float x : losses) sum += x;
+  return sum / N;
+}
+
+void LlamaModel::backward(int B, int T) {
+  auto& a = *acts_;
+  Backend& be = backend_;
+  const int N = B * T;
+  const int C = config_.d_model, F = config_.d_ff, V = config_.vocab_size;
+  const int NH = config_.n_heads, NKV = config_.n_kv_heads, hd = config_.head_dim();
+  const int QD = NH * hd, KVD = NKV * hd;
+  const float theta = static_cast<float>(config_.rope_theta);
+  auto rows = [&](Buf b, size_t width) { return b.slice(0, static_cast<size_t>(N) * width); };
+
+  // LM head: logits now hold dlogits.
+  const auto& head = layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight"
+                                                          : "lm_head.weight");
+  Buf d_ln = rows(a.d_ln, C), d_res = rows(a.d_res, C);
+  be.matmul_backward(d_ln, grad(head), rows(a.logits, V), rows(a.lnf, C),
+                     compute_params_.slice(head.offset, head.numel), N, C, V, false);
+  const auto& normf = layout_.find("model.norm.weight");
+  be.zero(d_res);
+  be.rmsnorm_backward(d_res, grad(normf), d_ln, rows(a.residual[config_.n_layers], C),
+                      compute_params_.slice(normf.offset, normf.numel), a.rstdf.slice(0, N), N,
+                      C);
+
+  // d_res carries ∂loss/∂(residual stream) down through the blocks; each residual add passes
+  // it through unchanged and each RMSNorm backward adds its branch's contribution.
+  for (int l = config_.n_layers - 1; l >= 0; --l) {
+    const Weights w = weights_for_layer(l);
+    // residual[l+1] = mid + down(swiglu(gate(ln2), up(ln2)))
+    Buf d_hidden = rows(a.d_hidden, F), d_gate = rows(a.d_gate, F), d_up = rows(a.d_up, F);
+    be.matmul_backward(d_hidden, w.d_wdown, d_res, rows(a.hidden[l], F), w.wdown, N, F, C, false);
+    be.swiglu_backward(d_gate, d_up, d_hidden, rows(a.gate[l], F), rows(a.up[l], F),
+                       static_cast<size_t>(N) * F);
+    Buf ln2 = rows(a.ln2[l], C);
+    be.matmul_backward(d_ln, w.d_wgate, d_gate, ln2, w.wgate, N, C, F, false);
+    be.matmul_backward(d_ln, w.d_wup, d_up, ln2, w.wup, N, C, F, true);
+    be.rmsnorm_backward(d_res, w.d_ln2, d_ln, rows(a.mid[l], C), w.ln2, a.rstd2[l].slice(0, N),
+                        N, C);
+    // mid = residual[l] + o_proj(attention(rope(q), rope(k), v))
+    Buf d_att = rows(a.d_att, QD);
+    be.matmul_backward(d_att, w.d_wo, d_res, rows(a.att[l], QD), w.wo, N, QD, C, false);
+    Buf d_q = rows(a.d_q, QD), d_k = rows(a.d_k, KVD), d_v = rows(a.d_v, KVD);
+    be.attention_backward(d_q, d_k, d_v, d_att, rows(a.q[l], QD), rows(a.k[l], KVD),
+                          rows(a.v[l], KVD), rows(a.att[l], QD),
+                          a.lse[l].slice(0, static_cast<size_t>(B) * NH * T), B, T, NH, NKV, hd);
+    be.rope_backward(d_q, d_q, B, T, NH, hd, theta);
+    be.rope_backward(d_k, d_k, B, T, NKV, hd, theta);
+    Buf ln1 = rows(a.ln1[l], C);
+    be.matmul_backward(d_ln, w.d_wq, d_q, ln1, w.wq, N, C, QD, false);
+    be.matmul_backward(d_ln, w.d_wk, d_k, ln1, w.wk, N, C, KVD, true);
+    be.matmul_backward(d_ln, w.d_wv, d_v, ln1, w.wv, N, C, KVD, true);
+    be.rmsnorm_backward(d_res, w.d_ln1, d_ln, rows(a.residual[l], C), w.ln1,
+                        a.rstd1[l].slice(0, N), N, C);
+  }
+  const auto& emb = layout_.find("model.embed_tokens.weight");
+  be.embedding_backward(grad(emb), d_res, a.inputs.slice(0, N), N, C);
+}
+
+}  // namespace loco

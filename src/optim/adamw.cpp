@@ -1,0 +1,59 @@
+#include <cmath>
+
+#include "loco/optim/optimizer.hpp"
+
+namespace loco {
+
+bool decays(const ParamView& v, const OptimizerConfig& cfg) {
+  switch (v.kind) {
+    case ParamKind::Norm: return false;
+    case ParamKind::Embedding:
+    case ParamKind::Head: return cfg.decay_embeddings;
+    case ParamKind::Matrix: return true;
+  }
+  return true;
+}
+
+AdamW::AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend)
+    : cfg_(cfg), layout_(layout), backend_(backend) {
+  m_ = backend_.alloc(layout_.total, DType::F32);
+  v_ = backend_.alloc(layout_.total, DType::F32);
+}
+
+AdamW::~AdamW() {
+  backend_.release(m_);
+  backend_.release(v_);
+}
+
+void AdamW::step(Buf params, Buf grads, double lr, float grad_scale) {
+  ++t_;
+  const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));
+  const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t_));
+  for (const auto& view : layout_.views) {
+    const float wd = decays(view, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    backend_.adamw_update(params.slice(view.offset, view.numel),
+                          grads.slice(view.offset, view.numel), m_.slice(view.offset, view.numel),
+                          v_.slice(view.offset, view.numel), static_cast<float>(lr),
+                          static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2),
+                          static_cast<float>(cfg_.eps), wd, static_cast<float>(bc1),
+                          static_cast<float>(bc2), grad_scale);
+  }
+}
+
+std::vector<std::pair<std::string, Buf>> AdamW::state() { return {{"adam.m", m_}, {"adam.v", v_}}; }
+
+std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
+                                                     const ParamLayout& layout,
+                                                     Backend& backend) {
+  if (cfg.type == "adamw") return std::make_unique<AdamW>(cfg, layout, backend);
+  throw Error("optimizer.type = \"" + cfg.type + "\": unknown (allowed: \"adamw\")");
+}
+
+GradNorm global_grad_norm(Backend& backend, Buf grads, double max_norm) {
+  GradNorm r;
+  r.norm = std::sqrt(backend.sum_squares(grads));
+  if (max_norm > 0.0 && r.norm > max_norm) r.clip_scale = static_cast<float>(max_norm / r.norm);
+  return r;
+}
+
+}  // namespace loco
