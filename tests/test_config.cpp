@@ -105,6 +105,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
        {"steps", "micro_batch", "grad_accum", "seq_len", "eval_interval", "eval_batches",
         "log_interval", "seed"}},
       {"output", {"dir"}},
+      {"distributed", {"method", "replica_size", "timeout_s", "outer"}},
   };
   REQUIRE(j.size() == expected_keys.size());
   for (auto it = expected_keys.begin(); it != expected_keys.end(); ++it) {
@@ -303,8 +304,12 @@ TEST_CASE("enum strings list the allowed values", "[config]") {
   REQUIRE_THROWS_WITH(
       from(json::parse(R"({"backend": "gpu"})")),
       LOCO_CONTAINS("backend = \"gpu\": must be one of \"cpu\", \"cuda\", \"auto\""));
-  REQUIRE_THROWS_WITH(from(json::parse(R"({"optimizer": {"type": "sgd"}})")),
-                      LOCO_CONTAINS("optimizer.type = \"sgd\": must be one of \"adamw\""));
+  REQUIRE_THROWS_WITH(from(json::parse(R"({"optimizer": {"type": "adam"}})")),
+                      LOCO_CONTAINS("optimizer.type = \"adam\": must be one of \"adamw\", \"sgd\""));
+  REQUIRE_THROWS_WITH(from(json::parse(R"({"distributed": {"method": "fedavg"}})")),
+                      LOCO_CONTAINS("distributed.method = \"fedavg\": must be one of \"ddp\", \"diloco\""));
+  REQUIRE_THROWS_WITH(from(json::parse(R"({"distributed": {"outer": {"wire_dtype": "f16"}}})")),
+                      LOCO_CONTAINS("distributed.outer.wire_dtype = \"f16\""));
   REQUIRE_THROWS_WITH(from(json::parse(R"({"data": {"tokenizer": "gpt2"}})")),
                       LOCO_CONTAINS("data.tokenizer = \"gpt2\": must be one of \"byte\""));
   for (const char* t : {"constant", "linear", "cosine", "wsd", "infinite"})

@@ -201,15 +201,17 @@ Doubles rope_direct(const Floats& x, int T, int H, int hd, double theta, int dir
 TEST_CASE("cpu backend: rope matches the direct formula at long context, in place", "[cpu][ops]") {
   loco::CpuBackend backend;
   Random rng(4);
-  // Angles up to 3000 rad: an angle rounded to float would be off by ~1e-4 here.
-  const int long_T = 3000, H = 2;
-  const float theta = 500000.0f;
-  const Floats x = rng.uniform(size_t(long_T) * H * HD), dout = rng.uniform(x.size());
+  // Llama-2 frequencies over a long context: pair 1 turns at 10000^(-1/32) = 0.75 rad per
+  // position, so its angle reaches ~2250 rad, where float spacing is 1.2e-4: an angle
+  // computed in float would miss the 1e-5 tolerance.
+  const int long_T = 3000, H = 1, hd = 64;
+  const float theta = 10000.0f;
+  const Floats x = rng.uniform(size_t(long_T) * H * hd), dout = rng.uniform(x.size());
   HostBuf x_b(backend, x), dout_b(backend, dout);
-  backend.rope_forward(x_b, x_b, 1, long_T, H, HD, theta);  // aliased, as the model uses it
-  backend.rope_backward(dout_b, dout_b, 1, long_T, H, HD, theta);
-  CHECK_MATCHES_REFERENCE(x_b.floats(), rope_direct(x, long_T, H, HD, theta, +1));
-  CHECK_MATCHES_REFERENCE(dout_b.floats(), rope_direct(dout, long_T, H, HD, theta, -1));
+  backend.rope_forward(x_b, x_b, 1, long_T, H, hd, theta);  // aliased, as the model uses it
+  backend.rope_backward(dout_b, dout_b, 1, long_T, H, hd, theta);
+  CHECK_MATCHES_REFERENCE(x_b.floats(), rope_direct(x, long_T, H, hd, theta, +1));
+  CHECK_MATCHES_REFERENCE(dout_b.floats(), rope_direct(dout, long_T, H, hd, theta, -1));
 }
 
 TEST_CASE("cpu backend: attention matches the double reference", "[cpu][ops]") {

@@ -5,6 +5,8 @@
 //
 // Each backward is checked on the scalar objective L = Σ w ⊙ out(x) with random w: its
 // gradient dL/dx is exactly the op's backward applied to dout = w.
+#include <omp.h>
+
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -61,9 +63,25 @@ double dot(const Vec& a, const Vec& b) {
   return sum;
 }
 
+// Sets the OpenMP thread count to 1 for its lifetime.
+class SingleThreaded {
+ public:
+  SingleThreaded() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SingleThreaded() { omp_set_num_threads(saved_); }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
+
+ private:
+  int saved_;
+};
+
 // dL/dx by central differences; x is perturbed in place and restored. The step balances the
 // O(h²) truncation error against the O(eps/h) rounding error of double.
+// The objective runs thousands of times on tiny shapes, where an OpenMP fork/join per call
+// dominates and stalls badly on a loaded machine: it runs on one thread. The analytic
+// backward under test keeps the default thread count.
 Vec numerical_gradient(Vec& x, const std::function<double()>& objective) {
+  const SingleThreaded single_threaded;
   constexpr double h = 1e-5;
   Vec grad(x.size());
   for (size_t i = 0; i < x.size(); ++i) {

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
 #include "loco/data/tokenizer.hpp"
+#include "loco/dist/communicator.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/trainer.hpp"
 
@@ -21,15 +23,34 @@ struct TrainArgs {
   std::string out_dir;
 };
 
-int run_train(const TrainArgs& args) {
-  // Validate everything before touching the filesystem: a bad config writes nothing.
-  loco::Config config = loco::load_config(args.config_path, args.overrides);
+int run_train(const TrainArgs& args, loco::Communicator& world) {
+  // Validate everything before touching the filesystem: a bad config writes nothing. Every
+  // rank loads the config; the lowest rank that failed reports, and all ranks exit together.
+  loco::Config config;
+  std::string config_error;
+  try {
+    config = loco::load_config(args.config_path, args.overrides);
+  } catch (const loco::Error& e) {
+    config_error = e.what();
+  }
+  const auto failed = world.all_gather_host(config_error.empty() ? 0 : 1);
+  const auto first_failed = std::find(failed.begin(), failed.end(), 1u);
+  if (first_failed != failed.end()) {
+    if (world.rank() == first_failed - failed.begin())
+      std::fprintf(stderr, "error: %s%s\n",
+                   world.size() > 1 ? fmt::format("rank {}: ", world.rank()).c_str() : "",
+                   config_error.c_str());
+    return 2;
+  }
   if (!args.out_dir.empty()) config.output.dir = args.out_dir;
-  loco::make_directories(config.output.dir);
-  loco::write_file_atomic(config.output.dir + "/config.json",
-                          loco::config_to_json(config).dump(2) + "\n");
+  world.set_timeout_s(config.distributed.timeout_s);
+  if (world.rank() == 0) {
+    loco::make_directories(config.output.dir);
+    loco::write_file_atomic(config.output.dir + "/config.json",
+                            loco::config_to_json(config).dump(2) + "\n");
+  }
   loco::install_stop_handlers();
-  const loco::TrainResult r = loco::train(config, config.output.dir);
+  const loco::TrainResult r = loco::train(config, config.output.dir, world);
   spdlog::info("done: {} steps, {} tokens, final train loss {:.4f}{}, {:.1f} s; run directory {}",
                r.steps_done, r.tokens, r.final_train_loss,
                r.final_val_loss >= 0 ? fmt::format(", val loss {:.4f}", r.final_val_loss) : "",
@@ -56,6 +77,8 @@ int run_tokenize(const TokenizeArgs& args) {
 
 int main(int argc, char** argv) {
   spdlog::set_pattern("%v");
+  // Every rank of `mpirun -np K loco train …` is one worker; a plain `loco` is a 1-rank world.
+  loco::MpiRuntime mpi(&argc, &argv);
   CLI::App app{
       "loco: low-communication distributed Llama pre-training (DDP, DiLoCo, MuLoCo, "
       "SparseLoCo)\n\nExamples:\n"
@@ -93,15 +116,19 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  std::unique_ptr<loco::Communicator> world;
   try {
-    if (*train) return run_train(train_args);
     if (*tokenize) return run_tokenize(tok_args);
-  } catch (const loco::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 2;
+    world = loco::make_mpi_world(/*timeout_s=*/120.0);
+    if (*train) return run_train(train_args, *world);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 3;
+    const bool multi_rank = world && world->size() > 1;
+    const std::string where = multi_rank ? fmt::format("rank {}: ", world->rank()) : "";
+    std::fprintf(stderr, "error: %s%s\n", where.c_str(), e.what());
+    std::fflush(stderr);
+    // With several ranks a failure on one must not leave the others waiting in a collective.
+    if (multi_rank) loco::abort_world(2);
+    return dynamic_cast<const loco::Error*>(&e) ? 2 : 3;
   }
   return 0;
 }

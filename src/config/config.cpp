@@ -154,7 +154,7 @@ void fields(V& v, DataConfig& d) {
 
 template <class V>
 void fields(V& v, OptimizerConfig& o) {
-  v.field("type", o.type, one_of({"adamw"}));
+  v.field("type", o.type, one_of({"adamw", "sgd"}));
   v.field("lr", o.lr, greater_than(0.0));
   v.field("beta1", o.beta1, in_half_open(0.0, 1.0));
   v.field("beta2", o.beta2, in_half_open(0.0, 1.0));
@@ -193,6 +193,23 @@ void fields(V& v, OutputConfig& o) {
 }
 
 template <class V>
+void fields(V& v, OuterConfig& o) {
+  v.field("interval", o.interval, greater_than(0));
+  v.field("lr", o.lr, greater_than(0.0));
+  v.field("momentum", o.momentum, in_half_open(0.0, 1.0));
+  v.field("nesterov", o.nesterov);
+  v.field("wire_dtype", o.wire_dtype, one_of({"f32", "bf16"}));
+}
+
+template <class V>
+void fields(V& v, DistributedConfig& d) {
+  v.field("method", d.method, one_of({"ddp", "diloco"}));
+  v.field("replica_size", d.replica_size, greater_than(0));
+  v.field("timeout_s", d.timeout_s, greater_than(0.0));
+  v.section("outer", d.outer);
+}
+
+template <class V>
 void fields(V& v, Config& c) {
   v.field("name", c.name, non_empty());
   v.field("backend", c.backend, one_of({"cpu", "cuda", "auto"}));
@@ -202,6 +219,7 @@ void fields(V& v, Config& c) {
   v.section("schedule", c.schedule);
   v.section("training", c.training);
   v.section("output", c.output);
+  v.section("distributed", c.distributed);
 }
 
 // Checks that involve more than one key. `fail(path, value, why)` throws.

@@ -34,7 +34,7 @@ struct DataConfig {
 };
 
 struct OptimizerConfig {
-  std::string type = "adamw";  // "adamw" (Muon: later issue)
+  std::string type = "adamw";  // "adamw", or "sgd" (plain, for equivalence tests)
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -70,6 +70,27 @@ struct OutputConfig {
   std::string dir = "runs/tiny";
 };
 
+// Outer synchronisation (ALGORITHMS.md §2): every `interval` inner steps the replicas'
+// pseudo-gradients Δ = θ_global − θ_local are averaged and an outer optimizer (SGD with
+// optional Nesterov momentum) updates θ_global.
+struct OuterConfig {
+  int interval = 50;       // H: inner steps between outer syncs
+  double lr = 0.7;         // η_out (1 with momentum 0 is FedAvg / local SGD)
+  double momentum = 0.9;   // μ
+  bool nesterov = true;
+  std::string wire_dtype = "f32";  // dtype of the dense all-reduce: "f32" or "bf16"
+};
+
+struct DistributedConfig {
+  // "ddp": gradients all-reduced every step across all ranks (the baseline);
+  // "diloco": replicas train locally and sync pseudo-gradients every outer.interval steps.
+  std::string method = "ddp";
+  // diloco: ranks per replica; they DDP among themselves every step over their own group.
+  int replica_size = 1;
+  double timeout_s = 120.0;  // a collective slower than this aborts the run
+  OuterConfig outer;
+};
+
 struct Config {
   std::string name = "tiny";
   std::string backend = "cpu";  // "cpu", "cuda", "auto"
@@ -79,6 +100,7 @@ struct Config {
   ScheduleConfig schedule;
   TrainingConfig training;
   OutputConfig output;
+  DistributedConfig distributed;
 };
 
 // Parse and validate. `source` names the file in messages. Unknown keys are errors.

@@ -30,7 +30,8 @@ class TokenStream {
 
   size_t total_tokens() const { return tokens_.size(); }
   size_t windows_per_worker() const;
-  std::string describe() const;  // shards, token count, windows (for logs and hashes)
+  std::string describe() const;
+  uint64_t tokens_hash() const { return tokens_hash_; }  // content of every shard, in order  // shards, token count, windows (for logs and hashes)
 
  private:
   void shuffle_epoch();

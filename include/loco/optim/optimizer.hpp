@@ -43,6 +43,23 @@ class AdamW final : public InnerOptimizer {
   int64_t t_ = 0;
 };
 
+// Plain SGD with decoupled weight decay: p ← p·(1 − lr·wd) − lr·g. No state. Exists so that
+// "DiLoCo with H = 1, outer lr 1, no momentum" can be checked against DDP exactly.
+class Sgd final : public InnerOptimizer {
+ public:
+  Sgd(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend)
+      : cfg_(cfg), layout_(layout), backend_(backend) {}
+  void step(Buf params, Buf grads, double lr, float grad_scale) override;
+  int64_t steps_taken() const override { return t_; }
+  std::vector<std::pair<std::string, Buf>> state() override { return {}; }
+
+ private:
+  OptimizerConfig cfg_;
+  const ParamLayout& layout_;
+  Backend& backend_;
+  int64_t t_ = 0;
+};
+
 std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
                                                      const ParamLayout& layout,
                                                      Backend& backend);

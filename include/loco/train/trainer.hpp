@@ -4,10 +4,12 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "loco/config/config.hpp"
+#include "loco/dist/communicator.hpp"
 
 namespace loco {
 
@@ -18,10 +20,14 @@ struct TrainResult {
   double final_val_loss = -1.0;  // < 0 when there is no validation data
   double wall_seconds = 0.0;
   bool stopped_early = false;
-  nlohmann::json summary;
+  std::vector<double> step_losses;  // mean over all ranks, one per step
+  uint64_t params_hash = 0;         // of this rank's final parameters
+  nlohmann::json summary;           // what summary.json holds ("comm" included)
 };
 
-// Runs the job described by `config`, writing into `run_dir` (created by the caller).
-TrainResult train(const Config& config, const std::string& run_dir);
+// Runs the job described by `config` on every rank of `world` (each rank one worker; a
+// 1-rank world is plain single-process training). Rank 0 prints progress and writes
+// metrics.jsonl and summary.json into `run_dir` (created by the caller).
+TrainResult train(const Config& config, const std::string& run_dir, Communicator& world);
 
 }  // namespace loco

@@ -42,11 +42,21 @@ void AdamW::step(Buf params, Buf grads, double lr, float grad_scale) {
 
 std::vector<std::pair<std::string, Buf>> AdamW::state() { return {{"adam.m", m_}, {"adam.v", v_}}; }
 
+void Sgd::step(Buf params, Buf grads, double lr, float grad_scale) {
+  ++t_;
+  for (const auto& view : layout_.views) {
+    const double wd = decays(view, cfg_) ? cfg_.weight_decay : 0.0;
+    backend_.axpby(params.slice(view.offset, view.numel), static_cast<float>(-lr * grad_scale),
+                   grads.slice(view.offset, view.numel), static_cast<float>(1.0 - lr * wd));
+  }
+}
+
 std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
                                                      const ParamLayout& layout,
                                                      Backend& backend) {
   if (cfg.type == "adamw") return std::make_unique<AdamW>(cfg, layout, backend);
-  throw Error("optimizer.type = \"" + cfg.type + "\": unknown (allowed: \"adamw\")");
+  if (cfg.type == "sgd") return std::make_unique<Sgd>(cfg, layout, backend);
+  throw Error("optimizer.type = \"" + cfg.type + "\": unknown (allowed: \"adamw\", \"sgd\")");
 }
 
 GradNorm global_grad_norm(Backend& backend, Buf grads, double max_norm) {
