@@ -97,7 +97,9 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
         "rope_theta", "norm_eps", "tie_embeddings", "init_std", "init_from"}},
       {"data", {"train", "val", "tokenizer"}},
       {"optimizer",
-       {"type", "lr", "beta1", "beta2", "eps", "weight_decay", "decay_embeddings", "grad_clip"}},
+       {"type", "lr", "beta1", "beta2", "eps", "weight_decay", "decay_embeddings", "grad_clip",
+        "muon_lr", "muon_momentum", "muon_nesterov", "muon_weight_decay", "ns_steps", "ns_a",
+        "ns_b", "ns_c", "muon_scale"}},
       {"schedule",
        {"type", "warmup_steps", "min_lr_ratio", "decay_fraction", "cooldown_steps",
         "const_lr_ratio", "anneal_steps"}},
@@ -105,7 +107,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
        {"steps", "micro_batch", "grad_accum", "seq_len", "eval_interval", "eval_batches",
         "log_interval", "seed"}},
       {"output", {"dir"}},
-      {"distributed", {"method", "replica_size", "timeout_s", "outer"}},
+      {"distributed", {"method", "replica_size", "timeout_s", "outer", "compression"}},
   };
   REQUIRE(j.size() == expected_keys.size());
   for (auto it = expected_keys.begin(); it != expected_keys.end(); ++it) {

@@ -12,8 +12,11 @@
 #include "loco/core/files.hpp"
 #include "loco/data/tokenizer.hpp"
 #include "loco/dist/communicator.hpp"
+#include "loco/train/bench.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/trainer.hpp"
+
+#include "io_commands.hpp"
 
 namespace {
 
@@ -30,6 +33,13 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
   std::string config_error;
   try {
     config = loco::load_config(args.config_path, args.overrides);
+    // Depends on the world size, so load_config cannot check it; train() would, but only
+    // after the run directory exists.
+    const auto& dc = config.distributed;
+    if (dc.method == "diloco" && world.size() % dc.replica_size != 0)
+      throw loco::Error(args.config_path + ": distributed.replica_size = " +
+                        std::to_string(dc.replica_size) + ": must divide the number of ranks (" +
+                        std::to_string(world.size()) + ")");
   } catch (const loco::Error& e) {
     config_error = e.what();
   }
@@ -111,6 +121,10 @@ int main(int argc, char** argv) {
                        "Fraction of the text (cut at a line) kept for validation")
       ->check(CLI::Range(0.0, 0.99));
 
+  const loco::BenchCommand bench = loco::add_bench_command(app);
+  const loco::cli::IoCommand export_hf = loco::cli::add_export_hf_command(app);
+  const loco::cli::IoCommand eval = loco::cli::add_eval_command(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -119,6 +133,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<loco::Communicator> world;
   try {
     if (*tokenize) return run_tokenize(tok_args);
+    if (*bench.sub) return bench.run();
+    if (*export_hf.sub) return export_hf.run();
+    if (*eval.sub) return eval.run();
     world = loco::make_mpi_world(/*timeout_s=*/120.0);
     if (*train) return run_train(train_args, *world);
   } catch (const std::exception& e) {

@@ -154,7 +154,7 @@ void fields(V& v, DataConfig& d) {
 
 template <class V>
 void fields(V& v, OptimizerConfig& o) {
-  v.field("type", o.type, one_of({"adamw", "sgd"}));
+  v.field("type", o.type, one_of({"adamw", "sgd", "muon"}));
   v.field("lr", o.lr, greater_than(0.0));
   v.field("beta1", o.beta1, in_half_open(0.0, 1.0));
   v.field("beta2", o.beta2, in_half_open(0.0, 1.0));
@@ -162,6 +162,15 @@ void fields(V& v, OptimizerConfig& o) {
   v.field("weight_decay", o.weight_decay, at_least(0.0));
   v.field("decay_embeddings", o.decay_embeddings);
   v.field("grad_clip", o.grad_clip, at_least(0.0));
+  v.field("muon_lr", o.muon_lr, greater_than(0.0));
+  v.field("muon_momentum", o.muon_momentum, in_half_open(0.0, 1.0));
+  v.field("muon_nesterov", o.muon_nesterov);
+  v.field("muon_weight_decay", o.muon_weight_decay, at_least(0.0));
+  v.field("ns_steps", o.ns_steps, in_closed(1, 100));
+  v.field("ns_a", o.ns_a, greater_than(0.0));  // small singular values must grow
+  v.field("ns_b", o.ns_b);
+  v.field("ns_c", o.ns_c);
+  v.field("muon_scale", o.muon_scale, one_of({"original", "match_adamw"}));
 }
 
 template <class V>
@@ -202,11 +211,32 @@ void fields(V& v, OuterConfig& o) {
 }
 
 template <class V>
+void fields(V& v, CompressionConfig& c) {
+  v.field("error_feedback", c.error_feedback);
+  v.field("beta", c.beta, in_closed(0.0, 1.0));
+  v.field("selector", c.selector, one_of({"none", "chunked_topk", "global_topk", "random_k"}));
+  v.field("topk", c.topk, at_least(1));
+  v.field("chunk", c.chunk, in_closed(1, 256));
+  v.field("quantizer", c.quantizer, one_of({"none", "bf16", "8bit", "4bit", "2bit"}));
+  v.field("index_coding", c.index_coding, one_of({"auto", "rice", "fixed", "bitmap"}));
+  v.field("aggregation", c.aggregation, one_of({"mean_selected", "mean_all"}));
+  v.field("seed", c.seed);
+}
+
+template <class V>
 void fields(V& v, DistributedConfig& d) {
   v.field("method", d.method, one_of({"ddp", "diloco"}));
   v.field("replica_size", d.replica_size, greater_than(0));
   v.field("timeout_s", d.timeout_s, greater_than(0.0));
   v.section("outer", d.outer);
+  v.section("compression", d.compression);
+}
+
+template <class V>
+void fields(V& v, CheckpointConfig& c) {
+  v.field("interval", c.interval, at_least(0));
+  v.field("keep_last", c.keep_last, at_least(0));
+  v.field("dir", c.dir);
 }
 
 template <class V>
@@ -220,6 +250,7 @@ void fields(V& v, Config& c) {
   v.section("training", c.training);
   v.section("output", c.output);
   v.section("distributed", c.distributed);
+  v.section("checkpoint", c.checkpoint);
 }
 
 // Checks that involve more than one key. `fail(path, value, why)` throws.
@@ -241,6 +272,19 @@ void check_consistency(const Config& c, const std::string& source) {
   if (c.data.tokenizer == "byte" && m.vocab_size < 256)
     fail("model.vocab_size", num(m.vocab_size),
          "must be >= 256 with data.tokenizer = \"byte\" (token ids 0..255)");
+
+  const CompressionConfig& z = c.distributed.compression;
+  if (z.topk > z.chunk * z.chunk)
+    fail("distributed.compression.topk", num(z.topk),
+         "must be <= chunk * chunk = " + num(z.chunk * z.chunk) + " (elements per chunk)");
+  if ((z.compressed() || z.error_feedback) && c.distributed.method != "diloco")
+    fail("distributed.method", render_value(c.distributed.method),
+         "distributed.compression applies to DiLoCo pseudo-gradients: needs method \"diloco\" "
+         "(or selector \"none\", quantizer \"none\", error_feedback false)");
+  if (z.compressed() && c.distributed.outer.wire_dtype != "f32")
+    fail("distributed.outer.wire_dtype", render_value(c.distributed.outer.wire_dtype),
+         "applies to the dense all-reduce only; with distributed.compression.selector or "
+         "quantizer set, use compression.quantizer (\"bf16\", ...) and keep wire_dtype \"f32\"");
 
   const TrainingConfig& t = c.training;
   if (t.seq_len > m.max_seq_len)

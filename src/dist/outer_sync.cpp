@@ -1,7 +1,11 @@
 #include "loco/dist/outer_sync.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
+
+#include "loco/compress/compress.hpp"
 
 namespace loco {
 
@@ -35,6 +39,43 @@ void outer_sgd_step(Backend& backend, Buf global, Buf momentum, Buf delta, doubl
   }
 }
 
+// ------------------------------------------------------------------ stats
+
+OuterSyncStats& OuterSyncStats::operator+=(const OuterSyncStats& o) {
+  compressed = o.compressed;
+  elements += o.elements;
+  kept += o.kept;
+  payload_bytes += o.payload_bytes;
+  piece_bytes += o.piece_bytes;
+  header_bytes += o.header_bytes;
+  table_bytes += o.table_bytes;
+  index_bytes += o.index_bytes;
+  value_bytes += o.value_bytes;
+  ef_norm = o.ef_norm;
+  return *this;
+}
+
+nlohmann::json OuterSyncStats::to_json() const {
+  auto per_kept = [&](uint64_t bytes) -> nlohmann::json {
+    if (kept == 0) return nullptr;
+    return 8.0 * double(bytes) / double(kept);
+  };
+  return {{"compressed", compressed},
+          {"elements", elements},
+          {"kept", kept},
+          {"density", elements ? double(kept) / double(elements) : 0.0},
+          {"payload_bytes", payload_bytes},
+          {"piece_bytes", piece_bytes},
+          {"bits_per_kept_element", per_kept(payload_bytes)},
+          {"wire_bits_per_kept_element", per_kept(piece_bytes)},
+          {"value_bits_per_kept_element", per_kept(value_bytes)},
+          {"index_bits_per_kept_element", per_kept(index_bytes)},
+          {"overhead_bits_per_kept_element", per_kept(header_bytes + table_bytes)},
+          {"ef_norm", ef_norm >= 0 ? nlohmann::json(ef_norm) : nlohmann::json(nullptr)}};
+}
+
+// ------------------------------------------------------------------ OuterSync
+
 OuterSync::OuterSync(const OuterConfig& cfg, Backend& backend, Communicator& cross, Buf params)
     : cfg_(cfg), backend_(backend), cross_(cross) {
   global_ = backend_.alloc(params.numel, DType::F32);
@@ -44,23 +85,131 @@ OuterSync::OuterSync(const OuterConfig& cfg, Backend& backend, Communicator& cro
   backend_.copy(global_, params);
 }
 
+OuterSync::OuterSync(const OuterConfig& cfg, const CompressionConfig& compression,
+                     const ParamLayout& layout, Backend& backend, Communicator& cross, Buf params)
+    : OuterSync(cfg, backend, cross, params) {
+  ccfg_ = compression;
+  if (!ccfg_.compressed()) return;
+  if (wire_.data)
+    throw Error("distributed.outer.wire_dtype = \"bf16\" applies to the dense all-reduce; "
+                "with compression use distributed.compression.quantizer");
+  if (layout.total != params.numel)
+    throw Error("outer sync: the parameter layout has " + std::to_string(layout.total) +
+                " elements but the parameter buffer " + std::to_string(params.numel));
+  compress::Plan plan = compress::make_plan(compress::shapes_from_layout(layout),
+                                            compress::settings_from_config(ccfg_));
+  compressor_ = std::make_unique<compress::Compressor>(std::move(plan));
+  aggregator_ = std::make_unique<compress::Aggregator>(compressor_->plan(),
+                                                       compressor_->plan().settings.aggregation);
+  host_delta_.resize(params.numel);
+  host_mean_.resize(params.numel);
+}
+
 OuterSync::~OuterSync() {
-  for (Buf* b : {&global_, &momentum_, &delta_, &wire_})
+  for (Buf* b : {&global_, &momentum_, &delta_, &wire_, &dev_send_, &dev_recv_})
     if (b->data) backend_.release(*b);
+}
+
+const std::vector<float>& OuterSync::error_feedback() const {
+  static const std::vector<float> none;
+  return compressor_ ? compressor_->error() : none;
+}
+
+nlohmann::json OuterSync::summary_json() const {
+  nlohmann::json j = total_.to_json();
+  j["syncs"] = syncs_;
+  j["selector"] = ccfg_.selector;
+  j["quantizer"] = compressor_ ? ccfg_.quantizer : cfg_.wire_dtype;
+  j["error_feedback"] = compressor_ ? ccfg_.error_feedback : false;
+  j["aggregation"] = compressor_ ? ccfg_.aggregation : "mean_all";
+  j["collective"] = compressor_ ? "all_gather" : "all_reduce";
+  j["note"] = compressor_
+                  ? "this rank's packed payloads (headers and quantiser tables included) over "
+                    "every sync; wire = the all-gather pieces, padded to the largest payload"
+                  : "dense all-reduce of every element";
+  return j;
+}
+
+// Compressed path: pack → exchange sizes → all-gather padded pieces → decode every rank's
+// payload in rank order → aggregate. delta_ holds this rank's Δ on entry, the aggregate on exit.
+void OuterSync::sync_compressed() {
+  const size_t N = host_delta_.size();
+  backend_.download(host_delta_.data(), delta_);
+  const std::vector<uint8_t>& payload = compressor_->compress(host_delta_.data(), uint64_t(syncs_));
+  const int K = cross_.size();
+  const std::vector<uint64_t> sizes = cross_.all_gather_host(uint64_t(payload.size()));
+  const uint64_t largest = *std::max_element(sizes.begin(), sizes.end());
+  const uint64_t piece = (largest + 3) / 4 * 4;  // whole i32 words for device staging
+  send_.assign(size_t(piece), 0);
+  std::memcpy(send_.data(), payload.data(), payload.size());
+  recv_.resize(size_t(piece) * size_t(K));
+  if (cross_.device_memory()) {
+    const size_t words = size_t(piece / 4);
+    if (dev_send_.numel < words) {
+      if (dev_send_.data) backend_.release(dev_send_);
+      if (dev_recv_.data) backend_.release(dev_recv_);
+      dev_send_ = backend_.alloc(words, DType::I32);
+      dev_recv_ = backend_.alloc(words * size_t(K), DType::I32);
+    }
+    const Buf s = dev_send_.slice(0, words), r = dev_recv_.slice(0, words * size_t(K));
+    backend_.upload(s, send_.data());
+    cross_.all_gather_bytes(s.data, size_t(piece), r.data);
+    backend_.download(recv_.data(), r);
+  } else {
+    cross_.all_gather_bytes(send_.data(), size_t(piece), recv_.data());
+  }
+  aggregator_->reset();
+  for (int r = 0; r < K; ++r) {
+    try {
+      aggregator_->add(recv_.data() + size_t(r) * size_t(piece), size_t(sizes[size_t(r)]));
+    } catch (const Error& e) {
+      throw Error("outer sync " + std::to_string(syncs_ + 1) + ": the payload of rank " +
+                  std::to_string(r) + " of " + std::to_string(K) + " [" + cross_.name() +
+                  "] is invalid: " + e.what());
+    }
+  }
+  aggregator_->finish(host_mean_.data(), K);
+  backend_.upload(delta_, host_mean_.data());
+
+  const compress::EncodeStats& es = compressor_->stats();
+  last_ = OuterSyncStats{};
+  last_.compressed = true;
+  last_.elements = N;
+  last_.kept = es.kept;
+  last_.payload_bytes = es.bytes;
+  last_.piece_bytes = piece;
+  last_.header_bytes = es.header_bytes;
+  last_.table_bytes = es.table_bytes;
+  last_.index_bytes = es.index_bytes;
+  last_.value_bytes = es.value_bytes;
+  if (ccfg_.error_feedback) {
+    double ss = 0.0;
+    for (float v : compressor_->error()) ss += double(v) * double(v);
+    last_.ef_norm = std::sqrt(ss);
+  }
 }
 
 double OuterSync::sync(Buf params) {
   // Pseudo-gradient: old minus new, so it points like a gradient (ALGORITHMS.md §2).
   backend_.copy(delta_, global_);
   backend_.axpby(delta_, -1.0f, params, 1.0f);
-  // Collective: dense all-reduce mean (optionally in bf16 on the wire).
-  if (wire_.data) {
+  if (compressor_) {
+    sync_compressed();
+  } else if (wire_.data) {
+    // Collective: dense all-reduce mean (optionally in bf16 on the wire).
     backend_.copy(wire_, delta_);
     cross_.all_reduce(wire_, ReduceOp::Mean);
     backend_.copy(delta_, wire_);
   } else {
     cross_.all_reduce(delta_, ReduceOp::Mean);
   }
+  if (!compressor_) {
+    const uint64_t bytes = delta_.numel * (wire_.data ? 2u : 4u);
+    last_ = OuterSyncStats{};
+    last_.elements = last_.kept = delta_.numel;
+    last_.payload_bytes = last_.piece_bytes = last_.value_bytes = bytes;
+  }
+  total_ += last_;
   const double norm = std::sqrt(backend_.sum_squares(delta_));
   outer_sgd_step(backend_, global_, momentum_, delta_, cfg_.lr, cfg_.momentum, cfg_.nesterov);
   backend_.copy(params, global_);

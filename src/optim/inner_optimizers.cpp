@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "loco/optim/muon.hpp"
 #include "loco/optim/optimizer.hpp"
 
 namespace loco {
@@ -56,7 +57,9 @@ std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
                                                      Backend& backend) {
   if (cfg.type == "adamw") return std::make_unique<AdamW>(cfg, layout, backend);
   if (cfg.type == "sgd") return std::make_unique<Sgd>(cfg, layout, backend);
-  throw Error("optimizer.type = \"" + cfg.type + "\": unknown (allowed: \"adamw\", \"sgd\")");
+  if (cfg.type == "muon") return std::make_unique<Muon>(cfg, layout, backend);
+  throw Error("optimizer.type = \"" + cfg.type +
+              "\": unknown (allowed: \"adamw\", \"sgd\", \"muon\")");
 }
 
 GradNorm global_grad_norm(Backend& backend, Buf grads, double max_norm) {

@@ -132,7 +132,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   require_agreement(world, hash_params(*backend, model.params()), "the initial parameters");
 
   std::optional<OuterSync> outer;
-  if (dc.method == "diloco") outer.emplace(dc.outer, *backend, *topo.cross, model.params());
+  if (dc.method == "diloco")
+    outer.emplace(dc.outer, dc.compression, model.layout(), *backend, *topo.cross,
+                  model.params());
 
   if (!is_root) spdlog::set_level(spdlog::level::warn);
   spdlog::info("loco: {} | {} | backend {} | {} parameters | {} worker(s){} | {}", config.name,
@@ -141,6 +143,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                                    topo.num_replicas, R, dc.outer.interval)
                                      : std::string(),
                train_stream.describe());
+
+  if (outer && outer->compressed()) {
+    const auto& z = dc.compression;
+    spdlog::info("compression: error feedback {} (beta {}) | {} k={} per {}x{} chunk | {} | "
+                 "{} indices | aggregation {} | all-gather",
+                 z.error_feedback ? "on" : "off", z.beta, z.selector, z.topk, z.chunk, z.chunk,
+                 z.quantizer, z.index_coding, z.aggregation);
+  }
 
   std::optional<MetricsLog> metrics;
   if (is_root) metrics.emplace(run_dir + "/metrics.jsonl");
@@ -186,6 +196,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
       const CommStats now = model_traffic(topo);
       outer_record = {{"outer_step", outer->syncs_done()},
                       {"pseudo_grad_norm", delta_norm},
+                      {"compression", outer->last_stats().to_json()},
                       {"comm", (now - traffic_at_last_sync).to_json()},
                       {"comm_cumulative", now.to_json()}};
       traffic_at_last_sync = now;
@@ -250,6 +261,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   report_in.host_traffic = host_traffic(topo, world);
   nlohmann::json comm = comm_report_json(report_in);
   comm["sent_bytes_max_over_ranks"] = worst[0];
+  // Pseudo-gradient payloads (rank 0's figures): density, bits per kept element.
+  if (outer) comm["compression"] = outer->summary_json();
 
   result.params_hash = hash_params(*backend, model.params());
   result.final_val_loss = last_val;

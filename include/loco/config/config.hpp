@@ -34,7 +34,7 @@ struct DataConfig {
 };
 
 struct OptimizerConfig {
-  std::string type = "adamw";  // "adamw", or "sgd" (plain, for equivalence tests)
+  std::string type = "adamw";  // "adamw", "muon", or "sgd" (plain, for equivalence tests)
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -42,6 +42,18 @@ struct OptimizerConfig {
   double weight_decay = 0.1;
   bool decay_embeddings = false;  // weight decay on embedding and LM head
   double grad_clip = 1.0;         // global-norm clip; 0 disables
+  // type "muon" (ALGORITHMS.md §3): Muon for the 2-D hidden matrices; embeddings, LM head and
+  // norm gains use the AdamW keys above. muon_lr is the Muon group's peak lr; the schedule
+  // scales it by the same factor as lr.
+  double muon_lr = 0.02;
+  double muon_momentum = 0.95;
+  bool muon_nesterov = true;
+  double muon_weight_decay = 0.1;
+  int ns_steps = 5;  // Newton–Schulz iterations, coefficients (a, b, c) below
+  double ns_a = 3.4445;
+  double ns_b = -4.7750;
+  double ns_c = 2.0315;
+  std::string muon_scale = "original";  // "original" or "match_adamw"
 };
 
 struct ScheduleConfig {
@@ -81,6 +93,25 @@ struct OuterConfig {
   std::string wire_dtype = "f32";  // dtype of the dense all-reduce: "f32" or "bf16"
 };
 
+// Compression of DiLoCo's pseudo-gradients (ALGORITHMS.md §4, §5): error feedback →
+// selector → quantiser, sent packed through all-gather (loco/compress/compress.hpp). The
+// defaults (no EF, selector "none", quantizer "none") are plain DiLoCo: a dense all-reduce.
+struct CompressionConfig {
+  bool error_feedback = false;
+  double beta = 0.95;                     // e ← β·e + Δ
+  std::string selector = "none";          // "none", "chunked_topk", "global_topk", "random_k"
+  int topk = 64;                          // kept per full chunk of chunk×chunk elements
+  int chunk = 64;                         // tile side: 2-D tensors in chunk×chunk tiles
+  std::string quantizer = "none";         // "none", "bf16", "8bit", "4bit", "2bit"
+  std::string index_coding = "auto";      // "auto", "rice", "fixed", "bitmap"
+  std::string aggregation = "mean_selected";  // or "mean_all"
+  uint64_t seed = 0;                      // random_k: shared by every rank
+
+  // True when the payload is packed and all-gathered; false = the dense all-reduce (error
+  // feedback on a dense uncompressed payload is a no-op: nothing is ever left behind).
+  bool compressed() const { return selector != "none" || quantizer != "none"; }
+};
+
 struct DistributedConfig {
   // "ddp": gradients all-reduced every step across all ranks (the baseline);
   // "diloco": replicas train locally and sync pseudo-gradients every outer.interval steps.
@@ -89,6 +120,14 @@ struct DistributedConfig {
   int replica_size = 1;
   double timeout_s = 120.0;  // a collective slower than this aborts the run
   OuterConfig outer;
+  CompressionConfig compression;
+};
+
+// Periodic checkpoints (loco/io/checkpoint.hpp): <dir>/step-<N>/rank-<r>.bin + <dir>/latest.
+struct CheckpointConfig {
+  int interval = 0;   // steps between checkpoints; 0 disables
+  int keep_last = 3;  // step directories kept (older ones are deleted); 0 keeps all
+  std::string dir;    // empty: <output.dir>/checkpoints
 };
 
 struct Config {
@@ -101,6 +140,7 @@ struct Config {
   TrainingConfig training;
   OutputConfig output;
   DistributedConfig distributed;
+  CheckpointConfig checkpoint;
 };
 
 // Parse and validate. `source` names the file in messages. Unknown keys are errors.

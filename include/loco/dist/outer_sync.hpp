@@ -6,12 +6,30 @@
 //
 // DDP is the same pipeline with the gradient as the payload and no outer step (see
 // Topology/GradientSync below); DiLoCo is this class with the dense path.
+//
+// Two paths (distributed.compression):
+//  - dense: selector "none" and quantizer "none" (error feedback is then a no-op: D(Ĉ) = e,
+//    nothing is ever left behind): the pseudo-gradient is all-reduced (mean), in f32 or in
+//    bf16 (outer.wire_dtype).
+//  - compressed (SparseLoCo, compressed MuLoCo/DiLoCo; loco/compress/compress.hpp): each rank
+//    packs its payload on the host (EF state on the host too), the ranks exchange payload
+//    sizes (all_gather_host: 8 bytes each, control traffic), then all-gather the payloads
+//    padded to the largest size rounded up to 4 bytes: one piece of P bytes per rank, so the
+//    wire carries and the accounting counts ring_allgather_bytes(P, K) — padding included.
+//    Every rank decodes every payload in rank order and aggregates (mean_selected or
+//    mean_all), so every rank applies the same update and θ stays bitwise identical.
+//    (A variable-size all-gather would save the padding, a few per cent with Rice-coded
+//    indices; NCCL has none, so its communicator would pad anyway.)
 #pragma once
 #include <memory>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "loco/backend/backend.hpp"
 #include "loco/config/config.hpp"
 #include "loco/dist/communicator.hpp"
+#include "loco/model/param_layout.hpp"
 
 namespace loco {
 
@@ -31,10 +49,35 @@ struct Topology {
 // Builds the groups for a config; errors when replica_size does not divide the world size.
 Topology make_topology(const DistributedConfig& cfg, Communicator& world);
 
+namespace compress {
+class Compressor;
+class Aggregator;
+}  // namespace compress
+
+// What one outer sync put on the wire for this rank (the dense path: kept = elements).
+struct OuterSyncStats {
+  bool compressed = false;
+  uint64_t elements = 0;       // pseudo-gradient elements
+  uint64_t kept = 0;           // elements this rank sent
+  uint64_t payload_bytes = 0;  // this rank's packed payload (headers and tables included)
+  uint64_t piece_bytes = 0;    // what the collective moved per rank (padded to the max)
+  uint64_t header_bytes = 0, table_bytes = 0, index_bytes = 0, value_bytes = 0;
+  double ef_norm = -1.0;       // ‖e‖ after the sync; < 0 without error feedback
+
+  OuterSyncStats& operator+=(const OuterSyncStats& o);
+  // {"density", "kept", "elements", "payload_bytes", "piece_bytes", "bits_per_kept_element",
+  //  "wire_bits_per_kept_element", "value_bits_per_kept_element", "index_bits_per_kept_element",
+  //  "overhead_bits_per_kept_element", ...}
+  nlohmann::json to_json() const;
+};
+
 class OuterSync {
  public:
-  // Snapshots θ_global from `params` (identical on every rank at construction).
+  // Snapshots θ_global from `params` (identical on every rank at construction). Dense path.
   OuterSync(const OuterConfig& cfg, Backend& backend, Communicator& cross, Buf params);
+  // With compression; `layout` gives the tensors (chunking) of the flat parameter buffer.
+  OuterSync(const OuterConfig& cfg, const CompressionConfig& compression,
+            const ParamLayout& layout, Backend& backend, Communicator& cross, Buf params);
   ~OuterSync();
   OuterSync(const OuterSync&) = delete;
   OuterSync& operator=(const OuterSync&) = delete;
@@ -47,13 +90,31 @@ class OuterSync {
   Buf global_params() const { return global_; }
   Buf momentum() const { return momentum_; }
   int syncs_done() const { return syncs_; }
+  bool compressed() const { return compressor_ != nullptr; }
+  // The last sync's figures, and their sum over every sync so far (ef_norm: the last one).
+  const OuterSyncStats& last_stats() const { return last_; }
+  const OuterSyncStats& total_stats() const { return total_; }
+  // For the run summary: settings + total_stats() (bits per kept element, density, ...).
+  nlohmann::json summary_json() const;
+  // The error-feedback accumulator (host, flat layout); empty without error feedback.
+  const std::vector<float>& error_feedback() const;
 
  private:
+  void sync_compressed();
+
   OuterConfig cfg_;
+  CompressionConfig ccfg_;
   Backend& backend_;
   Communicator& cross_;
   Buf global_, momentum_, delta_, wire_;  // F32 ×3; wire_ is BF16 when wire_dtype = bf16
   int syncs_ = 0;
+  OuterSyncStats last_, total_;
+  // Compressed path (host memory).
+  std::unique_ptr<compress::Compressor> compressor_;
+  std::unique_ptr<compress::Aggregator> aggregator_;
+  std::vector<float> host_delta_, host_mean_;
+  std::vector<uint8_t> send_, recv_;
+  Buf dev_send_, dev_recv_;  // I32 staging when the communicator wants device memory
 };
 
 // Applies one outer SGD step to θ_global given the averaged pseudo-gradient Δ:

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Side-by-side GPU benchmark: loco (CUDA backend) against PyTorch (HF LlamaForCausalLM, sdpa,
+# bf16 autocast, fused AdamW; eager and torch.compile) on the same shapes, in one run.
+# Prints one table last. Used by scripts/gpu-check.sh; needs a built loco (BUILD_DIR).
+# Env: BUILD_DIR (default build-gpu), OUT (figures are copied there), MODELS (default 134m),
+#      TORCH_MODES (default eager,compile), STEPS (default 20).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BUILD=${BUILD_DIR:-build-gpu}
+MODELS=${MODELS:-134m}
+STEPS=${STEPS:-20}
+RESULTS=$(mktemp -d)
+for model in ${MODELS//,/ }; do
+  config=configs/${model}-ddp.json
+  echo "==> loco bench $config"
+  timeout 180 "$BUILD/loco" bench "$config" --set backend=cuda --steps "$STEPS" --warmup 3 \
+    --json "$RESULTS/loco-$model.json" || echo "loco bench $model failed (rc $?)"
+done
+if python3 -c "import torch, transformers" 2>/dev/null; then
+  echo "==> PyTorch reference"
+  timeout 300 python3 scripts/torch_gpu_bench.py --model "$MODELS" \
+    --modes "${TORCH_MODES:-eager,compile}" --steps "$STEPS" | tee "$RESULTS/torch.jsonl"
+else
+  echo "PyTorch/transformers not importable: no reference figures"
+fi
+[[ -n "${OUT:-}" ]] && cp "$RESULTS"/* "$OUT"/ 2>/dev/null
+python3 - "$RESULTS" <<'PY'
+import glob, json, os, sys
+d = sys.argv[1]
+rows = []
+for f in sorted(glob.glob(os.path.join(d, "loco-*.json"))):
+    r = json.load(open(f))
+    # loco bench's keys -> the torch script's
+    r["step_ms"] = 1e3 * r["step_median_s"]
+    r["tok_per_s"] = r["tokens_per_s"]
+    r["tflops"] = r["model_flops_per_s"] / 1e12
+    r["mfu"] = r["tflops"] / 989.0
+    r["peak_mem_gib"] = r.get("peak_device_mem_gib", float("nan"))
+    rows.append(("loco", os.path.basename(f)[5:-5], r))
+if os.path.exists(os.path.join(d, "torch.jsonl")):
+    for line in open(os.path.join(d, "torch.jsonl")):
+        r = json.loads(line)
+        rows.append((r["impl"], r["model"], r))
+def get(r, *keys):
+    for k in keys:
+        if k in r and r[k] is not None:
+            return r[k]
+    return float("nan")
+print()
+print(f"{'impl':<15} {'model':<6} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'mem GiB':>8}")
+by = {}
+for impl, model, r in rows:
+    if "error" in r:
+        print(f"{impl:<15} {model:<6} error: {r['error'][:60]}")
+        continue
+    tok = get(r, "tok_per_s", "tokens_per_s")
+    by[(impl, model)] = tok
+    print(f"{impl:<15} {model:<6} {get(r, 'step_ms', 'step_ms_median'):>9.1f} {tok:>10.0f} "
+          f"{get(r, 'tflops', 'tflop_per_s'):>8.1f} {100 * get(r, 'mfu'):>5.1f}% "
+          f"{get(r, 'peak_mem_gib', 'peak_device_mem_gib'):>8.2f}")
+for (impl, model), tok in by.items():
+    if impl == "loco":
+        for ref in ("torch-eager", "torch-compile"):
+            if (ref, model) in by:
+                print(f"ratio loco / {ref} ({model}): {tok / by[(ref, model)]:.2f}x")
+PY

@@ -1,0 +1,426 @@
+// `loco bench CONFIG [--set k=v …] [--steps N] [--warmup N] [--json FILE] [--profile]`
+#include "loco/train/bench.hpp"
+
+#include <CLI/CLI.hpp>
+#include <cblas.h>
+#include <omp.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+
+#include "loco/backend/backend.hpp"
+#include "loco/core/error.hpp"
+#include "loco/core/files.hpp"
+#include "loco/core/rng.hpp"
+#include "loco/model/llama.hpp"
+#include "loco/optim/optimizer.hpp"
+
+namespace loco {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// A Backend that forwards every call to another one and adds up the wall time of each op
+// (synchronising around it, so the figures mean something on an asynchronous device too).
+// Matmuls are keyed by shape, so the table says which projection costs what.
+class TimedBackend final : public Backend {
+ public:
+  explicit TimedBackend(Backend& inner) : be_(inner) {}
+
+  struct Entry {
+    double seconds = 0;
+    long long calls = 0;
+  };
+  const std::map<std::string, Entry>& entries() const { return entries_; }
+  void reset() { entries_.clear(); }
+
+  std::string name() const override { return be_.name(); }
+  DType activation_dtype() const override { return be_.activation_dtype(); }
+  Buf alloc(size_t numel, DType dtype) override { return be_.alloc(numel, dtype); }
+  void release(Buf& buf) override { be_.release(buf); }
+  void synchronize() override { be_.synchronize(); }
+
+  void zero(Buf buf) override {
+    timed("zero", [&] { be_.zero(buf); });
+  }
+  void upload(Buf dst, const void* src) override {
+    timed("upload", [&] { be_.upload(dst, src); });
+  }
+  void download(void* dst, Buf src) override {
+    timed("download", [&] { be_.download(dst, src); });
+  }
+  void copy(Buf dst, Buf src) override {
+    timed("copy", [&] { be_.copy(dst, src); });
+  }
+  void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override {
+    timed("embedding_forward", [&] { be_.embedding_forward(out, tokens, wte, N, C); });
+  }
+  void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override {
+    timed("embedding_backward", [&] { be_.embedding_backward(dwte, dout, tokens, N, C); });
+  }
+  void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override {
+    timed("rmsnorm_forward", [&] { be_.rmsnorm_forward(out, rstd, in, weight, N, C, eps); });
+  }
+  void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
+                        int C) override {
+    timed("rmsnorm_backward",
+          [&] { be_.rmsnorm_backward(din, dweight, dout, in, weight, rstd, N, C); });
+  }
+  void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override {
+    timed("matmul_forward " + std::to_string(IC) + "->" + std::to_string(OC),
+          [&] { be_.matmul_forward(out, in, weight, N, IC, OC); });
+  }
+  void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
+                       bool accumulate_din) override {
+    timed("matmul_backward " + std::to_string(IC) + "->" + std::to_string(OC), [&] {
+      be_.matmul_backward(din, dweight, dout, in, weight, N, IC, OC, accumulate_din);
+    });
+  }
+  void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override {
+    timed("rope_forward", [&] { be_.rope_forward(out, x, B, T, H, hd, theta); });
+  }
+  void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override {
+    timed("rope_backward", [&] { be_.rope_backward(dx, dout, B, T, H, hd, theta); });
+  }
+  void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
+                         int hd) override {
+    timed("attention_forward",
+          [&] { be_.attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd); });
+  }
+  void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
+                          int B, int T, int NH, int NKV, int hd) override {
+    timed("attention_backward", [&] {
+      be_.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, hd);
+    });
+  }
+  void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override {
+    timed("swiglu_forward", [&] { be_.swiglu_forward(out, gate, up, n); });
+  }
+  void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override {
+    timed("swiglu_backward", [&] { be_.swiglu_backward(dgate, dup, dout, gate, up, n); });
+  }
+  void add(Buf out, Buf a, Buf b, size_t n) override {
+    timed("add", [&] { be_.add(out, a, b, n); });
+  }
+  void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                     bool compute_grad) override {
+    timed("cross_entropy",
+          [&] { be_.cross_entropy(losses, logits, targets, N, V, grad_scale, compute_grad); });
+  }
+  double sum_squares(Buf x) override {
+    double r = 0;
+    timed("sum_squares", [&] { r = be_.sum_squares(x); });
+    return r;
+  }
+  void scale(Buf x, float s) override {
+    timed("scale", [&] { be_.scale(x, s); });
+  }
+  void axpby(Buf y, float a, Buf x, float b) override {
+    timed("axpby", [&] { be_.axpby(y, a, x, b); });
+  }
+  bool all_finite(Buf x) override {
+    bool r = false;
+    timed("all_finite", [&] { r = be_.all_finite(x); });
+    return r;
+  }
+  void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
+                    float eps, float weight_decay, float bc1, float bc2,
+                    float grad_scale) override {
+    timed("adamw_update", [&] {
+      be_.adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
+                       grad_scale);
+    });
+  }
+  void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
+                float beta, Buf C) override {
+    timed("gemm_f32", [&] { be_.gemm_f32(trans_a, trans_b, M, N, K, alpha, A, B, beta, C); });
+  }
+
+ private:
+  template <typename F>
+  void timed(const std::string& key, F&& f) {
+    be_.synchronize();
+    const auto t0 = Clock::now();
+    f();
+    be_.synchronize();
+    Entry& e = entries_[key];
+    e.seconds += seconds_between(t0, Clock::now());
+    ++e.calls;
+  }
+
+  Backend& be_;
+  std::map<std::string, Entry> entries_;
+};
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double process_cpu_seconds() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) { return tv.tv_sec + 1e-6 * tv.tv_usec; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+double peak_rss_mib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux: KiB
+}
+
+std::string group_digits(long long x) {
+  std::string s = std::to_string(x), out;
+  const int lead = static_cast<int>(s.size()) % 3;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i > 0 && (static_cast<int>(i) - lead) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+Config load_bench_config(const std::string& path, const std::vector<std::string>& overrides) {
+  json j;
+  try {
+    j = json::parse(read_file(path), nullptr, /*allow_exceptions=*/true,
+                    /*ignore_comments=*/true);
+  } catch (const json::exception& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+  for (const auto& o : overrides) apply_override(j, o);
+  // config_from_json validates every key and value; unlike load_config it does not resolve
+  // data.train / data.val, so a benchmark runs on a checkout without the corpus.
+  return config_from_json(j, path);
+}
+
+json run_benchmark(const Config& config, const BenchOptions& options) {
+  LOCO_CHECK(options.steps > 0, "bench: --steps must be positive");
+  LOCO_CHECK(options.warmup >= 0, "bench: --warmup must not be negative");
+  const auto& mc = config.model;
+  const auto& tc = config.training;
+  const int B = tc.micro_batch, T = tc.seq_len, accum = tc.grad_accum;
+
+  auto device = make_backend(config.backend);
+  std::unique_ptr<TimedBackend> timed;
+  if (options.profile) timed = std::make_unique<TimedBackend>(*device);
+  Backend& backend = timed ? static_cast<Backend&>(*timed) : *device;
+
+  LlamaModel model(mc, backend);
+  model.init_weights(tc.seed);
+  auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), backend);
+
+  // grad_accum distinct micro-batches of uniform random tokens, made once.
+  Rng rng(tc.seed ^ 0x62656e6368ULL);
+  const size_t n_tok = static_cast<size_t>(B) * T;
+  std::vector<std::vector<int32_t>> inputs(accum), targets(accum);
+  for (int m = 0; m < accum; ++m) {
+    inputs[m].resize(n_tok);
+    targets[m].resize(n_tok);
+    for (size_t i = 0; i < n_tok; ++i) {
+      inputs[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
+      targets[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
+    }
+  }
+
+  // Phases are timed (with a sync at each boundary) only when profiling.
+  std::map<std::string, double> phases;
+  auto phase = [&](const char* name, Clock::time_point& t) {
+    if (!options.profile) return;
+    backend.synchronize();
+    const auto now = Clock::now();
+    phases[name] += seconds_between(t, now);
+    t = now;
+  };
+  double last_loss = 0.0;
+  auto run_step = [&]() {
+    auto t = Clock::now();
+    backend.zero(model.grads());
+    phase("zero_grads", t);
+    double loss = 0.0;
+    for (int m = 0; m < accum; ++m)
+      loss += model.forward_backward(inputs[m].data(), targets[m].data(), B, T,
+                                     1.0f / static_cast<float>(accum));
+    phase("forward_backward", t);
+    const GradNorm gn = global_grad_norm(backend, model.grads(), config.optimizer.grad_clip);
+    phase("grad_norm", t);
+    // The schedule's value does not change the work; the peak lr keeps the steps comparable.
+    optimizer->step(model.params(), model.grads(), config.optimizer.lr, gn.clip_scale);
+    phase("optimizer", t);
+    model.params_changed();
+    backend.synchronize();
+    phase("params_changed", t);
+    last_loss = loss / accum;
+  };
+
+  for (int s = 0; s < options.warmup; ++s) run_step();
+  if (timed) timed->reset();
+  phases.clear();
+  std::vector<double> step_s;
+  step_s.reserve(options.steps);
+  backend.synchronize();
+  const double cpu0 = process_cpu_seconds();
+  for (int s = 0; s < options.steps; ++s) {
+    const auto t0 = Clock::now();
+    run_step();
+    step_s.push_back(seconds_between(t0, Clock::now()));  // run_step ends synchronised
+  }
+
+  const double cpu_per_step = (process_cpu_seconds() - cpu0) / options.steps;
+  const double median = median_of(step_s);
+  const double mean = std::accumulate(step_s.begin(), step_s.end(), 0.0) / step_s.size();
+  double var = 0;
+  for (double x : step_s) var += (x - mean) * (x - mean);
+  const double stddev = step_s.size() > 1 ? std::sqrt(var / (step_s.size() - 1)) : 0.0;
+  const long long tokens_per_step = static_cast<long long>(n_tok) * accum;
+  const long long n_params = static_cast<long long>(model.num_params());
+  // Model FLOPs per token (Kaplan / PaLM): 6·N for the parameter matmuls forward+backward
+  // (N = every parameter, embeddings and LM head included) + 12·L·d·T for the attention
+  // score and value products (counted as full, not causal, T×T matrices).
+  const double flops_per_token = 6.0 * static_cast<double>(n_params) +
+                                 12.0 * mc.n_layers * static_cast<double>(mc.d_model) * T;
+
+  json r = {{"impl", "loco"},
+            {"name", config.name},
+            {"backend", device->name()},
+            {"omp_threads", omp_get_max_threads()},
+            {"blas_threads", openblas_get_num_threads()},
+            {"model",
+             {{"vocab_size", mc.vocab_size},
+              {"d_model", mc.d_model},
+              {"n_layers", mc.n_layers},
+              {"n_heads", mc.n_heads},
+              {"n_kv_heads", mc.n_kv_heads},
+              {"d_ff", mc.d_ff},
+              {"tie_embeddings", mc.tie_embeddings}}},
+            {"optimizer", config.optimizer.type},
+            {"micro_batch", B},
+            {"seq_len", T},
+            {"grad_accum", accum},
+            {"parameters", n_params},
+            {"steps", options.steps},
+            {"warmup", options.warmup},
+            {"tokens_per_step", tokens_per_step},
+            {"step_seconds", step_s},
+            {"step_median_s", median},
+            {"step_mean_s", mean},
+            {"step_stddev_s", stddev},
+            {"step_min_s", *std::min_element(step_s.begin(), step_s.end())},
+            {"step_max_s", *std::max_element(step_s.begin(), step_s.end())},
+            {"tokens_per_s", tokens_per_step / median},
+            {"cpu_seconds_per_step", cpu_per_step},
+            {"flops_per_token", flops_per_token},
+            {"flops_formula", "6*N + 12*L*d_model*seq_len, N = all parameters"},
+            {"model_flops_per_s", flops_per_token * tokens_per_step / median},
+            {"peak_rss_mib", peak_rss_mib()},
+            {"final_loss", last_loss}};
+
+  std::vector<std::pair<std::string, TimedBackend::Entry>> ops;
+  if (timed) {
+    ops.assign(timed->entries().begin(), timed->entries().end());
+    std::sort(ops.begin(), ops.end(),
+              [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+    json jops = json::array();
+    for (const auto& [name, e] : ops)
+      jops.push_back({{"op", name},
+                      {"ms_per_step", 1e3 * e.seconds / options.steps},
+                      {"calls_per_step", static_cast<double>(e.calls) / options.steps}});
+    r["profile_ops"] = jops;
+    json jph = json::object();
+    for (const auto& [name, s] : phases) jph[name] = 1e3 * s / options.steps;
+    r["profile_phases_ms_per_step"] = jph;
+  }
+
+  if (!options.quiet) {
+    std::printf("loco bench: %s | backend %s | %s parameters | B=%d T=%d accum=%d | %d OpenMP "
+                "thread(s), %d BLAS thread(s)\n",
+                config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B,
+                T, accum, omp_get_max_threads(), openblas_get_num_threads());
+    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens\n", "steps", options.warmup,
+                options.steps, group_digits(tokens_per_step).c_str());
+    std::printf("  %-14s median %.2f ms | mean %.2f ms | min %.2f ms | max %.2f ms | sd %.2f ms\n",
+                "step time", median * 1e3, mean * 1e3, r["step_min_s"].get<double>() * 1e3,
+                r["step_max_s"].get<double>() * 1e3, stddev * 1e3);
+    std::printf("  %-14s %.0f (median step)\n", "tokens/s", tokens_per_step / median);
+    std::printf("  %-14s %.2f ms per step (process user+sys, all threads)\n", "CPU time",
+                cpu_per_step * 1e3);
+    std::printf("  %-14s %.2f GFLOP/s (6·N + 12·L·d·T = %.4g FLOP/token, N = all parameters)\n",
+                "model FLOP/s", flops_per_token * tokens_per_step / median / 1e9,
+                flops_per_token);
+    std::printf("  %-14s %.1f MiB\n", "peak RSS", peak_rss_mib());
+    std::printf("  %-14s %.9g\n", "last loss", last_loss);
+    if (timed) {
+      std::printf("\n  per step (synchronised around every op; totals differ from above)\n");
+      for (const auto& [name, s] : phases)
+        std::printf("  %-34s %9.3f ms\n", name.c_str(), 1e3 * s / options.steps);
+      double total = 0;
+      for (const auto& op : ops) total += op.second.seconds;
+      std::printf("\n  %-34s %9s %7s %6s\n", "op", "ms/step", "share", "calls");
+      for (const auto& [name, e] : ops)
+        std::printf("  %-34s %9.3f %6.1f%% %6.0f\n", name.c_str(), 1e3 * e.seconds / options.steps,
+                    100.0 * e.seconds / total, static_cast<double>(e.calls) / options.steps);
+    }
+    std::fflush(stdout);
+  }
+  return r;
+}
+
+BenchCommand add_bench_command(CLI::App& app) {
+  struct Args {
+    std::string config_path, json_path;
+    std::vector<std::string> overrides;
+    BenchOptions options;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(
+      "bench",
+      "Time full training steps (zero grads, forward+backward over grad_accum micro-batches, "
+      "grad norm, optimizer step) on random tokens; no data files needed");
+  sub->add_option("config", args->config_path, "Path to the JSON config")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("--set", args->overrides,
+                  "Override a config key by its dotted path, e.g. --set training.micro_batch=8 "
+                  "(repeatable)")
+      ->type_name("KEY=VALUE");
+  sub->add_option("--steps", args->options.steps, "Timed steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", args->options.warmup, "Untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--json", args->json_path, "Also write the figures to this JSON file");
+  sub->add_flag("--profile", args->options.profile,
+                "Also time every backend op and step phase (synchronises after each op)");
+  BenchCommand cmd;
+  cmd.sub = sub;
+  cmd.run = [args]() {
+    const Config config = load_bench_config(args->config_path, args->overrides);
+    const json r = run_benchmark(config, args->options);
+    if (!args->json_path.empty()) write_file_atomic(args->json_path, r.dump(2) + "\n");
+    return 0;
+  };
+  return cmd;
+}
+
+}  // namespace loco

@@ -1,0 +1,20 @@
+// `loco export-hf` and `loco eval`: each registers its subcommand on the app; after parsing,
+// main() calls run() for the one chosen. Both run in one process (no MPI collectives).
+#pragma once
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace loco::cli {
+
+struct IoCommand {
+  CLI::App* sub = nullptr;
+  std::function<int()> run;
+};
+
+IoCommand add_export_hf_command(CLI::App& app);
+IoCommand add_eval_command(CLI::App& app);
+
+}  // namespace loco::cli

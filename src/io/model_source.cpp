@@ -1,0 +1,40 @@
+#include "loco/io/model_source.hpp"
+
+#include <cstring>
+
+#include "loco/core/error.hpp"
+#include "loco/io/checkpoint.hpp"
+#include "loco/io/hf.hpp"
+#include "loco/model/param_layout.hpp"
+
+namespace loco {
+
+ModelSource load_model_source(const std::string& path, const std::string& tensor) {
+  ModelSource s;
+  if (is_hf_directory(path)) {
+    s.kind = "hf";
+    s.path = path;
+    s.model = read_hf_model_config(path);
+    s.params = load_hf_directory(path, s.model);
+    s.meta = hf_config_json(s.model, StorageDType::F32);
+    s.meta.erase("torch_dtype");
+    return s;
+  }
+  s.kind = "checkpoint";
+  s.path = resolve_checkpoint_file(path, 0);
+  const Checkpoint c = read_checkpoint(s.path);
+  s.config = config_from_checkpoint_meta(c.meta(), s.path);
+  s.model = s.config->model;
+  s.meta = c.meta();
+  const ParamLayout layout = llama_param_layout(s.model);
+  const CheckpointTensor& t = c.tensor(tensor);
+  if (t.dtype != StorageDType::F32 || t.count != layout.total)
+    throw Error(s.path + ": tensor \"" + tensor + "\" has " + std::to_string(t.count) + " " +
+                storage_dtype_name(t.dtype) + " elements, but the model in its config has " +
+                std::to_string(layout.total) + " F32 parameters");
+  s.params.resize(layout.total);
+  c.copy_to(tensor, s.params.data(), layout.total, StorageDType::F32);
+  return s;
+}
+
+}  // namespace loco
