@@ -44,8 +44,9 @@ int main(int argc, char** argv) {
   const fs::path configs = fs::path(LOCO_SOURCE_DIR) / "configs";
   if (fs::is_directory(configs))
     for (const auto& e : fs::directory_iterator(configs))
-      if (e.path().extension() == ".json") fs::copy_file(e.path(), out / "config" / e.path().filename(),
-                                                         fs::copy_options::overwrite_existing);
+      if (e.path().extension() == ".json")
+        fs::copy_file(e.path(), out / "config" / e.path().filename(),
+                      fs::copy_options::overwrite_existing);
   put(out / "config" / "defaults.json", config_to_json(Config{}).dump(2));
   put(out / "config" / "overrides.json",
       std::string("{\"model\": {\"d_model\": 64} // comment\n}") + '\0' +

@@ -177,6 +177,8 @@ extern "C" cudaError_t loco_attention_backward_dkdv(bf16* dk, bf16* dv, const fl
   if (B <= 0 || T <= 0 || NKV <= 0) return cudaSuccess;
   if (!head_dim_ok(hd) || NH % NKV != 0 || NKV > 65535 || B > 65535)
     return cudaErrorInvalidValue;
+  if (tc_eligible(hd, {dk, dv, dout, q, k, v}))
+    return tc_dkdv(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
   switch ((hd + 31) / 32) {
     case 1: return launch_dkdv<1>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
     case 2: return launch_dkdv<2>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);

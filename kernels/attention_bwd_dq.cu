@@ -186,6 +186,8 @@ extern "C" cudaError_t loco_attention_backward_dq(bf16* dq, float* scratch_D, co
   attention_d_kernel<<<grid_for(rows, 8, 65535), 256, 0, s>>>(scratch_D, dout, out, B, T, NH, hd);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
+  if (tc_eligible(hd, {dq, dout, q, k, v}))
+    return tc_dq(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
   switch ((hd + 31) / 32) {
     case 1: return launch_dq<1>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
     case 2: return launch_dq<2>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);

@@ -12,6 +12,8 @@
 //    d = lane + 32e, e < EMAX = ceil(hd/32), accumulators in registers.
 // head dims: multiples of 4 up to 128 (EMAX = 1..4 instantiations).
 #pragma once
+#include <initializer_list>
+
 #include "loco_device.cuh"
 
 namespace loco_attn {
@@ -56,5 +58,19 @@ inline cudaError_t allow_smem(Kernel kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(bytes));
 }
+
+// Tensor-core flash-attention path (attention_tc.cu): head dims 64 and 128, all pointers
+// 16-byte aligned, and not disabled by the environment variable LOCO_ATTENTION=simt (read
+// once). The launchers below dispatch to it; every other case runs the SIMT kernels.
+bool tc_enabled();
+bool tc_eligible(int hd, std::initializer_list<const void*> ptrs);
+cudaError_t tc_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B,
+                       int T, int NH, int NKV, int hd, cudaStream_t s);
+cudaError_t tc_dq(bf16* dq, const float* D, const bf16* dout, const bf16* q, const bf16* k,
+                  const bf16* v, const float* lse, int B, int T, int NH, int NKV, int hd,
+                  cudaStream_t s);
+cudaError_t tc_dkdv(bf16* dk, bf16* dv, const float* D, const bf16* dout, const bf16* q,
+                    const bf16* k, const bf16* v, const float* lse, int B, int T, int NH,
+                    int NKV, int hd, cudaStream_t s);
 
 }  // namespace loco_attn

@@ -162,6 +162,8 @@ extern "C" cudaError_t loco_attention_forward(bf16* out, float* lse, const bf16*
   if (B <= 0 || T <= 0 || NH <= 0) return cudaSuccess;
   if (!head_dim_ok(hd) || NKV <= 0 || NH % NKV != 0 || NH > 65535 || B > 65535)
     return cudaErrorInvalidValue;
+  if (tc_eligible(hd, {out, q, k, v}))
+    return tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, s);
   switch ((hd + 31) / 32) {
     case 1: return launch<1>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
     case 2: return launch<2>(out, lse, q, k, v, B, T, NH, NKV, hd, s);

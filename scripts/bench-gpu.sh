@@ -16,9 +16,20 @@ for model in ${MODELS//,/ }; do
   timeout 180 "$BUILD/loco" bench "$config" --set backend=cuda --steps "$STEPS" --warmup 3 \
     --json "$RESULTS/loco-$model.json" || echo "loco bench $model failed (rc $?)"
 done
+if [[ "${ATTENTION_AB:-1}" == 1 ]]; then
+  # The same step with the fallback SIMT attention kernels, and a per-op profile, so a change
+  # to attention is measured against its predecessor on the same machine.
+  first=${MODELS%%,*}
+  echo "==> loco bench $first with LOCO_ATTENTION=simt"
+  LOCO_ATTENTION=simt timeout 120 "$BUILD/loco" bench "configs/${first}-ddp.json" --set backend=cuda \
+    --steps 10 --warmup 2 --json "$RESULTS/loco-simt-$first.json" || echo "simt bench failed"
+  echo "==> loco bench $first --profile"
+  timeout 120 "$BUILD/loco" bench "configs/${first}-ddp.json" --set backend=cuda --steps 5 \
+    --warmup 2 --profile | sed -n '/per step/,$p' | head -40
+fi
 if python3 -c "import torch, transformers" 2>/dev/null; then
   echo "==> PyTorch reference"
-  timeout 300 python3 scripts/torch_gpu_bench.py --model "$MODELS" \
+  timeout 300 python3 scripts/torch_gpu_bench.py --model "${TORCH_MODELS:-$MODELS}" \
     --modes "${TORCH_MODES:-eager,compile}" --steps "$STEPS" | tee "$RESULTS/torch.jsonl"
 else
   echo "PyTorch/transformers not importable: no reference figures"

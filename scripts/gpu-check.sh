@@ -95,7 +95,11 @@ if ((STEP_RC == 0)); then
     ROWS+=("  CUDA backend enabled|FAIL (LOCO_HAVE_CUDA off)|0")
     GPU_FAILED=1
   fi
-  run_step "build (-j$JOBS)" build.log 330 cmake --build "$BUILD" -j "$JOBS"
+  # The CLI and the GPU tests (tests/gpu/*.cpp); RUN_UNIT=1 builds everything.
+  TARGETS=(loco)
+  for src in tests/gpu/gpu_test_*.cpp; do TARGETS+=("$(basename "$src" .cpp)"); done
+  [[ "${RUN_UNIT:-0}" == 1 ]] && TARGETS=(all)
+  run_step "build (-j$JOBS)" build.log 330 cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}"
 fi
 BUILD_RC=$STEP_RC
 

@@ -206,11 +206,13 @@ def main():
         step()
     times = []
     loss = 0.0
+    cpu0 = time.process_time()
     for _ in range(args.steps):
         t0 = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - t0)
 
+    cpu_per_step = (time.process_time() - cpu0) / args.steps
     tokens_per_step = B * T * accum
     median, mean = statistics.median(times), statistics.fmean(times)
     flops_per_token = 6 * n_params + 12 * mc["n_layers"] * mc["d_model"] * T
@@ -229,6 +231,7 @@ def main():
         "step_seconds": times,
         "step_median_s": median, "step_mean_s": mean, "step_min_s": min(times),
         "tokens_per_s": tokens_per_step / median,
+        "cpu_seconds_per_step": cpu_per_step,
         "flops_per_token": flops_per_token,
         "model_flops_per_s": flops_per_token * tokens_per_step / median,
         "peak_rss_mib": peak_rss_mib,
@@ -240,6 +243,7 @@ def main():
     print(f"  step median {median * 1e3:9.2f} ms   mean {mean * 1e3:9.2f} ms   "
           f"min {min(times) * 1e3:9.2f} ms")
     print(f"  tokens/s     {tokens_per_step / median:12.0f}")
+    print(f"  CPU time     {cpu_per_step * 1e3:12.2f} ms per step (process, all threads)")
     print(f"  model FLOP/s {flops_per_token * tokens_per_step / median / 1e9:12.2f} G "
           f"(6N + 12·L·d·T = {flops_per_token} FLOP/token)")
     print(f"  peak RSS     {peak_rss_mib:12.1f} MiB")

@@ -98,8 +98,7 @@ struct Sample {
     std::vector<uint64_t> r(rng.size());
     c.copy_to("rng.u64", r.data(), r.size(), StorageDType::U64);
     CHECK(r == rng);
-    for (const auto& t : c.tensors())
-      CHECK(reinterpret_cast<uintptr_t>(t.data) % 64 == 0);
+    for (const auto& t : c.tensors()) CHECK(reinterpret_cast<uintptr_t>(t.data) % 64 == 0);
   }
 };
 
@@ -227,8 +226,7 @@ TEST_CASE("every single-bit flip is detected", "[checkpoint]") {
   std::string bad = bytes;
   bad[at + 5] ^= 0x10;
   spit(path, bad);
-  CHECK_THROWS_WITH(read_checkpoint(path),
-                    LOCO_CONTAINS("checksum mismatch in tensor \"adam.m\""));
+  CHECK_THROWS_WITH(read_checkpoint(path), LOCO_CONTAINS("checksum mismatch in tensor \"adam.m\""));
   // A flip in the trailer (the checksum itself).
   bad = bytes;
   bad[bytes.size() - 3] ^= 1;
@@ -249,15 +247,18 @@ TEST_CASE("wrong magic and versions are named", "[checkpoint]") {
   const std::string bytes = slurp(dir / "good.bin");
   const std::string path = dir / "x.bin";
 
-  spit(path, "PK\x03\x04 this is a zip file, not a checkpoint........................................");
+  spit(path,
+       "PK\x03\x04 this is a zip file, not a checkpoint........................................");
   auto e = error_of([&] { read_checkpoint(path); });
   CHECK_THAT(e, LOCO_CONTAINS("not a loco checkpoint (bad magic \"PK\\x03\\x04"));
 
   spit(path, with_version(bytes, 2));
   e = error_of([&] { read_checkpoint(path); });
-  CHECK_THAT(e, LOCO_CONTAINS("unsupported checkpoint format version 2 (this build reads version 1"));
+  CHECK_THAT(e,
+             LOCO_CONTAINS("unsupported checkpoint format version 2 (this build reads version 1"));
   spit(path, with_version(bytes, 0));
-  CHECK_THROWS_WITH(read_checkpoint(path), LOCO_CONTAINS("unsupported checkpoint format version 0"));
+  CHECK_THROWS_WITH(read_checkpoint(path),
+                    LOCO_CONTAINS("unsupported checkpoint format version 0"));
 
   CHECK_THROWS_WITH(read_checkpoint(dir / "missing.bin"), LOCO_CONTAINS("No such file"));
   CHECK_THROWS_WITH(read_checkpoint(dir.path.string()), LOCO_CONTAINS("is a directory"));
@@ -322,7 +323,8 @@ TEST_CASE("validate_compatible names the mismatch", "[checkpoint]") {
   Config other = c;
   other.model.d_model = 256;
   other.model.n_heads = 8;
-  auto e = error_of([&] { validate_compatible(meta, checkpoint_identity(other, 4, 1), "ck/rank-1.bin"); });
+  auto e = error_of(
+      [&] { validate_compatible(meta, checkpoint_identity(other, 4, 1), "ck/rank-1.bin"); });
   CHECK_THAT(e, LOCO_CONTAINS("ck/rank-1.bin: checkpoint does not match this run: model.d_model is "
                               "128 in the checkpoint but 256 here"));
   e = error_of([&] { validate_compatible(meta, checkpoint_identity(c, 8, 1), "ck"); });
@@ -433,11 +435,17 @@ TEST_CASE("checkpoint directory layout, latest and resume resolution", "[checkpo
   CHECK_THROWS_WITH(resolve_resume("latest", root), LOCO_CONTAINS("no checkpoint to resume from"));
 
   Sample s;
+  CheckpointWriter w;
+  w.set_meta(s.meta);
+  w.add("params", s.params);
   for (int64_t step : {100, 200, 300}) {
-    fs::create_directories(checkpoint_step_dir(root, step));
-    for (int r = 0; r < 2; ++r) s.write(checkpoint_rank_path(root, step, r));
+    for (int r = 0; r < 2; ++r)
+      CHECK(write_checkpoint_rank(w, root, step, r) == checkpoint_rank_path(root, step, r));
     write_latest_checkpoint(root, step);
   }
+  CHECK(checkpoint_rank_file(checkpoint_step_dir(root, 200), 1) ==
+        checkpoint_rank_path(root, 200, 1));
+  CHECK(read_checkpoint(checkpoint_rank_file(resolve_resume("latest", root), 1)).meta() == s.meta);
   CHECK(list_checkpoint_steps(root) == std::vector<int64_t>{100, 200, 300});
   CHECK(read_latest_checkpoint(root) == 300);
   CHECK(slurp(root + "/latest") == "step-000300\n");
@@ -452,7 +460,8 @@ TEST_CASE("checkpoint directory layout, latest and resume resolution", "[checkpo
   CHECK_THROWS_WITH(resolve_checkpoint_file(run, 5), LOCO_CONTAINS("rank-5.bin"));
   CHECK_THROWS_WITH(resolve_resume(dir / "nope", ""), LOCO_CONTAINS("no such file or directory"));
   fs::create_directories(dir / "empty");
-  CHECK_THROWS_WITH(resolve_resume(dir / "empty", ""), LOCO_CONTAINS("not a checkpoint step directory"));
+  CHECK_THROWS_WITH(resolve_resume(dir / "empty", ""),
+                    LOCO_CONTAINS("not a checkpoint step directory"));
   CHECK_THROWS_WITH(write_latest_checkpoint(root, 999), LOCO_CONTAINS("no such directory"));
 
   // A malformed or dangling pointer is reported, not guessed around.
@@ -486,6 +495,13 @@ TEST_CASE("keep_last pruning", "[checkpoint]") {
   CHECK(list_checkpoint_steps(root) == std::vector<int64_t>{500, 600});
   write_latest_checkpoint(root, 600);
   CHECK(prune_checkpoints(root, 1, 600) == std::vector<int64_t>{500});
+
+  // Temporary files of killed writes are swept from the steps that remain.
+  spit(checkpoint_step_dir(root, 600) + "/.rank-0.bin.tmp-123-0", "partial");
+  spit(root + "/.latest.tmp-123-1", "partial");
+  CHECK(prune_checkpoints(root, 1, 600).empty());
+  CHECK_FALSE(has_temp_files(root));
+  CHECK(fs::exists(checkpoint_rank_path(root, 600, 0)));
 
   // Resumed from an earlier step: newer directories of the abandoned run are left alone.
   make(100);

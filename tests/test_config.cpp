@@ -108,6 +108,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
         "log_interval", "seed"}},
       {"output", {"dir"}},
       {"distributed", {"method", "replica_size", "timeout_s", "outer", "compression"}},
+      {"checkpoint", {"interval", "keep_last", "dir"}},
   };
   REQUIRE(j.size() == expected_keys.size());
   for (auto it = expected_keys.begin(); it != expected_keys.end(); ++it) {

@@ -124,6 +124,18 @@ TEST_CASE("HF config.json has every LlamaForCausalLM field", "[hf]") {
   CHECK(back.init_std == m.init_std);
 }
 
+TEST_CASE("llama_param_count matches the layout without building it", "[hf]") {
+  for (bool tied : {false, true}) {
+    const ModelConfig m = small_model(tied);
+    CHECK(llama_param_count(m) == llama_param_layout(m).total);
+  }
+  ModelConfig huge = small_model(false);
+  huge.n_layers = 2000000000;
+  huge.d_model = 2000000000;
+  huge.d_ff = 2000000000;
+  CHECK_THROWS_WITH(llama_param_count(huge), LOCO_CONTAINS("more than 2^61 parameters"));
+}
+
 TEST_CASE("HF config.json features we do not implement are rejected", "[hf]") {
   const json base = hf_config_json(small_model(true), StorageDType::F32);
   auto err = [&](const char* key, const json& value) {
@@ -131,7 +143,8 @@ TEST_CASE("HF config.json features we do not implement are rejected", "[hf]") {
     c[key] = value;
     return error_of([&] { model_config_from_hf(c, "dir/config.json"); });
   };
-  CHECK_THAT(err("model_type", "mistral"), LOCO_CONTAINS("dir/config.json: \"model_type\" = \"mistral\" is not supported"));
+  CHECK_THAT(err("model_type", "mistral"),
+             LOCO_CONTAINS("dir/config.json: \"model_type\" = \"mistral\" is not supported"));
   CHECK_THAT(err("hidden_act", "gelu"), LOCO_CONTAINS("\"hidden_act\""));
   CHECK_THAT(err("attention_bias", true), LOCO_CONTAINS("\"attention_bias\""));
   CHECK_THAT(err("mlp_bias", true), LOCO_CONTAINS("\"mlp_bias\""));
@@ -139,9 +152,11 @@ TEST_CASE("HF config.json features we do not implement are rejected", "[hf]") {
   CHECK_THAT(err("head_dim", 16), LOCO_CONTAINS("\"head_dim\" = 16 is not supported"));
   CHECK_THAT(err("hidden_size", "32"), LOCO_CONTAINS("\"hidden_size\" must be an integer"));
   CHECK_THAT(err("hidden_size", 30), LOCO_CONTAINS("does not divide hidden_size = 30"));
-  CHECK_THAT(err("num_key_value_heads", 3), LOCO_CONTAINS("num_key_value_heads = 3 does not divide"));
+  CHECK_THAT(err("num_key_value_heads", 3),
+             LOCO_CONTAINS("num_key_value_heads = 3 does not divide"));
   CHECK_THAT(err("vocab_size", -5), LOCO_CONTAINS("out of range"));
-  CHECK_THAT(err("architectures", json::array({"GPT2LMHeadModel"})), LOCO_CONTAINS("LlamaForCausalLM"));
+  CHECK_THAT(err("architectures", json::array({"GPT2LMHeadModel"})),
+             LOCO_CONTAINS("LlamaForCausalLM"));
   json c = base;
   c.erase("num_key_value_heads");  // HF default: as many kv heads as heads
   CHECK(model_config_from_hf(c, "x").n_kv_heads == 4);
@@ -178,9 +193,9 @@ TEST_CASE("bf16 export rounds to nearest even", "[hf]") {
   const ModelConfig m = small_model(true);
   std::vector<float> params = random_params(m, 3);
   // Exact ties and near-ties at the start of the embedding.
-  const float one_plus_half_ulp = 1.0f + std::ldexp(1.0f, -8);        // tie → 1.0 (even)
-  const float three_halves_ulp = 1.0f + 3 * std::ldexp(1.0f, -8);     // tie → 1 + 2^-6 (even)
-  const float above_tie = std::nextafter(one_plus_half_ulp, 2.0f);    // → 1 + 2^-7
+  const float one_plus_half_ulp = 1.0f + std::ldexp(1.0f, -8);      // tie → 1.0 (even)
+  const float three_halves_ulp = 1.0f + 3 * std::ldexp(1.0f, -8);   // tie → 1 + 2^-6 (even)
+  const float above_tie = std::nextafter(one_plus_half_ulp, 2.0f);  // → 1 + 2^-7
   params[0] = one_plus_half_ulp;
   params[1] = three_halves_ulp;
   params[2] = above_tie;
@@ -216,7 +231,8 @@ TEST_CASE("HF import validates the config and every tensor", "[hf]") {
   other = m;
   other.rope_theta = 10000.0;
   CHECK_THAT(error_of([&] { load_hf_directory(hf, other); }), LOCO_CONTAINS("rope_theta"));
-  CHECK_THAT(error_of([&] { load_hf_directory(dir / "nope", m); }), LOCO_CONTAINS("not a directory"));
+  CHECK_THAT(error_of([&] { load_hf_directory(dir / "nope", m); }),
+             LOCO_CONTAINS("not a directory"));
 
   // Tensor-level problems: rewrite model.safetensors with a damaged tensor list.
   const ParamLayout layout = llama_param_layout(m);
@@ -228,16 +244,32 @@ TEST_CASE("HF import validates the config and every tensor", "[hf]") {
     write_safetensors(hf + "/model.safetensors", e, {{"format", "pt"}});
     return error_of([&] { load_hf_directory(hf, m); });
   };
+  // A missing tensor: the parameter count differs, reported before anything is allocated.
   CHECK_THAT(rewrite([](auto& e) { e.erase(e.begin() + 3); }),
-             LOCO_CONTAINS("missing tensor \"model.layers.0.self_attn.k_proj.weight\" (shape [16, 32])"));
-  CHECK_THAT(rewrite([](auto& e) { e[2].shape = {8, 128}; }),
-             LOCO_CONTAINS("tensor \"model.layers.0.self_attn.q_proj.weight\" has shape [8, 128], expected [32, 32]"));
-  CHECK_THAT(rewrite([&](auto& e) { e.push_back({"model.layers.0.self_attn.q_proj.bias", StorageDType::F32, {32}, params.data()}); }),
-             LOCO_CONTAINS("unexpected tensor \"model.layers.0.self_attn.q_proj.bias\""));
-  CHECK_THAT(rewrite([&](auto& e) { e[0].dtype = StorageDType::I32; }), LOCO_CONTAINS("has dtype I32"));
+             LOCO_CONTAINS("the safetensors files hold " + std::to_string(params.size() - 512) +
+                           " parameters but the model needs " + std::to_string(params.size())));
+  // Same count, wrong name.
+  CHECK_THAT(rewrite([](auto& e) { e[3].name += "_renamed"; }),
+             LOCO_CONTAINS("unexpected tensor \"model.layers.0.self_attn.k_proj.weight_renamed\""));
+  CHECK_THAT(rewrite([](auto& e) {
+               e[2].shape = {8, 128};
+             }),
+             LOCO_CONTAINS("tensor \"model.layers.0.self_attn.q_proj.weight\" has shape [8, 128], "
+                           "expected [32, 32]"));
+  CHECK_THAT(
+      rewrite([&](auto& e) {
+        e.push_back(
+            {"model.layers.0.self_attn.q_proj.bias", StorageDType::F32, {32}, params.data()});
+      }),
+      LOCO_CONTAINS("hold " + std::to_string(params.size() + 32) + " parameters"));
+  CHECK_THAT(rewrite([&](auto& e) { e[0].dtype = StorageDType::I32; }),
+             LOCO_CONTAINS("has dtype I32"));
   // Old exports carry rotary inv_freq buffers: ignored.
   CHECK(rewrite([&](auto& e) {
-          e.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", StorageDType::F32, {4}, params.data()});
+          e.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq",
+                       StorageDType::F32,
+                       {4},
+                       params.data()});
         }).empty());
 }
 
@@ -260,7 +292,8 @@ TEST_CASE("tied models accept an lm_head equal to the embedding only", "[hf]") {
   };
   CHECK(with_head(head).empty());
   head[17] += 1.0f;
-  CHECK_THAT(with_head(head), LOCO_CONTAINS("\"lm_head.weight\" differs from model.embed_tokens.weight"));
+  CHECK_THAT(with_head(head),
+             LOCO_CONTAINS("\"lm_head.weight\" differs from model.embed_tokens.weight"));
 }
 
 TEST_CASE("sharded HF directories (model.safetensors.index.json) load", "[hf]") {
@@ -281,7 +314,8 @@ TEST_CASE("sharded HF directories (model.safetensors.index.json) load", "[hf]") 
   }
   write_safetensors(hf + "/model-00001-of-00002.safetensors", a, {{"format", "pt"}});
   write_safetensors(hf + "/model-00002-of-00002.safetensors", b, {{"format", "pt"}});
-  write_json(hf + "/model.safetensors.index.json", {{"metadata", json::object()}, {"weight_map", map}});
+  write_json(hf + "/model.safetensors.index.json",
+             {{"metadata", json::object()}, {"weight_map", map}});
   CHECK(is_hf_directory(hf));
   const auto back = load_hf_directory(hf, m);
   CHECK(std::memcmp(back.data(), params.data(), params.size() * 4) == 0);
@@ -339,6 +373,7 @@ TEST_CASE("a checkpoint and its HF export give the same model and loss", "[hf]")
   bad.set_meta(checkpoint_base_meta(cfg, 1, 0, 11));
   bad.add(kParamsTensor, params.data(), params.size() - 1, DType::F32);
   bad.write(dir / "bad.bin");
-  CHECK_THAT(error_of([&] { load_model_source(dir / "bad.bin"); }),
-             LOCO_CONTAINS("has " + std::to_string(params.size() - 1) + " F32 elements, but the model"));
+  CHECK_THAT(
+      error_of([&] { load_model_source(dir / "bad.bin"); }),
+      LOCO_CONTAINS("has " + std::to_string(params.size() - 1) + " F32 elements, but the model"));
 }

@@ -1,13 +1,16 @@
 // Muon: Newton–Schulz singular-value band and polar-factor accuracy (square, tall, wide),
 // tall/wide paths agree, a Muon step equals a hand-computed double reference for both scale
-// rules and Nesterov on/off, the AdamW groups get exactly AdamW's update, grad_scale.
+// rules and Nesterov on/off, the AdamW groups get exactly AdamW's update, grad_scale, and
+// the config keys.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
 #include "loco/backend/cpu_backend.hpp"
+#include "loco/config/config.hpp"
 #include "loco/optim/muon.hpp"
 #include "support/catch.hpp"
 
@@ -89,7 +92,8 @@ std::vector<double> symmetric_eigenvalues(Mat s) {
       for (int q = p + 1; q < n; ++q) {
         if (std::abs(s(p, q)) < 1e-300) continue;
         const double theta = (s(q, q) - s(p, p)) / (2 * s(p, q));
-        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double t =
+            (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
         const double cs = 1 / std::sqrt(t * t + 1), sn = t * cs;
         for (int k = 0; k < n; ++k) {  // columns p, q
           const double sp = s(k, p), sq = s(k, q);
@@ -174,9 +178,9 @@ TEST_CASE("Newton–Schulz (default quintic): singular values land in [0.68, 1.2
   // [0, 1.2] is 1.2024, min f on [0.68, 1.2] is 0.6818) and five steps carry every x ≥ 0.0015
   // into it: the spec's "roughly [0.7, 1.2]". A singular value below ~0.0015·‖u‖_F is not
   // lifted that far in five steps. Tall/wide Gaussian inputs are well conditioned
-  // (measured: [0.682, 1.135]; 1.19 at most overall); square ones have σ_min ~ n^(-1/2)·‖u‖_F/n and sometimes
-  // fall below the threshold (seen: an output σ of 0.37), so the lower bound is checked for
-  // the singular values whose normalised input is above the threshold.
+  // (measured: [0.682, 1.135]; 1.19 at most overall); square ones have σ_min ~ n^(-1/2)·‖u‖_F/n and
+  // sometimes fall below the threshold (seen: an output σ of 0.37), so the lower bound is checked
+  // for the singular values whose normalised input is above the threshold.
   CpuBackend be;
   Rng rng(7);
   for (const Shape& s : kShapes) {
@@ -184,11 +188,11 @@ TEST_CASE("Newton–Schulz (default quintic): singular values land in [0.68, 1.2
       const Mat u = rng.gaussian(s.r, s.c);
       std::vector<double> in = singular_values(u);
       const double norm = fro(u);
-      const auto below = std::count_if(in.begin(), in.end(),
-                                       [&](double x) { return x / norm < 0.0016; });
+      const auto below =
+          std::count_if(in.begin(), in.end(), [&](double x) { return x / norm < 0.0016; });
       const std::vector<double> sv = singular_values(ns_backend(be, u, kA, kB, kC, 5));
-      INFO(s.r << "x" << s.c << " trial " << trial << ": sv in [" << sv.front() << ", "
-               << sv.back() << "], " << below << " input σ below 0.0016·‖u‖_F");
+      INFO(s.r << "x" << s.c << " trial " << trial << ": sv in [" << sv.front() << ", " << sv.back()
+               << "], " << below << " input σ below 0.0016·‖u‖_F");
       REQUIRE(sv.size() == static_cast<size_t>(std::min(s.r, s.c)));
       CHECK(sv[below] >= 0.68);
       CHECK(sv.back() <= 1.21);
@@ -203,7 +207,8 @@ TEST_CASE("Newton–Schulz approximates the polar factor U·Vᵀ of a well-condi
   Rng rng(11);
   for (const Shape& s : kShapes) {
     const int n = std::min(s.r, s.c);
-    const Mat U = random_orthonormal_columns(rng, s.r, n), V = random_orthonormal_columns(rng, s.c, n);
+    const Mat U = random_orthonormal_columns(rng, s.r, n),
+              V = random_orthonormal_columns(rng, s.c, n);
     std::vector<double> sigma(n);
     for (double& x : sigma) x = 0.5 + 0.5 * rng.uniform();  // s ∈ [0.5, 1]
     Mat US = U;
@@ -387,7 +392,8 @@ TEST_CASE("Muon: update scales and a bad scale rule", "[muon]") {
   CHECK(muon_update_scale("original", 96, 40) == Catch::Approx(std::sqrt(96.0 / 40)));
   CHECK(muon_update_scale("original", 40, 96) == 1.0);
   CHECK(muon_update_scale("match_adamw", 40, 96) == Catch::Approx(0.2 * std::sqrt(96.0)));
-  CHECK_THROWS_WITH(muon_update_scale("rms", 2, 2), LOCO_CONTAINS("optimizer.muon_scale = \"rms\""));
+  CHECK_THROWS_WITH(muon_update_scale("rms", 2, 2),
+                    LOCO_CONTAINS("optimizer.muon_scale = \"rms\""));
   const ParamLayout l = layout_of({{{4, 4}, ParamKind::Matrix}});
   CpuBackend be;
   OptimizerConfig cfg;
@@ -399,4 +405,50 @@ TEST_CASE("Muon: update scales and a bad scale rule", "[muon]") {
   auto opt = make_inner_optimizer(cfg, l, be);
   REQUIRE(opt->state().size() == 1);
   CHECK(opt->state()[0].first == "muon.momentum");
+}
+
+TEST_CASE("Muon config keys: defaults, parsing and validation messages", "[muon][config]") {
+  using nlohmann::json;
+  auto from = [](const char* text) { return config_from_json(json::parse(text), "cfg.json"); };
+  const OptimizerConfig d;
+  CHECK(d.muon_lr == 0.02);
+  CHECK(d.muon_momentum == 0.95);
+  CHECK(d.muon_nesterov);
+  CHECK(d.muon_weight_decay == 0.1);
+  CHECK(d.ns_steps == 5);
+  CHECK(d.ns_a == 3.4445);
+  CHECK(d.ns_b == -4.775);
+  CHECK(d.ns_c == 2.0315);
+  CHECK(d.muon_scale == "original");
+  const Config c = from(R"({"optimizer": {"type": "muon", "muon_lr": 0.01, "muon_momentum": 0.9,
+      "muon_nesterov": false, "muon_weight_decay": 0, "ns_steps": 20, "ns_a": 1.5, "ns_b": -0.5,
+      "ns_c": 0, "muon_scale": "match_adamw"}})");
+  CHECK(c.optimizer.type == "muon");
+  CHECK(c.optimizer.muon_lr == 0.01);
+  CHECK(c.optimizer.muon_momentum == 0.9);
+  CHECK_FALSE(c.optimizer.muon_nesterov);
+  CHECK(c.optimizer.muon_weight_decay == 0.0);
+  CHECK(c.optimizer.ns_steps == 20);
+  CHECK(c.optimizer.ns_a == 1.5);
+  CHECK(c.optimizer.ns_b == -0.5);
+  CHECK(c.optimizer.ns_c == 0.0);
+  CHECK(c.optimizer.muon_scale == "match_adamw");
+  CHECK(config_to_json(c)["optimizer"]["muon_scale"] == "match_adamw");
+
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"muon_lr": 0}})"),
+                    LOCO_CONTAINS("cfg.json: optimizer.muon_lr = 0: must be > 0"));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"muon_momentum": 1}})"),
+                    LOCO_CONTAINS("optimizer.muon_momentum = 1: must be in [0, 1)"));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"muon_weight_decay": -0.1}})"),
+                    LOCO_CONTAINS("optimizer.muon_weight_decay = -0.1: must be >= 0"));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"ns_steps": 0}})"),
+                    LOCO_CONTAINS("optimizer.ns_steps = 0: must be in [1, 100]"));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"ns_a": -1}})"),
+                    LOCO_CONTAINS("optimizer.ns_a = -1: must be > 0"));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"muon_scale": "rms"}})"),
+                    LOCO_CONTAINS("optimizer.muon_scale = \"rms\": must be one of \"original\", "
+                                  "\"match_adamw\""));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"type": "muons"}})"), LOCO_CONTAINS("\"muon\""));
+  CHECK_THROWS_WITH(from(R"({"optimizer": {"muon_nesterov": 1}})"),
+                    LOCO_CONTAINS("optimizer.muon_nesterov: expected a boolean"));
 }

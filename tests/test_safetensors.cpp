@@ -123,8 +123,8 @@ TEST_CASE("safetensors F16 and F64 widen to F32", "[safetensors]") {
   TempDir dir;
   const uint16_t h[5] = {0x3c00, 0xc000, 0x0001, 0x7c00, 0x3555};  // 1, -2, 2^-24, inf, ~1/3
   const double d[2] = {0.5, -1e300};
-  write_safetensors(dir / "h.safetensors", {{"h", StorageDType::F16, {5}, h},
-                                            {"d", StorageDType::F64, {2}, d}});
+  write_safetensors(dir / "h.safetensors",
+                    {{"h", StorageDType::F16, {5}, h}, {"d", StorageDType::F64, {2}, d}});
   const auto f = read_safetensors(dir / "h.safetensors");
   const auto hv = f.to_f32("h");
   CHECK(hv[0] == 1.0f);
@@ -141,11 +141,13 @@ TEST_CASE("safetensors writer rejects bad input", "[safetensors]") {
   TempDir dir;
   const float v[1] = {1};
   const std::string p = dir / "bad.safetensors";
-  CHECK_THROWS_WITH(write_safetensors(p, {{"", StorageDType::F32, {1}, v}}), LOCO_CONTAINS("empty name"));
+  CHECK_THROWS_WITH(write_safetensors(p, {{"", StorageDType::F32, {1}, v}}),
+                    LOCO_CONTAINS("empty name"));
   CHECK_THROWS_WITH(write_safetensors(p, {{"__metadata__", StorageDType::F32, {1}, v}}),
                     LOCO_CONTAINS("reserved"));
-  CHECK_THROWS_WITH(write_safetensors(p, {{"a", StorageDType::F32, {1}, v}, {"a", StorageDType::F32, {1}, v}}),
-                    LOCO_CONTAINS("tensor \"a\": written twice"));
+  CHECK_THROWS_WITH(
+      write_safetensors(p, {{"a", StorageDType::F32, {1}, v}, {"a", StorageDType::F32, {1}, v}}),
+      LOCO_CONTAINS("tensor \"a\": written twice"));
   CHECK_THROWS_WITH(write_safetensors(p, {{"a", StorageDType::F32, {-1}, v}}),
                     LOCO_CONTAINS("negative dimension"));
   CHECK_FALSE(fs::exists(p));
@@ -153,7 +155,8 @@ TEST_CASE("safetensors writer rejects bad input", "[safetensors]") {
 
 TEST_CASE("safetensors reader rejects lying headers", "[safetensors]") {
   using S = std::string;
-  const S ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[8,14]}})";
+  const S ok =
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[8,14]}})";
   CHECK(parse_error(make_file(ok, 14)).empty());
 
   struct Case {
@@ -166,31 +169,40 @@ TEST_CASE("safetensors reader rejects lying headers", "[safetensors]") {
       {ok, 15, "the tensors cover 14 bytes but the data area has 15 (unexplained trailing bytes)"},
       {R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8,
        "tensor \"a\": shape [3] of F32 needs 12 bytes but data_offsets [0, 8] span 8"},
-      {R"({"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}})", 8, "tensor \"a\": unknown dtype \"F31\""},
-      {R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8, "is not a non-negative integer"},
-      {R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8, "is not a non-negative integer"},
+      {R"({"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}})", 8,
+       "tensor \"a\": unknown dtype \"F31\""},
+      {R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8,
+       "is not a non-negative integer"},
+      {R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8,
+       "is not a non-negative integer"},
       {R"({"a":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", 8, "missing array \"shape\""},
-      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8, "\"data_offsets\" must be [begin, end]"},
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8,
+       "\"data_offsets\" must be [begin, end]"},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8, "end before they begin"},
-      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})", 8, "unknown key \"extra\""},
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})", 8,
+       "unknown key \"extra\""},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
        16, "duplicate tensor name \"a\""},
-      {R"({"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8, "duplicate key \"dtype\""},
+      {R"({"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8,
+       "duplicate key \"dtype\""},
       {R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
        12, "tensor \"b\": data_offsets [8, 12] leave a gap after byte 4"},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
        8, "overlap the previous tensor"},
-      {R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", 8, "shape overflows"},
-      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}})", 8, "run past"},
-      {R"({"__metadata__":{"format":1}})", 0, "\"__metadata__\" value for \"format\" is not a string"},
+      {R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", 8,
+       "shape overflows"},
+      {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}})", 8,
+       "run past"},
+      {R"({"__metadata__":{"format":1}})", 0,
+       "\"__metadata__\" value for \"format\" is not a string"},
       {R"({"__metadata__":[]})", 0, "\"__metadata__\" must be an object"},
       {R"({"":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})", 0, "empty name"},
       {R"({"a":[]})", 0, "tensor \"a\": entry is not an object"},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", 8, "header is not valid JSON"},
       {"{\"a\xff\":{}}", 0, "header is not valid JSON"},  // not UTF-8
       {R"([1,2])", 0, "does not start with '{'"},
-      {R"({"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"j":{"k":{"l":{"m":{"n":{"o":{"p":{"q":{}}}}}}}}}}}}}}}}})", 0,
-       "nested deeper"},
+      {R"({"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"j":{"k":{"l":{"m":{"n":{"o":{"p":{"q":{}}}}}}}}}}}}}}}}})",
+       0, "nested deeper"},
   };
   for (const auto& c : cases) {
     INFO(c.header);
@@ -200,8 +212,10 @@ TEST_CASE("safetensors reader rejects lying headers", "[safetensors]") {
   CHECK_THAT(parse_error(make_file(cases[0].header, 13)), LOCO_CONTAINS("m.safetensors: "));
 
   // Header length lies.
-  CHECK_THAT(parse_error(make_file(ok, 14, 1000)), LOCO_CONTAINS("header length 1000 runs past the end"));
-  CHECK_THAT(parse_error(make_file(ok, 14, 200'000'000)), LOCO_CONTAINS("exceeds the 100000000-byte limit"));
+  CHECK_THAT(parse_error(make_file(ok, 14, 1000)),
+             LOCO_CONTAINS("header length 1000 runs past the end"));
+  CHECK_THAT(parse_error(make_file(ok, 14, 200'000'000)),
+             LOCO_CONTAINS("exceeds the 100000000-byte limit"));
   CHECK_THAT(parse_error(make_file(ok, 14, ~0ull - 1)), LOCO_CONTAINS("exceeds"));
   CHECK_THAT(parse_error(make_file(ok, 14, 10)), LOCO_CONTAINS("not valid JSON"));
   CHECK_THAT(parse_error(make_file(ok, 14, 0)), LOCO_CONTAINS("too small"));

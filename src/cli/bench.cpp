@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -36,6 +37,12 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 // A Backend that forwards every call to another one and adds up the wall time of each op
 // (synchronising around it, so the figures mean something on an asynchronous device too).
 // Matmuls are keyed by shape, so the table says which projection costs what.
@@ -44,7 +51,8 @@ class TimedBackend final : public Backend {
   explicit TimedBackend(Backend& inner) : be_(inner) {}
 
   struct Entry {
-    double seconds = 0;
+    double seconds = 0;      // wall
+    double cpu_seconds = 0;  // process CPU time (all threads)
     long long calls = 0;
   };
   const std::map<std::string, Entry>& entries() const { return entries_; }
@@ -156,11 +164,14 @@ class TimedBackend final : public Backend {
   template <typename F>
   void timed(const std::string& key, F&& f) {
     be_.synchronize();
+    const double c0 = process_cpu_seconds();
     const auto t0 = Clock::now();
     f();
     be_.synchronize();
+    const auto t1 = Clock::now();
     Entry& e = entries_[key];
-    e.seconds += seconds_between(t0, Clock::now());
+    e.seconds += seconds_between(t0, t1);
+    e.cpu_seconds += process_cpu_seconds() - c0;
     ++e.calls;
   }
 
@@ -173,13 +184,6 @@ double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-double process_cpu_seconds() {
-  struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
-  auto sec = [](const timeval& tv) { return tv.tv_sec + 1e-6 * tv.tv_usec; };
-  return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
 
 double peak_rss_mib() {
@@ -344,6 +348,7 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
     for (const auto& [name, e] : ops)
       jops.push_back({{"op", name},
                       {"ms_per_step", 1e3 * e.seconds / options.steps},
+                      {"cpu_ms_per_step", 1e3 * e.cpu_seconds / options.steps},
                       {"calls_per_step", static_cast<double>(e.calls) / options.steps}});
     r["profile_ops"] = jops;
     json jph = json::object();
@@ -375,10 +380,12 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
         std::printf("  %-34s %9.3f ms\n", name.c_str(), 1e3 * s / options.steps);
       double total = 0;
       for (const auto& op : ops) total += op.second.seconds;
-      std::printf("\n  %-34s %9s %7s %6s\n", "op", "ms/step", "share", "calls");
+      std::printf("\n  %-34s %9s %7s %9s %6s\n", "op", "ms/step", "share", "cpu ms", "calls");
       for (const auto& [name, e] : ops)
-        std::printf("  %-34s %9.3f %6.1f%% %6.0f\n", name.c_str(), 1e3 * e.seconds / options.steps,
-                    100.0 * e.seconds / total, static_cast<double>(e.calls) / options.steps);
+        std::printf("  %-34s %9.3f %6.1f%% %9.3f %6.0f\n", name.c_str(),
+                    1e3 * e.seconds / options.steps, 100.0 * e.seconds / total,
+                    1e3 * e.cpu_seconds / options.steps,
+                    static_cast<double>(e.calls) / options.steps);
     }
     std::fflush(stdout);
   }

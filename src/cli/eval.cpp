@@ -6,7 +6,6 @@
 // Tokens are cut into windows of seq_len + 1 (stride seq_len, in order, as the trainer's
 // validation does); the loss is the mean over every predicted token.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -59,8 +58,8 @@ std::vector<uint32_t> read_token_file(const std::string& path) {
     }
     for (size_t i = 0; i < j.size(); ++i) {
       if (!j[i].is_number_unsigned() || j[i].get<uint64_t>() > 0xFFFFFFFFull)
-        throw Error(path + ": element " + std::to_string(i) + " is not a token id (" +
-                    j[i].dump() + ")");
+        throw Error(path + ": element " + std::to_string(i) + " is not a token id (" + j[i].dump() +
+                    ")");
       tokens.push_back(static_cast<uint32_t>(j[i].get<uint64_t>()));
     }
     return tokens;
@@ -78,7 +77,8 @@ std::vector<uint32_t> read_token_file(const std::string& path) {
     uint64_t v = 0;
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
       v = v * 10 + static_cast<uint64_t>(text[i] - '0');
-      if (v > 0xFFFFFFFFull) throw Error(path + ": byte " + std::to_string(i) + ": token id too large");
+      if (v > 0xFFFFFFFFull)
+        throw Error(path + ": byte " + std::to_string(i) + ": token id too large");
       ++i;
     }
     tokens.push_back(static_cast<uint32_t>(v));
@@ -103,7 +103,8 @@ std::vector<float> host_logits(const ModelConfig& m, const std::vector<float>& p
   ops::embedding_forward(x.data(), tokens, w("model.embed_tokens.weight"), N, C);
   for (int l = 0; l < m.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    ops::rmsnorm_forward(h.data(), rstd.data(), x.data(), w(p + "input_layernorm.weight"), N, C, eps);
+    ops::rmsnorm_forward(h.data(), rstd.data(), x.data(), w(p + "input_layernorm.weight"), N, C,
+                         eps);
     ops::matmul_forward(q.data(), h.data(), w(p + "self_attn.q_proj.weight"), N, C, NH * hd);
     ops::matmul_forward(k.data(), h.data(), w(p + "self_attn.k_proj.weight"), N, C, NKV * hd);
     ops::matmul_forward(v.data(), h.data(), w(p + "self_attn.v_proj.weight"), N, C, NKV * hd);
@@ -145,7 +146,8 @@ int run_eval(const EvalArgs& a) {
     token_source = a.token_file;
   } else {
     const AlignedBytes b = read_file_aligned(a.text, "text file", 1ull << 32);
-    tokens = ByteTokenizer{}.encode(std::string(reinterpret_cast<const char*>(b.data.get()), b.size));
+    tokens =
+        ByteTokenizer{}.encode(std::string(reinterpret_cast<const char*>(b.data.get()), b.size));
     token_source = a.text;
   }
   for (size_t i = 0; i < tokens.size(); ++i)
@@ -260,8 +262,9 @@ int run_eval(const EvalArgs& a) {
 IoCommand add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
   auto* sub = app.add_subcommand(
-      "eval", "Loss (and optionally logits and gradients) of a checkpoint's or HF directory's "
-              "model on token shards, a token file or a text file; prints JSON");
+      "eval",
+      "Loss (and optionally logits and gradients) of a checkpoint's or HF directory's "
+      "model on token shards, a token file or a text file; prints JSON");
   sub->add_option("source", args->source,
                   "Checkpoint file, step directory, run directory (latest checkpoint), or an HF "
                   "directory (config.json + model.safetensors)")
@@ -280,7 +283,8 @@ IoCommand add_eval_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--backend", args->backend, "cpu (default), cuda or auto")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  sub->add_option("--tensor", args->tensor, "Checkpoint tensor holding the weights (default: params)");
+  sub->add_option("--tensor", args->tensor,
+                  "Checkpoint tensor holding the weights (default: params)");
   sub->add_option("--logits", args->logits_out,
                   "Write logits (windows, seq_len, vocab) F32, input_ids and labels to this "
                   "safetensors file");

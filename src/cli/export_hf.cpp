@@ -1,9 +1,9 @@
 // `loco export-hf SOURCE OUTDIR [--dtype f32|bf16]`: a checkpoint (file, step directory or
 // run directory) or an HF directory → an HF directory (config.json + model.safetensors) that
 // transformers' LlamaForCausalLM.from_pretrained() loads.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
 
@@ -36,17 +36,18 @@ int run_export(const ExportArgs& a) {
 
 IoCommand add_export_hf_command(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
-  auto* sub = app.add_subcommand(
-      "export-hf",
-      "Export a checkpoint's model as a Hugging Face LlamaForCausalLM directory "
-      "(config.json + model.safetensors)");
+  auto* sub =
+      app.add_subcommand("export-hf",
+                         "Export a checkpoint's model as a Hugging Face LlamaForCausalLM directory "
+                         "(config.json + model.safetensors)");
   sub->add_option("source", args->source,
                   "Checkpoint file, step directory, run directory (latest checkpoint), or an HF "
                   "directory")
       ->required();
   sub->add_option("out_dir", args->out_dir, "Output directory (created if needed)")->required();
-  sub->add_option("--dtype", args->dtype, "Tensor dtype: f32 (bit-exact) or bf16 (rounded to "
-                                          "nearest even)")
+  sub->add_option("--dtype", args->dtype,
+                  "Tensor dtype: f32 (bit-exact) or bf16 (rounded to "
+                  "nearest even)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   sub->add_option("--tensor", args->tensor,
                   "Checkpoint tensor holding the weights (default: params)");

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "loco/backend/backend.hpp"
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
@@ -40,6 +41,10 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
       throw loco::Error(args.config_path + ": distributed.replica_size = " +
                         std::to_string(dc.replica_size) + ": must divide the number of ranks (" +
                         std::to_string(world.size()) + ")");
+    std::string why_no_gpu;
+    if (config.backend == "cuda" && !loco::cuda_available(&why_no_gpu))
+      throw loco::Error(args.config_path + ": backend = \"cuda\" but no CUDA device is usable: " +
+                        why_no_gpu + " (use \"cpu\" or \"auto\")");
   } catch (const loco::Error& e) {
     config_error = e.what();
   }

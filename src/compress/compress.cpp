@@ -477,6 +477,15 @@ Compressor::Compressor(Plan plan) : plan_(std::move(plan)) {
   if (plan_.settings.error_feedback) e_.assign(plan_.total, 0.0f);
 }
 
+void Compressor::set_error(const std::vector<float>& e) {
+  if (!plan_.settings.error_feedback)
+    throw Error("compression: no error-feedback accumulator to restore (error_feedback is off)");
+  if (e.size() != plan_.total)
+    throw Error("compression: error-feedback state has " + std::to_string(e.size()) +
+                " elements, expected " + std::to_string(plan_.total));
+  e_ = e;
+}
+
 const std::vector<uint8_t>& Compressor::compress(const float* delta, uint64_t step) {
   const float* x = delta;
   if (plan_.settings.error_feedback) {

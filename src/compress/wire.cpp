@@ -289,6 +289,7 @@ void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uin
     const TableKind tk = q.table_kind.empty() ? TableKind::None : q.table_kind[t];
     const size_t tsz = q.table_start.empty() ? 0 : q.table_start[t + 1] - q.table_start[t];
 
+    LOCO_CHECK(kept <= UINT32_MAX, "a tensor keeps fewer than 2^32 elements");
     const size_t section = out.size();
     put_le<uint32_t>(out, uint32_t(kept));
     out.push_back(uint8_t(coding));

@@ -115,6 +115,11 @@ const std::vector<float>& OuterSync::error_feedback() const {
   return compressor_ ? compressor_->error() : none;
 }
 
+void OuterSync::restore_error_feedback(const std::vector<float>& e) {
+  if (!compressor_) throw Error("outer sync: no compression, so no error-feedback state");
+  compressor_->set_error(e);
+}
+
 nlohmann::json OuterSync::summary_json() const {
   nlohmann::json j = total_.to_json();
   j["syncs"] = syncs_;

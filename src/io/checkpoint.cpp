@@ -73,9 +73,12 @@ std::optional<uint64_t> parse_hex64(const std::string& s) {
   uint64_t v = 0;
   for (char c : s) {
     int d;
-    if (c >= '0' && c <= '9') d = c - '0';
-    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-    else return std::nullopt;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else
+      return std::nullopt;
     v = v << 4 | static_cast<uint64_t>(d);
   }
   return v;
@@ -246,14 +249,12 @@ uint64_t CheckpointWriter::write(const std::string& path) const {
 
 std::span<const float> CheckpointTensor::f32() const {
   if (dtype != StorageDType::F32)
-    throw Error("checkpoint tensor \"" + name + "\" is " + storage_dtype_name(dtype) +
-                ", not F32");
+    throw Error("checkpoint tensor \"" + name + "\" is " + storage_dtype_name(dtype) + ", not F32");
   return {static_cast<const float*>(data), static_cast<size_t>(count)};
 }
 std::span<const int32_t> CheckpointTensor::i32() const {
   if (dtype != StorageDType::I32)
-    throw Error("checkpoint tensor \"" + name + "\" is " + storage_dtype_name(dtype) +
-                ", not I32");
+    throw Error("checkpoint tensor \"" + name + "\" is " + storage_dtype_name(dtype) + ", not I32");
   return {static_cast<const int32_t*>(data), static_cast<size_t>(count)};
 }
 std::span<const uint16_t> CheckpointTensor::bf16_bits() const {
@@ -274,8 +275,8 @@ const CheckpointTensor& Checkpoint::tensor(const std::string& name) const {
     if (t.name == name) return t;
   std::string present;
   for (const auto& t : tensors_) present += (present.empty() ? "" : ", ") + t.name;
-  throw Error(path_ + ": no tensor named \"" + name + "\" in the checkpoint (it has: " +
-              (present.empty() ? "none" : present) + ")");
+  throw Error(path_ + ": no tensor named \"" + name +
+              "\" in the checkpoint (it has: " + (present.empty() ? "none" : present) + ")");
 }
 
 void Checkpoint::copy_to(const std::string& name, void* dst, uint64_t count,
@@ -283,8 +284,8 @@ void Checkpoint::copy_to(const std::string& name, void* dst, uint64_t count,
   const CheckpointTensor& t = tensor(name);
   if (t.dtype != dtype || t.count != count)
     throw Error(path_ + ": tensor \"" + name + "\" has " + std::to_string(t.count) + " " +
-                storage_dtype_name(t.dtype) + " elements, expected " + std::to_string(count) +
-                " " + storage_dtype_name(dtype) + " (checkpoint from a different model?)");
+                storage_dtype_name(t.dtype) + " elements, expected " + std::to_string(count) + " " +
+                storage_dtype_name(dtype) + " (checkpoint from a different model?)");
   if (t.bytes) std::memcpy(dst, t.data, static_cast<size_t>(t.bytes));
 }
 
@@ -299,15 +300,17 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
   if (p == nullptr || size == 0) fail_at(source, "empty file, not a loco checkpoint");
   const size_t magic_n = static_cast<size_t>(std::min<uint64_t>(size, 8));
   if (std::memcmp(p, kCheckpointMagic, magic_n) != 0)
-    fail_at(source, "not a loco checkpoint (bad magic " + show_bytes(p, magic_n) + ", expected \"LOCOCKPT\")");
+    fail_at(source, "not a loco checkpoint (bad magic " + show_bytes(p, magic_n) +
+                        ", expected \"LOCOCKPT\")");
   if (size < kPrefixBytes + kTrailerBytes)
     fail_at(source, "truncated: file is " + std::to_string(size) + " bytes, smaller than the " +
-         std::to_string(kPrefixBytes + kTrailerBytes) + "-byte minimum of a checkpoint");
+                        std::to_string(kPrefixBytes + kTrailerBytes) +
+                        "-byte minimum of a checkpoint");
   const uint32_t version = load_u32(p + 8);
   if (version != kCheckpointVersion)
     fail_at(source, "unsupported checkpoint format version " + std::to_string(version) +
-         " (this build reads version " + std::to_string(kCheckpointVersion) +
-         "; if the file is not from a newer loco, it is corrupt)");
+                        " (this build reads version " + std::to_string(kCheckpointVersion) +
+                        "; if the file is not from a newer loco, it is corrupt)");
   if (verify_checksum && XXH3_64bits(p, 56) != load_u64(p + 56))
     fail_at(source, "checksum mismatch in the 64-byte prefix (file is corrupt)");
   if (load_u32(p + 12) != kPrefixBytes || load_u64(p + 40) != 0 || load_u64(p + 48) != 0)
@@ -315,27 +318,29 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
   const uint64_t header_bytes = load_u64(p + 16);
   const uint64_t data_bytes = load_u64(p + 24);
   if (header_bytes > kMaxHeaderBytes)
-    fail_at(source, "JSON header claims " + std::to_string(header_bytes) + " bytes, more than the " +
-         std::to_string(kMaxHeaderBytes >> 20) + " MiB limit (file is corrupt)");
+    fail_at(source, "JSON header claims " + std::to_string(header_bytes) +
+                        " bytes, more than the " + std::to_string(kMaxHeaderBytes >> 20) +
+                        " MiB limit (file is corrupt)");
   if ((kPrefixBytes + header_bytes) % kAlign != 0)
     fail_at(source, "JSON header size " + std::to_string(header_bytes) +
-         " does not align the data area to 64 bytes (file is corrupt)");
+                        " does not align the data area to 64 bytes (file is corrupt)");
   const uint64_t fixed = kPrefixBytes + header_bytes + kTrailerBytes;
   if (data_bytes > std::numeric_limits<uint64_t>::max() - fixed)
     fail_at(source, "data size " + std::to_string(data_bytes) + " overflows (file is corrupt)");
   const uint64_t expected = fixed + data_bytes;
   if (size < expected)
     fail_at(source, "truncated: file is " + std::to_string(size) + " bytes but its header says " +
-         std::to_string(expected) + " (" + std::to_string(expected - size) +
-         " bytes missing; the write was cut short or the file is corrupt)");
+                        std::to_string(expected) + " (" + std::to_string(expected - size) +
+                        " bytes missing; the write was cut short or the file is corrupt)");
   if (size > expected)
     fail_at(source, std::to_string(size - expected) + " unexpected trailing bytes after the " +
-         std::to_string(expected) + " bytes its header describes (file is corrupt)");
+                        std::to_string(expected) + " bytes its header describes (file is corrupt)");
 
   const char* header_begin = reinterpret_cast<const char*>(p + kPrefixBytes);
   const unsigned char* data = p + kPrefixBytes + header_bytes;
-  const bool file_ok = !verify_checksum || XXH3_64bits(p, static_cast<size_t>(size - kTrailerBytes)) ==
-                                               load_u64(p + size - kTrailerBytes);
+  const bool file_ok =
+      !verify_checksum || XXH3_64bits(p, static_cast<size_t>(size - kTrailerBytes)) ==
+                              load_u64(p + size - kTrailerBytes);
   if (!file_ok && XXH3_64bits(header_begin, static_cast<size_t>(header_bytes)) != load_u64(p + 32))
     fail_at(source, "checksum mismatch in the JSON header (file is corrupt)");
 
@@ -351,11 +356,14 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     bad_header(source, "\"format\" is not \"loco-checkpoint\"");
   const auto ver = doc.find("version");
   if (ver == doc.end() || !ver->is_number_unsigned() || ver->get<uint64_t>() != version)
-    bad_header(source, "\"version\" does not match the prefix's version " + std::to_string(version));
+    bad_header(source,
+               "\"version\" does not match the prefix's version " + std::to_string(version));
   const auto meta = doc.find("meta");
-  if (meta == doc.end() || !meta->is_object()) bad_header(source, "\"meta\" is missing or not an object");
+  if (meta == doc.end() || !meta->is_object())
+    bad_header(source, "\"meta\" is missing or not an object");
   const auto list = doc.find("tensors");
-  if (list == doc.end() || !list->is_array()) bad_header(source, "\"tensors\" is missing or not an array");
+  if (list == doc.end() || !list->is_array())
+    bad_header(source, "\"tensors\" is missing or not an array");
 
   Checkpoint c;
   c.path_ = source;
@@ -367,7 +375,8 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     const json& t = (*list)[i];
     const std::string where = "tensor #" + std::to_string(i);
     if (!t.is_object()) bad_header(source, where + " is not an object");
-    if (t.size() != 6) bad_header(source, where + " must have exactly name, dtype, count, offset, bytes, xxh3");
+    if (t.size() != 6)
+      bad_header(source, where + " must have exactly name, dtype, count, offset, bytes, xxh3");
     auto get_u64 = [&](const char* key) -> uint64_t {
       const auto it = t.find(key);
       if (it == t.end() || !it->is_number_unsigned())
@@ -376,14 +385,16 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     };
     auto get_str = [&](const char* key) -> std::string {
       const auto it = t.find(key);
-      if (it == t.end() || !it->is_string()) bad_header(source, where + ": \"" + key + "\" is missing or not a string");
+      if (it == t.end() || !it->is_string())
+        bad_header(source, where + ": \"" + key + "\" is missing or not a string");
       return it->get<std::string>();
     };
     CheckpointTensor ct;
     ct.name = get_str("name");
     const std::string named = where + " " + short_dump(json(ct.name));
     if (ct.name.empty()) bad_header(source, where + ": empty name");
-    if (!names.insert(ct.name).second) bad_header(source, where + ": duplicate name \"" + ct.name + "\"");
+    if (!names.insert(ct.name).second)
+      bad_header(source, where + ": duplicate name \"" + ct.name + "\"");
     const std::string dtype_name = get_str("dtype");
     const auto dtype = parse_storage_dtype(dtype_name);
     if (!dtype) bad_header(source, named + ": unknown dtype " + short_dump(json(dtype_name)));
@@ -395,16 +406,17 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     if (!hash) bad_header(source, named + ": \"xxh3\" is not 16 lowercase hex digits");
     const uint64_t elem = storage_dtype_size(ct.dtype);
     if (ct.count > std::numeric_limits<uint64_t>::max() / elem || ct.count * elem != ct.bytes)
-      bad_header(source, named + ": " + std::to_string(ct.count) + " " + dtype_name + " elements do not make " +
-          std::to_string(ct.bytes) + " bytes");
-    if (offset % kAlign != 0) bad_header(source, named + ": offset " + std::to_string(offset) + " is not 64-byte aligned");
+      bad_header(source, named + ": " + std::to_string(ct.count) + " " + dtype_name +
+                             " elements do not make " + std::to_string(ct.bytes) + " bytes");
+    if (offset % kAlign != 0)
+      bad_header(source, named + ": offset " + std::to_string(offset) + " is not 64-byte aligned");
     if (offset < prev_end)
       bad_header(source, named + ": offset " + std::to_string(offset) +
-          " overlaps the previous tensor or is out of order");
+                             " overlaps the previous tensor or is out of order");
     if (offset > data_bytes || ct.bytes > data_bytes - offset)
-      bad_header(source, named + ": bytes [" + std::to_string(offset) + ", " + std::to_string(offset) + " + " +
-          std::to_string(ct.bytes) + ") lie outside the " + std::to_string(data_bytes) +
-          "-byte data area");
+      bad_header(source, named + ": bytes [" + std::to_string(offset) + ", " +
+                             std::to_string(offset) + " + " + std::to_string(ct.bytes) +
+                             ") lie outside the " + std::to_string(data_bytes) + "-byte data area");
     prev_end = offset + ct.bytes;
     ct.data = data + offset;
     hashes.push_back(*hash);
@@ -412,7 +424,7 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
   }
   if (prev_end != data_bytes)
     bad_header(source, "the tensors end at byte " + std::to_string(prev_end) + " of a " +
-        std::to_string(data_bytes) + "-byte data area");
+                           std::to_string(data_bytes) + "-byte data area");
 
   if (!file_ok) {
     // Say which tensor is damaged, when one is.
@@ -420,8 +432,9 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
       const auto& t = c.tensors_[i];
       if (XXH3_64bits(t.data, static_cast<size_t>(t.bytes)) != hashes[i]) {
         const uint64_t at = static_cast<uint64_t>(static_cast<const unsigned char*>(t.data) - p);
-        fail_at(source, "checksum mismatch in tensor \"" + t.name + "\" (file bytes " + std::to_string(at) +
-             ".." + std::to_string(at + t.bytes) + "; file is corrupt or truncated)");
+        fail_at(source, "checksum mismatch in tensor \"" + t.name + "\" (file bytes " +
+                            std::to_string(at) + ".." + std::to_string(at + t.bytes) +
+                            "; file is corrupt or truncated)");
       }
     }
     fail_at(source, "checksum mismatch (file is corrupt or truncated)");
@@ -486,8 +499,9 @@ json checkpoint_base_meta(const Config& config, int world_size, int rank, int64_
 Config config_from_checkpoint_meta(const json& meta, const std::string& source) {
   const auto it = meta.is_object() ? meta.find("config") : meta.end();
   if (!meta.is_object() || it == meta.end() || !it->is_object())
-    throw Error(source + ": checkpoint metadata has no \"config\" object (not written by loco's "
-                         "trainer?)");
+    throw Error(source +
+                ": checkpoint metadata has no \"config\" object (not written by loco's "
+                "trainer?)");
   return config_from_json(*it, source + " (meta.config)");
 }
 
@@ -510,9 +524,7 @@ std::string checkpoint_step_dir(const std::string& root, int64_t step) {
 }
 
 std::string checkpoint_rank_path(const std::string& root, int64_t step, int rank) {
-  if (rank < 0) throw Error("checkpoint rank must be >= 0, got " + std::to_string(rank));
-  return (fs::path(checkpoint_step_dir(root, step)) / ("rank-" + std::to_string(rank) + ".bin"))
-      .string();
+  return checkpoint_rank_file(checkpoint_step_dir(root, step), rank);
 }
 
 std::optional<int64_t> parse_checkpoint_step_name(const std::string& name) {
@@ -524,6 +536,22 @@ std::optional<int64_t> parse_checkpoint_step_name(const std::string& name) {
     v = v * 10 + (name[i] - '0');
   }
   return v;
+}
+
+std::string checkpoint_rank_file(const std::string& step_dir, int rank) {
+  if (rank < 0) throw Error("checkpoint rank must be >= 0, got " + std::to_string(rank));
+  return (fs::path(step_dir) / ("rank-" + std::to_string(rank) + ".bin")).string();
+}
+
+std::string write_checkpoint_rank(const CheckpointWriter& w, const std::string& root, int64_t step,
+                                  int rank) {
+  const std::string dir = checkpoint_step_dir(root, step);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot create checkpoint directory " + dir + ": " + ec.message());
+  const std::string path = checkpoint_rank_file(dir, rank);
+  w.write(path);
+  return path;
 }
 
 std::vector<int64_t> list_checkpoint_steps(const std::string& root) {
@@ -594,6 +622,21 @@ std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last,
                   ec.message());
     removed.push_back(s);
   }
+  // Hidden temporary files of writes that were killed mid-way (AtomicFile names them
+  // ".<name>.tmp-<pid>-<n>"), in the root and the step directories that remain.
+  auto sweep = [](const fs::path& dir) {
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.size() > 1 && name[0] == '.' && name.find(".tmp-") != std::string::npos) {
+        std::error_code ec2;
+        if (it->is_regular_file(ec2)) fs::remove(it->path(), ec2);
+      }
+    }
+  };
+  sweep(root);
+  for (int64_t s : list_checkpoint_steps(root))
+    if (s <= just_written) sweep(checkpoint_step_dir(root, s));
   if (!removed.empty()) fsync_directory(root);
   std::sort(removed.begin(), removed.end());
   return removed;
@@ -628,8 +671,12 @@ std::string resolve_resume(const std::string& spec, const std::string& root) {
 std::string resolve_checkpoint_file(const std::string& path, int rank) {
   std::error_code ec;
   if (fs::is_regular_file(path, ec)) return path;
+  if (!fs::exists(path, ec))
+    throw Error(path +
+                ": no such file or directory (expected a checkpoint file, a checkpoint "
+                "step directory or a run directory)");
   const std::string step_dir = resolve_resume(path, path);
-  const std::string file = (fs::path(step_dir) / ("rank-" + std::to_string(rank) + ".bin")).string();
+  const std::string file = checkpoint_rank_file(step_dir, rank);
   if (!fs::is_regular_file(file, ec))
     throw Error("no checkpoint file " + file + " (resolved from " + path + ")");
   return file;

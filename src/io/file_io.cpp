@@ -159,8 +159,7 @@ AlignedBytes AlignedBytes::allocate_uninitialised(size_t n, bool zero) {
   const size_t rounded = (std::max<size_t>(n, 1) + 63) / 64 * 64;
   if (rounded < n) throw Error("cannot allocate " + std::to_string(n) + " bytes");
   auto* p = static_cast<unsigned char*>(std::aligned_alloc(64, rounded));
-  if (p == nullptr)
-    throw Error("out of memory allocating " + std::to_string(n) + " bytes");
+  if (p == nullptr) throw Error("out of memory allocating " + std::to_string(n) + " bytes");
   if (zero)
     std::memset(p, 0, rounded);
   else

@@ -81,6 +81,22 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 }  // namespace
 
+uint64_t llama_param_count(const ModelConfig& m) {
+  using u128 = unsigned __int128;
+  const u128 C = static_cast<u128>(std::max(m.d_model, 0));
+  const u128 V = static_cast<u128>(std::max(m.vocab_size, 0));
+  const u128 F = static_cast<u128>(std::max(m.d_ff, 0));
+  const u128 hd = m.n_heads > 0 ? static_cast<u128>(std::max(m.d_model / m.n_heads, 0)) : 0;
+  const u128 q = static_cast<u128>(std::max(m.n_heads, 0)) * hd;
+  const u128 kv = static_cast<u128>(std::max(m.n_kv_heads, 0)) * hd;
+  const u128 per_layer = 2 * C + q * C + 2 * kv * C + C * q + 3 * F * C;
+  const u128 total = V * C + static_cast<u128>(std::max(m.n_layers, 0)) * per_layer + C +
+                     (m.tie_embeddings ? 0 : V * C);
+  if (total > std::numeric_limits<uint64_t>::max() / 8)
+    throw Error("model shape describes more than 2^61 parameters");
+  return static_cast<uint64_t>(total);
+}
+
 json hf_config_json(const ModelConfig& m, StorageDType dtype) {
   if (dtype != StorageDType::F32 && dtype != StorageDType::BF16)
     throw Error(std::string("export dtype must be F32 or BF16, got ") + storage_dtype_name(dtype));
@@ -119,7 +135,8 @@ ModelConfig model_config_from_hf(const json& c, const std::string& source) {
                 " is not supported (plain RoPE only)");
   if (auto it = c.find("architectures"); it != c.end() && it->is_array()) {
     bool llama = false;
-    for (const auto& a : *it) llama = llama || (a.is_string() && a.get<std::string>() == "LlamaForCausalLM");
+    for (const auto& a : *it)
+      llama = llama || (a.is_string() && a.get<std::string>() == "LlamaForCausalLM");
     if (!llama)
       throw Error(source + ": \"architectures\" = " + it->dump() +
                   " does not include LlamaForCausalLM");
@@ -186,8 +203,9 @@ void export_hf_directory(const std::string& out_dir, const ModelConfig& m, const
   }
   std::vector<SafetensorsEntry> entries;
   for (const auto& v : layout.views) {
-    const void* data = dtype == StorageDType::F32 ? static_cast<const void*>(params + v.offset)
-                                                  : static_cast<const void*>(bf16.data() + v.offset);
+    const void* data = dtype == StorageDType::F32
+                           ? static_cast<const void*>(params + v.offset)
+                           : static_cast<const void*>(bf16.data() + v.offset);
     entries.push_back(SafetensorsEntry{v.name, dtype, v.shape, data});
   }
   std::map<std::string, std::string> meta = metadata;
@@ -201,8 +219,9 @@ std::vector<float> load_hf_directory(const std::string& dir, const ModelConfig& 
   const fs::path d(dir);
   std::error_code ec;
   if (!fs::is_directory(d, ec))
-    throw Error(dir + ": not a directory (expected a Hugging Face model directory with "
-                      "config.json and model.safetensors)");
+    throw Error(dir +
+                ": not a directory (expected a Hugging Face model directory with "
+                "config.json and model.safetensors)");
   const std::string config_path = (d / "config.json").string();
   const ModelConfig got = read_hf_model_config(dir);
   auto mismatch = [&](const char* hf_key, const std::string& hf_value, const char* our_key,
@@ -212,15 +231,20 @@ std::vector<float> load_hf_directory(const std::string& dir, const ModelConfig& 
   };
   auto num = [](double x) { return json(x).dump(); };
   if (got.vocab_size != expected.vocab_size)
-    mismatch("vocab_size", std::to_string(got.vocab_size), "vocab_size", std::to_string(expected.vocab_size));
+    mismatch("vocab_size", std::to_string(got.vocab_size), "vocab_size",
+             std::to_string(expected.vocab_size));
   if (got.d_model != expected.d_model)
-    mismatch("hidden_size", std::to_string(got.d_model), "d_model", std::to_string(expected.d_model));
+    mismatch("hidden_size", std::to_string(got.d_model), "d_model",
+             std::to_string(expected.d_model));
   if (got.n_layers != expected.n_layers)
-    mismatch("num_hidden_layers", std::to_string(got.n_layers), "n_layers", std::to_string(expected.n_layers));
+    mismatch("num_hidden_layers", std::to_string(got.n_layers), "n_layers",
+             std::to_string(expected.n_layers));
   if (got.n_heads != expected.n_heads)
-    mismatch("num_attention_heads", std::to_string(got.n_heads), "n_heads", std::to_string(expected.n_heads));
+    mismatch("num_attention_heads", std::to_string(got.n_heads), "n_heads",
+             std::to_string(expected.n_heads));
   if (got.n_kv_heads != expected.n_kv_heads)
-    mismatch("num_key_value_heads", std::to_string(got.n_kv_heads), "n_kv_heads", std::to_string(expected.n_kv_heads));
+    mismatch("num_key_value_heads", std::to_string(got.n_kv_heads), "n_kv_heads",
+             std::to_string(expected.n_kv_heads));
   if (got.d_ff != expected.d_ff)
     mismatch("intermediate_size", std::to_string(got.d_ff), "d_ff", std::to_string(expected.d_ff));
   if (got.tie_embeddings != expected.tie_embeddings)
@@ -256,16 +280,31 @@ std::vector<float> load_hf_directory(const std::string& dir, const ModelConfig& 
     throw Error(dir + ": no model.safetensors or model.safetensors.index.json");
   }
 
+  // Read and validate every file first: the config's parameter count is checked against
+  // what the files hold before anything of the config's size is allocated.
+  std::vector<SafetensorsFile> sts;
+  uint64_t present = 0;
+  for (const auto& file : files) {
+    sts.push_back(read_safetensors(file));
+    for (const auto& t : sts.back().tensors())
+      if (!t.name.ends_with("rotary_emb.inv_freq") &&
+          !(t.name == "lm_head.weight" && expected.tie_embeddings))
+        present += t.numel;
+  }
+  const uint64_t want = llama_param_count(expected);
+  if (present != want)
+    throw Error(dir + ": the safetensors files hold " + std::to_string(present) +
+                " parameters but the model needs " + std::to_string(want) +
+                " (wrong model, missing or extra tensors)");
   const ParamLayout layout = llama_param_layout(expected);
   std::vector<float> params(layout.total);
   std::vector<bool> filled(layout.views.size(), false);
   std::vector<float> tied_head;  // an lm_head.weight found in a tied model
   std::string tied_head_file;
-  for (const auto& file : files) {
-    const SafetensorsFile st = read_safetensors(file);
+  for (const auto& st : sts) {
+    const std::string& file = st.path();
     for (const auto& t : st.tensors()) {
-      if (t.name.ends_with("rotary_emb.inv_freq"))
-        continue;
+      if (t.name.ends_with("rotary_emb.inv_freq")) continue;
       if (t.name == "lm_head.weight" && expected.tie_embeddings) {
         const auto& emb = layout.find("model.embed_tokens.weight");
         if (t.shape != emb.shape)
@@ -282,7 +321,8 @@ std::vector<float> load_hf_directory(const std::string& dir, const ModelConfig& 
         throw Error(file + ": unexpected tensor \"" + t.name +
                     "\": not a parameter of the configured model");
       const ParamView& v = layout.views[i];
-      if (filled[i]) throw Error(file + ": tensor \"" + t.name + "\" appears in more than one file");
+      if (filled[i])
+        throw Error(file + ": tensor \"" + t.name + "\" appears in more than one file");
       if (t.shape != v.shape)
         throw Error(file + ": tensor \"" + t.name + "\" has shape " + shape_str(t.shape) +
                     ", expected " + shape_str(v.shape) + " for the configured model");
@@ -297,9 +337,10 @@ std::vector<float> load_hf_directory(const std::string& dir, const ModelConfig& 
   if (!tied_head.empty()) {
     const auto& emb = layout.find("model.embed_tokens.weight");
     if (std::memcmp(tied_head.data(), params.data() + emb.offset, tied_head.size() * 4) != 0)
-      throw Error(tied_head_file + ": tensor \"lm_head.weight\" differs from "
-                                   "model.embed_tokens.weight, but the model ties them "
-                                   "(tie_word_embeddings = true)");
+      throw Error(tied_head_file +
+                  ": tensor \"lm_head.weight\" differs from "
+                  "model.embed_tokens.weight, but the model ties them "
+                  "(tie_word_embeddings = true)");
   }
   return params;
 }

@@ -5,7 +5,6 @@
 #include "loco/core/error.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/io/hf.hpp"
-#include "loco/model/param_layout.hpp"
 
 namespace loco {
 
@@ -26,14 +25,14 @@ ModelSource load_model_source(const std::string& path, const std::string& tensor
   s.config = config_from_checkpoint_meta(c.meta(), s.path);
   s.model = s.config->model;
   s.meta = c.meta();
-  const ParamLayout layout = llama_param_layout(s.model);
+  const uint64_t total = llama_param_count(s.model);  // before allocating anything that big
   const CheckpointTensor& t = c.tensor(tensor);
-  if (t.dtype != StorageDType::F32 || t.count != layout.total)
+  if (t.dtype != StorageDType::F32 || t.count != total)
     throw Error(s.path + ": tensor \"" + tensor + "\" has " + std::to_string(t.count) + " " +
                 storage_dtype_name(t.dtype) + " elements, but the model in its config has " +
-                std::to_string(layout.total) + " F32 parameters");
-  s.params.resize(layout.total);
-  c.copy_to(tensor, s.params.data(), layout.total, StorageDType::F32);
+                std::to_string(total) + " F32 parameters");
+  s.params.resize(static_cast<size_t>(total));
+  c.copy_to(tensor, s.params.data(), total, StorageDType::F32);
   return s;
 }
 

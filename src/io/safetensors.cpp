@@ -22,7 +22,7 @@ using nlohmann::json;
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
-constexpr int kMaxJsonDepth = 16;                   // the schema is 3 levels deep
+constexpr int kMaxJsonDepth = 16;                  // the schema is 3 levels deep
 
 std::string quoted(const std::string& s) {
   std::string out = json(s).dump(-1, ' ', false, json::error_handler_t::replace);
@@ -90,8 +90,8 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
   try {
     text = header.dump();
   } catch (const json::exception& e) {
-    fail(path, std::string("cannot encode the header (names and metadata must be UTF-8): ") +
-                   e.what());
+    fail(path,
+         std::string("cannot encode the header (names and metadata must be UTF-8): ") + e.what());
   }
   text.resize((8 + text.size() + 7) / 8 * 8 - 8, ' ');
 
@@ -161,7 +161,8 @@ void SafetensorsFile::to_f32(const SafetensorsTensor& t, float* dst) const {
       return;
     default:
       throw Error(path_ + ": tensor " + quoted(t.name) + " has dtype " +
-                  storage_dtype_name(t.dtype) + "; expected a floating-point tensor (F32, BF16, "
+                  storage_dtype_name(t.dtype) +
+                  "; expected a floating-point tensor (F32, BF16, "
                   "F16 or F64)");
   }
 }
@@ -241,16 +242,17 @@ SafetensorsFile parse_safetensors(AlignedBytes bytes, const std::string& source)
     if (!v.is_object()) fail_tensor(source, name, "entry is not an object");
     for (auto k = v.begin(); k != v.end(); ++k)
       if (k.key() != "dtype" && k.key() != "shape" && k.key() != "data_offsets")
-        fail_tensor(source, name, "unknown key " + quoted(k.key()) +
-                                      " (expected dtype, shape, data_offsets)");
+        fail_tensor(source, name,
+                    "unknown key " + quoted(k.key()) + " (expected dtype, shape, data_offsets)");
     SafetensorsTensor t;
     t.name = name;
     const auto dt = v.find("dtype");
     if (dt == v.end() || !dt->is_string()) fail_tensor(source, name, "missing string \"dtype\"");
     const auto parsed = parse_storage_dtype(dt->get<std::string>());
     if (!parsed)
-      fail_tensor(source, name, "unknown dtype " + quoted(dt->get<std::string>()) +
-                                    " (known: " + storage_dtype_names() + ")");
+      fail_tensor(source, name,
+                  "unknown dtype " + quoted(dt->get<std::string>()) +
+                      " (known: " + storage_dtype_names() + ")");
     t.dtype = *parsed;
     const auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array()) fail_tensor(source, name, "missing array \"shape\"");
@@ -258,8 +260,8 @@ SafetensorsFile parse_safetensors(AlignedBytes bytes, const std::string& source)
     bool overflow = false;
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned())
-        fail_tensor(source, name, "shape entry " + quoted(d.dump()) +
-                                      " is not a non-negative integer");
+        fail_tensor(source, name,
+                    "shape entry " + quoted(d.dump()) + " is not a non-negative integer");
       const uint64_t x = d.get<uint64_t>();
       if (x > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
         fail_tensor(source, name, "dimension " + std::to_string(x) + " is too large");
@@ -281,19 +283,20 @@ SafetensorsFile parse_safetensors(AlignedBytes bytes, const std::string& source)
     t.begin = (*off)[0].get<uint64_t>();
     t.end = (*off)[1].get<uint64_t>();
     if (t.end < t.begin)
-      fail_tensor(source, name, "data_offsets [" + std::to_string(t.begin) + ", " +
-                                    std::to_string(t.end) + "] end before they begin");
+      fail_tensor(source, name,
+                  "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
+                      "] end before they begin");
     if (t.end > data_size)
-      fail_tensor(source, name, "data_offsets [" + std::to_string(t.begin) + ", " +
-                                    std::to_string(t.end) + "] run past the " +
-                                    std::to_string(data_size) +
-                                    "-byte data area (file truncated?)");
+      fail_tensor(source, name,
+                  "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
+                      "] run past the " + std::to_string(data_size) +
+                      "-byte data area (file truncated?)");
     if (t.numel * elem != t.end - t.begin)
-      fail_tensor(source, name, "shape " + sh->dump() + " of " + storage_dtype_name(t.dtype) +
-                                    " needs " + std::to_string(t.numel * elem) +
-                                    " bytes but data_offsets [" + std::to_string(t.begin) + ", " +
-                                    std::to_string(t.end) + "] span " +
-                                    std::to_string(t.end - t.begin));
+      fail_tensor(source, name,
+                  "shape " + sh->dump() + " of " + storage_dtype_name(t.dtype) + " needs " +
+                      std::to_string(t.numel * elem) + " bytes but data_offsets [" +
+                      std::to_string(t.begin) + ", " + std::to_string(t.end) + "] span " +
+                      std::to_string(t.end - t.begin));
     t.data = data + t.begin;
     f.tensors_.push_back(std::move(t));
   }
@@ -304,11 +307,12 @@ SafetensorsFile parse_safetensors(AlignedBytes bytes, const std::string& source)
   uint64_t expect = 0;
   for (const auto& t : f.tensors_) {
     if (t.begin != expect)
-      fail_tensor(source, t.name,
-                  "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] " +
-                      (t.begin < expect ? "overlap the previous tensor" : "leave a gap after byte ") +
-                      (t.begin < expect ? "" : std::to_string(expect)) +
-                      " (tensors must cover the data area back to back)");
+      fail_tensor(
+          source, t.name,
+          "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "] " +
+              (t.begin < expect ? "overlap the previous tensor" : "leave a gap after byte ") +
+              (t.begin < expect ? "" : std::to_string(expect)) +
+              " (tensors must cover the data area back to back)");
     expect = t.end;
   }
   if (expect != data_size)

@@ -18,13 +18,13 @@ void newton_schulz(Backend& be, Buf x, int rows, int cols, float a, float b, flo
       be.gemm_f32(true, false, n, n, rows, 1.0f, X, X, 0.0f, A);  // A = XᵀX
     else
       be.gemm_f32(false, true, n, n, cols, 1.0f, X, X, 0.0f, A);  // A = X·Xᵀ
-    be.gemm_f32(false, false, n, n, n, c, A, A, 0.0f, B);          // B = c·A·A
-    be.axpby(B, b, A, 1.0f);                                        //   + b·A
+    be.gemm_f32(false, false, n, n, n, c, A, A, 0.0f, B);         // B = c·A·A
+    be.axpby(B, b, A, 1.0f);                                      //   + b·A
     if (tall)
       be.gemm_f32(false, false, rows, cols, cols, 1.0f, X, B, 0.0f, T);  // T = X·B
     else
       be.gemm_f32(false, false, rows, cols, rows, 1.0f, B, X, 0.0f, T);  // T = B·X
-    be.axpby(X, 1.0f, T, a);                                              // X = a·X + T
+    be.axpby(X, 1.0f, T, a);                                             // X = a·X + T
   }
 }
 
@@ -88,12 +88,12 @@ void Muon::step(Buf params, Buf grads, double lr, float grad_scale) {
     }
     const int rows = static_cast<int>(view.rows()), cols = static_cast<int>(view.cols());
     Buf m = momentum_.slice(state_offset_[i], view.numel), u = x_.slice(0, view.numel);
-    backend_.axpby(m, grad_scale, g, beta);                      // m ← β·m + g
-    backend_.copy(u, m);                                         // u ← m
+    backend_.axpby(m, grad_scale, g, beta);                          // m ← β·m + g
+    backend_.copy(u, m);                                             // u ← m
     if (cfg_.muon_nesterov) backend_.axpby(u, grad_scale, g, beta);  // u ← g + β·m
     newton_schulz(backend_, u, rows, cols, static_cast<float>(cfg_.ns_a),
-                  static_cast<float>(cfg_.ns_b), static_cast<float>(cfg_.ns_c), cfg_.ns_steps,
-                  tmp_, gram_, poly_);
+                  static_cast<float>(cfg_.ns_b), static_cast<float>(cfg_.ns_c), cfg_.ns_steps, tmp_,
+                  gram_, poly_);
     const double s = muon_update_scale(cfg_.muon_scale, rows, cols);
     backend_.axpby(p, static_cast<float>(-eta * s), u,
                    static_cast<float>(1.0 - eta * cfg_.muon_weight_decay));

@@ -229,7 +229,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                {"tokens", result.tokens},
                                {"step_seconds", step_seconds},
                                {"tok_per_s", tokens_per_step / std::max(step_seconds, 1e-9)},
-                               {"elapsed_s", seconds_since(t_loop)}};
+                               {"elapsed_s", seconds_since(t_loop)},
+                               {"comm_sent_bytes", model_traffic(topo).total().sent_bytes}};
       if (!outer_record.is_null()) record["outer"] = outer_record;
       metrics->write(record);
     }
@@ -284,6 +285,16 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
     spdlog::info("\n{}", comm_report_table(comm));
+    if (outer && outer->compressed() && outer->total_stats().kept > 0) {
+      const nlohmann::json& z = comm["compression"];
+      spdlog::info("pseudo-gradient payloads: density {:.4f} %, {:.2f} bits per kept element "
+                   "({:.2f} value + {:.2f} index + {:.2f} headers/tables; {:.2f} with padding)",
+                   100.0 * z["density"].get<double>(), z["bits_per_kept_element"].get<double>(),
+                   z["value_bits_per_kept_element"].get<double>(),
+                   z["index_bits_per_kept_element"].get<double>(),
+                   z["overhead_bits_per_kept_element"].get<double>(),
+                   z["wire_bits_per_kept_element"].get<double>());
+    }
   }
   return result;
 }

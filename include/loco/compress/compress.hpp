@@ -190,6 +190,8 @@ class Compressor {
   const std::vector<uint8_t>& compress(const float* delta, uint64_t step);
   const EncodeStats& stats() const { return stats_; }
   const std::vector<float>& error() const { return e_; }  // empty without EF
+  // Restores the accumulator (a checkpoint resume); the size must be plan().total.
+  void set_error(const std::vector<float>& e);
   const Selection& selection() const { return sel_; }
   const Quantized& quantized() const { return q_; }
 

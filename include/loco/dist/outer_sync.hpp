@@ -98,6 +98,9 @@ class OuterSync {
   nlohmann::json summary_json() const;
   // The error-feedback accumulator (host, flat layout); empty without error feedback.
   const std::vector<float>& error_feedback() const;
+  // Checkpoint resume: the accumulator (per rank) and, with it, syncs_done() (random_k's
+  // indices derive from the sync number) must be restored for an exact continuation.
+  void restore_error_feedback(const std::vector<float>& e);
 
  private:
   void sync_compressed();

@@ -26,12 +26,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/config/config.hpp"
 #include "loco/core/buffer.hpp"
@@ -142,8 +141,7 @@ void validate_compatible(const nlohmann::json& meta, const nlohmann::json& expec
 
 // Meta every loco checkpoint should carry: {"format": "loco-checkpoint", "step", "config"
 // (config_to_json), and the checkpoint_identity keys}. Callers add their own keys.
-nlohmann::json checkpoint_base_meta(const Config& config, int world_size, int rank,
-                                    int64_t step);
+nlohmann::json checkpoint_base_meta(const Config& config, int world_size, int rank, int64_t step);
 // The resolved config stored by checkpoint_base_meta; errors name `source`.
 Config config_from_checkpoint_meta(const nlohmann::json& meta, const std::string& source);
 
@@ -157,6 +155,19 @@ std::string checkpoint_rank_path(const std::string& root, int64_t step, int rank
 // Parses "step-000100" -> 100; nullopt for anything else.
 std::optional<int64_t> parse_checkpoint_step_name(const std::string& name);
 
+// <step_dir>/rank-<rank>.bin
+std::string checkpoint_rank_file(const std::string& step_dir, int rank);
+
+// Creates <root>/step-<N>/ (and its parents) if needed and writes this rank's file there.
+// Returns the path. The whole protocol for one checkpoint of a K-rank run:
+//   every rank:  write_checkpoint_rank(w, root, step, rank);
+//   barrier (every file is complete);
+//   rank 0:      write_latest_checkpoint(root, step); prune_checkpoints(root, keep_last, step);
+// Resuming: step_dir = resolve_resume(spec, root); c = read_checkpoint(
+//   checkpoint_rank_file(step_dir, rank)); validate_compatible(c.meta(), identity, c.path()).
+std::string write_checkpoint_rank(const CheckpointWriter& w, const std::string& root, int64_t step,
+                                  int rank);
+
 // Step numbers of the step directories under `root`, ascending (empty when root is missing).
 std::vector<int64_t> list_checkpoint_steps(const std::string& root);
 
@@ -169,7 +180,10 @@ std::optional<int64_t> read_latest_checkpoint(const std::string& root);
 // Deletes step directories so that at most `keep_last` remain among those with a step
 // <= just_written (keep_last <= 0 keeps everything). Never deletes the step just written nor
 // the one `latest` points to; step directories newer than just_written (left by an abandoned
-// run that was resumed from an earlier step) are left alone. Returns the deleted steps.
+// run that was resumed from an earlier step) are left alone. Also deletes the hidden
+// temporary files that killed writes leave behind (".rank-0.bin.tmp-<pid>-<n>") in the root
+// and the remaining step directories up to just_written: call it after every rank's file of
+// just_written is complete (after a barrier). Returns the deleted steps.
 std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last,
                                        int64_t just_written);
 

@@ -6,15 +6,19 @@
 // of q/k rows. A tied model has no lm_head.weight (HF re-ties it from tie_word_embeddings).
 #pragma once
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/config/config.hpp"
 #include "loco/io/dtype.hpp"
 
 namespace loco {
+
+// Number of parameters llama_param_layout(m) would hold, computed without building it
+// (overflow-checked; throws loco::Error). Lets readers compare an untrusted config against
+// the data actually present before allocating anything.
+uint64_t llama_param_count(const ModelConfig& m);
 
 // config.json for LlamaForCausalLM. torch_dtype: StorageDType::F32 -> "float32",
 // BF16 -> "bfloat16".

@@ -1,19 +1,18 @@
 // A model to evaluate or export, from either a loco checkpoint (file, step directory, or
 // run/checkpoint directory: its latest step, rank 0) or a Hugging Face directory.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/config/config.hpp"
 
 namespace loco {
 
 struct ModelSource {
-  std::string kind;              // "checkpoint" or "hf"
-  std::string path;              // the checkpoint file or HF directory actually read
+  std::string kind;  // "checkpoint" or "hf"
+  std::string path;  // the checkpoint file or HF directory actually read
   ModelConfig model;
   std::optional<Config> config;  // the run's resolved config (checkpoints only)
   std::vector<float> params;     // host F32, llama_param_layout(model) order

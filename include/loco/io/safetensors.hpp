@@ -41,7 +41,7 @@ struct SafetensorsTensor {
   StorageDType dtype = StorageDType::F32;
   std::vector<int64_t> shape;
   uint64_t numel = 0;
-  uint64_t begin = 0, end = 0;  // data_offsets
+  uint64_t begin = 0, end = 0;          // data_offsets
   const unsigned char* data = nullptr;  // valid while the SafetensorsFile lives
   uint64_t bytes() const { return end - begin; }
 };

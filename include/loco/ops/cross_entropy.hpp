@@ -5,8 +5,39 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
+
+#include "loco/ops/cpu_isa.hpp"
+#include "loco/ops/fast_math.hpp"
 
 namespace loco::ops {
+
+namespace detail {
+
+// Rows [row_begin, row_end); e: scratch of V.
+template <typename Real>
+void cross_entropy_rows(Real* losses, Real* logits, const int32_t* targets, int V,
+                        Real grad_scale, bool compute_grad, Real* e, size_t row_begin,
+                        size_t row_end) {
+  for (size_t n = row_begin; n < row_end; ++n) {
+    Real* row = logits + n * V;
+    const Real max_logit = max_fixed(row, V);
+    for (int i = 0; i < V; ++i) e[i] = fast_exp(row[i] - max_logit);
+    const Real sum_exp = sum_fixed(e, V);
+    const Real lse = max_logit + std::log(sum_exp);
+    const int target = targets[n];
+    losses[n] = lse - row[target];
+    if (!compute_grad) continue;
+    // softmax = e / sum_exp = exp(row - lse)
+    const Real scale = grad_scale / sum_exp;
+    for (int i = 0; i < V; ++i) row[i] = e[i] * scale;
+    row[target] -= grad_scale;
+  }
+}
+
+LOCO_ISA_CLONES(cross_entropy_rows)
+
+}  // namespace detail
 
 // logits: (N,V); targets: (N), each in [0, V); losses: (N) = -log softmax(logits)[target].
 // The row max is subtracted before exponentiating, so large logits cannot overflow.
@@ -16,19 +47,14 @@ namespace loco::ops {
 template <typename Real>
 void cross_entropy(Real* losses, Real* logits, const int32_t* targets, int N, int V,
                    std::type_identity_t<Real> grad_scale, bool compute_grad) {
-#pragma omp parallel for
-  for (int n = 0; n < N; ++n) {
-    Real* row = logits + static_cast<size_t>(n) * V;
-    const Real max_logit = *std::max_element(row, row + V);
-    Real sum_exp = 0;
-    for (int i = 0; i < V; ++i) sum_exp += std::exp(row[i] - max_logit);
-    const Real lse = max_logit + std::log(sum_exp);
-    const int target = targets[n];
-    losses[n] = lse - row[target];
-    if (!compute_grad) continue;
-    for (int i = 0; i < V; ++i) row[i] = std::exp(row[i] - lse) * grad_scale;
-    row[target] -= grad_scale;
-  }
+  if (N <= 0 || V <= 0) return;
+  const size_t rows = std::max<size_t>(1, kElementwiseChunk / static_cast<size_t>(V));
+  for_chunks(static_cast<size_t>(N), rows, [&](size_t begin, size_t end) {
+    std::vector<Real> e(static_cast<size_t>(V));
+    Real* scratch = e.data();
+    LOCO_ISA_CALL(detail::cross_entropy_rows, losses, logits, targets, V, Real(grad_scale),
+                  compute_grad, scratch, begin, end);
+  });
 }
 
 }  // namespace loco::ops

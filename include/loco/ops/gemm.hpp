@@ -1,9 +1,21 @@
 // Row-major GEMM on top of CBLAS, overloaded for float (sgemm) and double (dgemm) so the
 // op templates can be instantiated in double for gradient checks.
+//
+// Threading: OpenBLAS (the pthread build) runs single-threaded, and a large product is cut
+// into a few independent pieces along M or N that the OpenMP team runs in parallel. Then
+// every thread of the process belongs to one pool: the CPU backend's own ops and the GEMMs no
+// longer fight over the cores (OpenBLAS's worker threads spin and yield for a while after
+// each call, OpenMP's spin after each region; with both pools active, a 2-core machine ran
+// four busy threads). The pieces depend only on the shape, never on the thread count, and
+// each output element is computed by one BLAS call with the whole K, so results are
+// deterministic. LOCO_BLAS_THREADS=1 restores OpenBLAS's own threading instead.
 #pragma once
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 
 namespace loco::ops {
 
@@ -19,6 +31,29 @@ inline void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int
                        const double* A, int lda, const double* B, int ldb, double beta, double* C,
                        int ldc) {
   cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// True (after making OpenBLAS single-threaded, once) unless LOCO_BLAS_THREADS=1 asks to
+// leave threading to OpenBLAS.
+inline bool split_gemms() {
+  static const bool split = [] {
+    const char* env = std::getenv("LOCO_BLAS_THREADS");
+    if (env && std::strcmp(env, "1") == 0) return false;
+#ifdef OPENBLAS_VERSION
+    openblas_set_num_threads(1);
+#endif
+    return true;
+  }();
+  return split;
+}
+
+// Pieces for a dimension of `dim`: a power of two with pieces of >= 128 rows (>= 64 when
+// that is all there is), at most 8. Packing the other operand once per piece is the cost.
+inline int gemm_pieces(int dim) {
+  int pieces = 1;
+  while (pieces < 8 && dim / (pieces * 2) >= 128) pieces *= 2;
+  if (pieces == 1 && dim >= 128) pieces = 2;
+  return pieces;
 }
 
 }  // namespace detail
@@ -38,8 +73,33 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, Real alpha, const Rea
   }
   const int lda = trans_a ? M : K;
   const int ldb = trans_b ? K : N;
-  detail::cblas_gemm(trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N,
-                     K, alpha, A, lda, B, ldb, beta, C, N);
+  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  const double work = static_cast<double>(M) * N * K;
+  const bool split = detail::split_gemms();
+  if (!split || work < double(1 << 21)) {
+    detail::cblas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, N);
+    return;
+  }
+  // Cut the larger of M and N (rows of C, or columns) into pieces of `step`.
+  const bool by_rows = M >= N;
+  const int dim = by_rows ? M : N;
+  const int pieces = detail::gemm_pieces(dim);
+  const int step = (dim + pieces - 1) / pieces;
+#pragma omp parallel for schedule(static) if (pieces > 1)
+  for (int p = 0; p < pieces; ++p) {
+    const int begin = p * step;
+    const int count = std::min(step, dim - begin);
+    if (count <= 0) continue;
+    if (by_rows) {
+      const Real* A_p = trans_a ? A + begin : A + static_cast<size_t>(begin) * K;
+      detail::cblas_gemm(ta, tb, count, N, K, alpha, A_p, lda, B, ldb, beta,
+                         C + static_cast<size_t>(begin) * N, N);
+    } else {
+      const Real* B_p = trans_b ? B + static_cast<size_t>(begin) * K : B + begin;
+      detail::cblas_gemm(ta, tb, M, count, K, alpha, A, lda, B_p, ldb, beta, C + begin, N);
+    }
+  }
 }
 
 }  // namespace loco::ops
