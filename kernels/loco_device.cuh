@@ -55,6 +55,39 @@ __device__ __forceinline__ bool not_finite(float x) {
   return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// ---- 16-byte vector helpers (8 bf16 per uint4, 4 f32 per float4) --------------------------
+// Callers check alignment at the launcher (Buf slices may start at any element offset) and
+// fall back to the scalar kernels when a pointer is not 16-byte aligned.
+inline bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+__device__ __forceinline__ void unpack8(const uint4& u, float f[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 t = __bfloat1622float2(h[k]);
+    f[2 * k] = t.x;
+    f[2 * k + 1] = t.y;
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float f[8]) {
+  uint4 u;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    __nv_bfloat162 t;
+    t.x = to_bf(f[2 * k]);
+    t.y = to_bf(f[2 * k + 1]);
+    h[k] = t;
+  }
+  return u;
+}
+__device__ __forceinline__ void load8(const bf16* p, float f[8]) {
+  unpack8(*reinterpret_cast<const uint4*>(p), f);
+}
+__device__ __forceinline__ void store8(bf16* p, const float f[8]) {
+  *reinterpret_cast<uint4*>(p) = pack8(f);
+}
+
 // Grid size for a grid-stride loop over n items with `block` threads per block.
 inline unsigned grid_for(size_t n, int block, unsigned cap = 8192) {
   size_t g = (n + static_cast<size_t>(block) - 1) / static_cast<size_t>(block);

@@ -14,7 +14,7 @@ if [[ ! -f "$BUILD_DIR/build.ninja" && ! -f "$BUILD_DIR/Makefile" ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCO_ENABLE_CUDA=OFF >/dev/null
 fi
 cmake --build "$BUILD_DIR" --target test_compress >/dev/null
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
 echo "date:    $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BUILD_DIR/tests/test_compress" "[.bench]" | sed -n '/^input:/,/^information limit k=128/p'

@@ -8,7 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin           # MPI: CPU collectives and the launcher
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev catch2
   libopenblas-dev                      # sgemm for the CPU backend
-  libxxhash-dev                        # XXH3 checksums of checkpoints (header-only use)
+  libxxhash-dev                        # tests cross-check our XXH64 (checkpoint checksums)
   bible-kjv                            # the corpus's source (data/ already holds the text)
   gnuplot-nox                          # plots in scripts/compare.sh
 )

@@ -8,14 +8,14 @@
 //     12  u32      prefix size (64)
 //     16  u64      H: bytes of the JSON header (space-padded so that 64 + H is a multiple of 64)
 //     24  u64      D: bytes of the data area
-//     32  u64      XXH3-64 of the JSON header's H bytes
+//     32  u64      XXH64 of the JSON header's H bytes
 //     40  u64[2]   reserved, zero
-//     56  u64      XXH3-64 of bytes [0, 56)
+//     56  u64      XXH64 of bytes [0, 56)
 //   [64, 64+H)         JSON header {"format": "loco-checkpoint", "version": 1, "meta": {...},
-//                      "tensors": [{"name", "dtype", "count", "offset", "bytes", "xxh3"}, ...]}
+//                      "tensors": [{"name", "dtype", "count", "offset", "bytes", "xxh64"}, ...]}
 //                      offsets relative to the data area, multiples of 64, ascending
 //   [64+H, 64+H+D)     data: each tensor's raw little-endian bytes; gaps are zero
-//   [64+H+D, +8)       u64 XXH3-64 of every byte before it
+//   [64+H+D, +8)       u64 XXH64 of every byte before it
 #include "loco/io/checkpoint.hpp"
 
 #include <algorithm>
@@ -27,8 +27,7 @@
 
 #include "loco/core/error.hpp"
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "loco/io/xxh64.hpp"
 
 namespace loco {
 
@@ -185,7 +184,7 @@ uint64_t CheckpointWriter::write(const std::string& path) const {
                        {"count", e.count},
                        {"offset", offset},
                        {"bytes", bytes},
-                       {"xxh3", hex64(XXH3_64bits(e.data, static_cast<size_t>(bytes)))}});
+                       {"xxh64", hex64(Xxh64::hash(e.data, static_cast<size_t>(bytes)))}});
   }
   const uint64_t data_bytes = end;
   json doc = {{"format", "loco-checkpoint"},
@@ -206,20 +205,14 @@ uint64_t CheckpointWriter::write(const std::string& path) const {
   store_u32(prefix + 12, static_cast<uint32_t>(kPrefixBytes));
   store_u64(prefix + 16, header.size());
   store_u64(prefix + 24, data_bytes);
-  store_u64(prefix + 32, XXH3_64bits(header.data(), header.size()));
-  store_u64(prefix + 56, XXH3_64bits(prefix, 56));
+  store_u64(prefix + 32, Xxh64::hash(header.data(), header.size()));
+  store_u64(prefix + 56, Xxh64::hash(prefix, 56));
 
-  XXH3_state_t* state = XXH3_createState();
-  if (state == nullptr) throw Error("cannot write " + path + ": out of memory");
-  struct StateFree {
-    XXH3_state_t* s;
-    ~StateFree() { XXH3_freeState(s); }
-  } state_free{state};
-  XXH3_64bits_reset(state);
+  Xxh64 state;
 
   AtomicFile file(path);
   auto put = [&](const void* p, size_t n) {
-    XXH3_64bits_update(state, p, n);
+    state.update(p, n);
     file.write(p, n);
   };
   put(prefix, sizeof prefix);
@@ -239,7 +232,7 @@ uint64_t CheckpointWriter::write(const std::string& path) const {
     pos = offsets[i] + bytes;
   }
   unsigned char trailer[kTrailerBytes];
-  store_u64(trailer, XXH3_64bits_digest(state));
+  store_u64(trailer, state.digest());
   file.write(trailer, sizeof trailer);
   file.commit();
   return file.bytes_written();
@@ -311,7 +304,7 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     fail_at(source, "unsupported checkpoint format version " + std::to_string(version) +
                         " (this build reads version " + std::to_string(kCheckpointVersion) +
                         "; if the file is not from a newer loco, it is corrupt)");
-  if (verify_checksum && XXH3_64bits(p, 56) != load_u64(p + 56))
+  if (verify_checksum && Xxh64::hash(p, 56) != load_u64(p + 56))
     fail_at(source, "checksum mismatch in the 64-byte prefix (file is corrupt)");
   if (load_u32(p + 12) != kPrefixBytes || load_u64(p + 40) != 0 || load_u64(p + 48) != 0)
     fail_at(source, "malformed prefix (prefix size / reserved fields; file is corrupt)");
@@ -339,9 +332,9 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
   const char* header_begin = reinterpret_cast<const char*>(p + kPrefixBytes);
   const unsigned char* data = p + kPrefixBytes + header_bytes;
   const bool file_ok =
-      !verify_checksum || XXH3_64bits(p, static_cast<size_t>(size - kTrailerBytes)) ==
+      !verify_checksum || Xxh64::hash(p, static_cast<size_t>(size - kTrailerBytes)) ==
                               load_u64(p + size - kTrailerBytes);
-  if (!file_ok && XXH3_64bits(header_begin, static_cast<size_t>(header_bytes)) != load_u64(p + 32))
+  if (!file_ok && Xxh64::hash(header_begin, static_cast<size_t>(header_bytes)) != load_u64(p + 32))
     fail_at(source, "checksum mismatch in the JSON header (file is corrupt)");
 
   const json doc =
@@ -376,7 +369,7 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     const std::string where = "tensor #" + std::to_string(i);
     if (!t.is_object()) bad_header(source, where + " is not an object");
     if (t.size() != 6)
-      bad_header(source, where + " must have exactly name, dtype, count, offset, bytes, xxh3");
+      bad_header(source, where + " must have exactly name, dtype, count, offset, bytes, xxh64");
     auto get_u64 = [&](const char* key) -> uint64_t {
       const auto it = t.find(key);
       if (it == t.end() || !it->is_number_unsigned())
@@ -402,8 +395,8 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     ct.count = get_u64("count");
     const uint64_t offset = get_u64("offset");
     ct.bytes = get_u64("bytes");
-    const auto hash = parse_hex64(get_str("xxh3"));
-    if (!hash) bad_header(source, named + ": \"xxh3\" is not 16 lowercase hex digits");
+    const auto hash = parse_hex64(get_str("xxh64"));
+    if (!hash) bad_header(source, named + ": \"xxh64\" is not 16 lowercase hex digits");
     const uint64_t elem = storage_dtype_size(ct.dtype);
     if (ct.count > std::numeric_limits<uint64_t>::max() / elem || ct.count * elem != ct.bytes)
       bad_header(source, named + ": " + std::to_string(ct.count) + " " + dtype_name +
@@ -430,7 +423,7 @@ Checkpoint parse_checkpoint(AlignedBytes bytes, const std::string& source, bool 
     // Say which tensor is damaged, when one is.
     for (size_t i = 0; i < c.tensors_.size(); ++i) {
       const auto& t = c.tensors_[i];
-      if (XXH3_64bits(t.data, static_cast<size_t>(t.bytes)) != hashes[i]) {
+      if (Xxh64::hash(t.data, static_cast<size_t>(t.bytes)) != hashes[i]) {
         const uint64_t at = static_cast<uint64_t>(static_cast<const unsigned char*>(t.data) - p);
         fail_at(source, "checksum mismatch in tensor \"" + t.name + "\" (file bytes " +
                             std::to_string(at) + ".." + std::to_string(at + t.bytes) +

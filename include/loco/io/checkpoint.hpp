@@ -1,7 +1,7 @@
 // Checkpoints: one file per rank holding a JSON metadata document (whatever the caller puts
 // in: step counters, resolved config, data positions, RNG states, comm counters, ...) and
 // named raw tensors (parameters, optimizer state, outer-loop state, ...), protected by an
-// XXH3-64 checksum of every byte, written atomically (temporary file, fsync, rename, fsync of
+// XXH64 checksum of every byte, written atomically (temporary file, fsync, rename, fsync of
 // the directory). docs/reliability.md describes the on-disk format byte by byte.
 //
 //   CheckpointWriter w;

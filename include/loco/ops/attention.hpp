@@ -8,7 +8,7 @@
 //
 // How it is fast on a CPU without giving up determinism:
 //  - each task copies its kv head's K (and V) transposed into a contiguous, zero-padded
-//    (hd, Tp) scratch, so the scores of kRowBlock query rows against W keys are a register
+//    (hd, Tp) scratch, so the scores of RB query rows against W keys are a register
 //    tile acc[r] += q[r][d]·Kᵀ[d][j..j+W), summed over d in order;
 //  - output rows (out, dq) are register tiles over W channels, summed over keys in order;
 //  - exp is the vectorisable fast_exp; softmax sums and maxima use a fixed association;
@@ -43,7 +43,7 @@ struct AttentionShape {
   size_t lse_index(int b, int h, int t) const { return (static_cast<size_t>(b) * NH + h) * T + t; }
 };
 
-constexpr int kRowBlock = 4;  // query rows handled together (they share every K/V load)
+constexpr int kMaxRowBlock = 8;  // query rows handled together (they share every K/V load)
 constexpr int kMaxTile = 32;  // widest key tile; rows of the K/V/score scratch are padded to it
 
 inline int padded_keys(int T) { return (T + kMaxTile - 1) / kMaxTile * kMaxTile; }
@@ -62,7 +62,7 @@ struct SimdOf {
 #define LOCO_SIMD_STORE(Simd, p, v) (*reinterpret_cast<typename Simd::U*>(p) = (v))
 
 // Per-thread scratch. kt/vt: (hd, Tp) transposed K/V, zero in the padding columns;
-// s1/s2: kRowBlock score rows of Tp; dk/dv: (T, hd) accumulators of one kv head.
+// s1/s2: kMaxRowBlock score rows of Tp; dk/dv: (T, hd) accumulators of one kv head.
 template <typename Real>
 struct AttentionScratch {
   int Tp;
@@ -71,8 +71,8 @@ struct AttentionScratch {
     const size_t hd = static_cast<size_t>(s.hd), T = static_cast<size_t>(s.T);
     kt.assign(hd * Tp, Real(0));
     vt.assign(hd * Tp, Real(0));
-    s1.assign(static_cast<size_t>(kRowBlock) * Tp, Real(0));
-    s2.assign(static_cast<size_t>(kRowBlock) * Tp, Real(0));
+    s1.assign(static_cast<size_t>(kMaxRowBlock) * Tp, Real(0));
+    s2.assign(static_cast<size_t>(kMaxRowBlock) * Tp, Real(0));
     dk.assign(T * hd, Real(0));
     dv.assign(T * hd, Real(0));
   }
@@ -254,8 +254,9 @@ void attention_rows_backward(Real* dq, const Real* dout, const Real* q, const Re
                             [&](int j) { return k + s.kv_row(b, j, kvh); });
 }
 
-// Forward of one (batch, query head) pair. `kt_of` remembers which K is in w.kt.
-template <int W, typename Real>
+// Forward of one (batch, query head) pair, RB query rows at a time. `kt_of` remembers which
+// K is in w.kt.
+template <int W, int RB, typename Real>
 void attention_head_forward(Real* out, Real* lse, const Real* q, const Real* k, const Real* v,
                             const AttentionShape& s, int b, int h, AttentionScratch<Real>& w,
                             int& kt_of) {
@@ -266,8 +267,7 @@ void attention_head_forward(Real* out, Real* lse, const Real* q, const Real* k, 
     kt_of = key;
   }
   int t0 = 0;
-  for (; t0 + kRowBlock <= s.T; t0 += kRowBlock)
-    attention_rows_forward<W, kRowBlock>(out, lse, q, v, s, b, h, t0, w);
+  for (; t0 + RB <= s.T; t0 += RB) attention_rows_forward<W, RB>(out, lse, q, v, s, b, h, t0, w);
   for (; t0 < s.T; ++t0) attention_rows_forward<W, 1>(out, lse, q, v, s, b, h, t0, w);
 }
 
@@ -278,7 +278,7 @@ void attention_head_forward(Real* out, Real* lse, const Real* q, const Real* k, 
 // With p_j = softmax(scale·q·k_j) and D = Σ_d dout·out (= Σ_j p_j dp_j):
 //   dv_j += p_j dout;  dp_j = dout·v_j;  ds_j = p_j (dp_j - D);
 //   dq += scale Σ_j ds_j k_j;  dk_j += scale ds_j q.
-template <int W, typename Real>
+template <int W, int RB, typename Real>
 void attention_kv_head_backward(Real* dq, Real* dk, Real* dv, const Real* dout, const Real* q,
                                 const Real* k, const Real* v, const Real* out, const Real* lse,
                                 const AttentionShape& s, int b, int kvh,
@@ -290,8 +290,8 @@ void attention_kv_head_backward(Real* dq, Real* dk, Real* dv, const Real* dout, 
   std::fill(w.dv.begin(), w.dv.end(), Real(0));
   for (int h = kvh * s.group(); h < (kvh + 1) * s.group(); ++h) {
     int t0 = 0;
-    for (; t0 + kRowBlock <= s.T; t0 += kRowBlock)
-      attention_rows_backward<W, kRowBlock>(dq, dout, q, k, out, lse, s, b, h, t0, w);
+    for (; t0 + RB <= s.T; t0 += RB)
+      attention_rows_backward<W, RB>(dq, dout, q, k, out, lse, s, b, h, t0, w);
     for (; t0 < s.T; ++t0)
       attention_rows_backward<W, 1>(dq, dout, q, k, out, lse, s, b, h, t0, w);
   }
@@ -301,7 +301,8 @@ void attention_kv_head_backward(Real* dq, Real* dk, Real* dv, const Real* dout, 
   }
 }
 
-// The tasks per instruction set: W = two registers of Real lanes.
+// The tasks per instruction set: W = two registers of Real lanes; RB = 8 rows with 32 vector
+// registers (AVX-512), else 4.
 template <typename Real>
 using HeadForwardFn = void (*)(Real*, Real*, const Real*, const Real*, const Real*,
                                const AttentionShape&, int, int, AttentionScratch<Real>&, int&);
@@ -316,21 +317,21 @@ LOCO_TARGET_AVX2 void attention_head_forward_avx2(Real* out, Real* lse, const Re
                                                   const Real* k, const Real* v,
                                                   const AttentionShape& s, int b, int h,
                                                   AttentionScratch<Real>& w, int& kt_of) {
-  attention_head_forward<64 / sizeof(Real)>(out, lse, q, k, v, s, b, h, w, kt_of);
+  attention_head_forward<64 / sizeof(Real), 4>(out, lse, q, k, v, s, b, h, w, kt_of);
 }
 template <typename Real>
 LOCO_TARGET_AVX512 void attention_head_forward_avx512(Real* out, Real* lse, const Real* q,
                                                       const Real* k, const Real* v,
                                                       const AttentionShape& s, int b, int h,
                                                       AttentionScratch<Real>& w, int& kt_of) {
-  attention_head_forward<128 / sizeof(Real)>(out, lse, q, k, v, s, b, h, w, kt_of);
+  attention_head_forward<128 / sizeof(Real), 8>(out, lse, q, k, v, s, b, h, w, kt_of);
 }
 template <typename Real>
 LOCO_TARGET_AVX2 void attention_kv_head_backward_avx2(
     Real* dq, Real* dk, Real* dv, const Real* dout, const Real* q, const Real* k, const Real* v,
     const Real* out, const Real* lse, const AttentionShape& s, int b, int kvh,
     AttentionScratch<Real>& w) {
-  attention_kv_head_backward<64 / sizeof(Real)>(dq, dk, dv, dout, q, k, v, out, lse, s, b, kvh,
+  attention_kv_head_backward<64 / sizeof(Real), 4>(dq, dk, dv, dout, q, k, v, out, lse, s, b, kvh,
                                                 w);
 }
 template <typename Real>
@@ -338,7 +339,7 @@ LOCO_TARGET_AVX512 void attention_kv_head_backward_avx512(
     Real* dq, Real* dk, Real* dv, const Real* dout, const Real* q, const Real* k, const Real* v,
     const Real* out, const Real* lse, const AttentionShape& s, int b, int kvh,
     AttentionScratch<Real>& w) {
-  attention_kv_head_backward<128 / sizeof(Real)>(dq, dk, dv, dout, q, k, v, out, lse, s, b, kvh,
+  attention_kv_head_backward<128 / sizeof(Real), 8>(dq, dk, dv, dout, q, k, v, out, lse, s, b, kvh,
                                                  w);
 }
 #endif
@@ -349,7 +350,7 @@ HeadForwardFn<Real> pick_head_forward() {
   if (cpu_isa() == CpuIsa::Avx512) return &attention_head_forward_avx512<Real>;
   if (cpu_isa() == CpuIsa::Avx2) return &attention_head_forward_avx2<Real>;
 #endif
-  return &attention_head_forward<32 / sizeof(Real), Real>;
+  return &attention_head_forward<32 / sizeof(Real), 4, Real>;
 }
 
 template <typename Real>
@@ -358,7 +359,7 @@ KvHeadBackwardFn<Real> pick_kv_head_backward() {
   if (cpu_isa() == CpuIsa::Avx512) return &attention_kv_head_backward_avx512<Real>;
   if (cpu_isa() == CpuIsa::Avx2) return &attention_kv_head_backward_avx2<Real>;
 #endif
-  return &attention_kv_head_backward<32 / sizeof(Real), Real>;
+  return &attention_kv_head_backward<32 / sizeof(Real), 4, Real>;
 }
 
 }  // namespace detail
