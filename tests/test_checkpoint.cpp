@@ -16,9 +16,8 @@
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "loco/io/checkpoint.hpp"
-#include "support/catch.hpp"
-
 #include "loco/io/xxh64.hpp"
+#include "support/catch.hpp"
 
 #if __has_include(<xxhash.h>)
 #define XXH_INLINE_ALL

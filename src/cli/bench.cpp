@@ -22,8 +22,10 @@
 #include "loco/backend/backend.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
+#include "loco/core/hash.hpp"
 #include "loco/core/rng.hpp"
 #include "loco/model/llama.hpp"
+#include "loco/ops/cpu_isa.hpp"
 #include "loco/optim/optimizer.hpp"
 
 namespace loco {
@@ -291,6 +293,13 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   }
 
   const double cpu_per_step = (process_cpu_seconds() - cpu0) / options.steps;
+  // A fingerprint of the parameters after every step: equal across thread counts (and runs)
+  // when the backend is deterministic.
+  std::vector<float> host_params(model.num_params());
+  backend.download(host_params.data(), model.params());
+  const uint64_t params_hash = hash_bytes(host_params.data(), host_params.size() * sizeof(float));
+  char hash_hex[17];
+  std::snprintf(hash_hex, sizeof hash_hex, "%016llx", static_cast<unsigned long long>(params_hash));
   const double median = median_of(step_s);
   const double mean = std::accumulate(step_s.begin(), step_s.end(), 0.0) / step_s.size();
   double var = 0;
@@ -308,6 +317,7 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
             {"name", config.name},
             {"backend", device->name()},
             {"omp_threads", omp_get_max_threads()},
+            {"cpu_isa", ops::cpu_isa_name(ops::cpu_isa())},
             {"blas_threads", openblas_get_num_threads()},
             {"model",
              {{"vocab_size", mc.vocab_size},
@@ -337,7 +347,8 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
             {"flops_formula", "6*N + 12*L*d_model*seq_len, N = all parameters"},
             {"model_flops_per_s", flops_per_token * tokens_per_step / median},
             {"peak_rss_mib", peak_rss_mib()},
-            {"final_loss", last_loss}};
+            {"final_loss", last_loss},
+            {"params_hash", hash_hex}};
 
   std::vector<std::pair<std::string, TimedBackend::Entry>> ops;
   if (timed) {
@@ -358,9 +369,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
 
   if (!options.quiet) {
     std::printf("loco bench: %s | backend %s | %s parameters | B=%d T=%d accum=%d | %d OpenMP "
-                "thread(s), %d BLAS thread(s)\n",
+                "thread(s), %d BLAS thread(s), %s kernels\n",
                 config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B,
-                T, accum, omp_get_max_threads(), openblas_get_num_threads());
+                T, accum, omp_get_max_threads(), openblas_get_num_threads(),
+                ops::cpu_isa_name(ops::cpu_isa()));
     std::printf("  %-14s %d warm-up + %d timed steps of %s tokens\n", "steps", options.warmup,
                 options.steps, group_digits(tokens_per_step).c_str());
     std::printf("  %-14s median %.2f ms | mean %.2f ms | min %.2f ms | max %.2f ms | sd %.2f ms\n",
@@ -373,7 +385,7 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
                 "model FLOP/s", flops_per_token * tokens_per_step / median / 1e9,
                 flops_per_token);
     std::printf("  %-14s %.1f MiB\n", "peak RSS", peak_rss_mib());
-    std::printf("  %-14s %.9g\n", "last loss", last_loss);
+    std::printf("  %-14s %.9g (parameter hash %s)\n", "last loss", last_loss, hash_hex);
     if (timed) {
       std::printf("\n  per step (synchronised around every op; totals differ from above)\n");
       for (const auto& [name, s] : phases)

@@ -26,7 +26,6 @@
 #include <set>
 
 #include "loco/core/error.hpp"
-
 #include "loco/io/xxh64.hpp"
 
 namespace loco {

@@ -100,7 +100,7 @@ class Xxh64 {
 
   static uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
   static uint64_t load64(const unsigned char* p) {  // little-endian hosts only (static_assert
-    uint64_t v;                                      // in the users)
+    uint64_t v;                                     // in the users)
     std::memcpy(&v, p, 8);
     return v;
   }

@@ -28,12 +28,12 @@ inline float bf16_bits_to_float(uint16_t bits) {
 }
 
 inline void convert_f32_to_bf16(uint16_t* dst, const float* src, size_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (n > (size_t{1} << 15))
   for (size_t i = 0; i < n; ++i) dst[i] = float_to_bf16_bits(src[i]);
 }
 
 inline void convert_bf16_to_f32(float* dst, const uint16_t* src, size_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (n > (size_t{1} << 15))
   for (size_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
 }
 
