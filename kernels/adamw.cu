@@ -86,7 +86,7 @@ extern "C" cudaError_t loco_adamw_f32(float* param, const float* grad, float* m,
                                       float weight_decay, float bc1, float bc2, float grad_scale,
                                       cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  if (is_aligned16(param) && is_aligned16(grad) && is_aligned16(m) && is_aligned16(v)) {
+  if (vector_path_ok(param) && vector_path_ok(grad) && vector_path_ok(m) && vector_path_ok(v)) {
     const AdamArgs a{lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale};
     adamw_vec_kernel<<<grid_for(n / 4, 256, 132 * 16), 256, 0, s>>>(param, grad, m, v, n / 4, n,
                                                                     a);

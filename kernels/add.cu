@@ -38,7 +38,7 @@ __global__ void add_bf16_vec_kernel(bf16* out, const bf16* a, const bf16* b, siz
 extern "C" cudaError_t loco_add_bf16(bf16* out, const bf16* a, const bf16* b, size_t n,
                                      cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  if (is_aligned16(out) && is_aligned16(a) && is_aligned16(b)) {
+  if (vector_path_ok(out) && vector_path_ok(a) && vector_path_ok(b)) {
     const size_t n8 = n / 8;
     add_bf16_vec_kernel<<<grid_for(n8, 256, 132 * 16), 256, 0, s>>>(out, a, b, n8, n);
   } else {

@@ -164,7 +164,7 @@ extern "C" cudaError_t loco_cross_entropy(float* losses, bf16* logits, const int
                                           int N, int V, float grad_scale, int compute_grad,
                                           int* status, cudaStream_t s) {
   if (N <= 0 || V <= 0) return cudaSuccess;
-  if (V % 8 == 0 && is_aligned16(logits)) {
+  if (V % 8 == 0 && vector_path_ok(logits)) {
     cross_entropy_vec_kernel<<<grid_for(N, 1, 65535), kBlock, 0, s>>>(
         losses, logits, targets, N, V, grad_scale, compute_grad, status);
     return cudaGetLastError();

@@ -259,7 +259,7 @@ extern "C" cudaError_t loco_rmsnorm_forward(bf16* out, float* rstd, const bf16* 
                                             cudaStream_t s) {
   if (N <= 0 || C <= 0) return cudaSuccess;
   const int rows_per_block = kBlock / 32;
-  if (rms_vec_ok(C) && is_aligned16(out) && is_aligned16(in) && is_aligned16(weight)) {
+  if (rms_vec_ok(C) && vector_path_ok(out) && vector_path_ok(in) && vector_path_ok(weight)) {
     const unsigned grid = grid_for(N, rows_per_block, 65535);
     switch (rms_vpl(C)) {
       case 1: rmsnorm_forward_vec_kernel<1><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps); break;
@@ -285,7 +285,7 @@ extern "C" cudaError_t loco_rmsnorm_backward(bf16* din, float* dweight, const bf
                                              const float* rstd, int N, int C, float* scratch,
                                              cudaStream_t s) {
   if (N <= 0 || C <= 0) return cudaSuccess;
-  if (rms_vec_ok(C) && is_aligned16(din) && is_aligned16(dout) && is_aligned16(in) && is_aligned16(weight)) {
+  if (rms_vec_ok(C) && vector_path_ok(din) && vector_path_ok(dout) && vector_path_ok(in) && vector_path_ok(weight)) {
     const int G = vec_partials(N);
     const size_t sm = static_cast<size_t>(kVecWarps) * C * sizeof(float);  // <= 32 KiB
     switch (rms_vpl(C)) {

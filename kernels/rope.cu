@@ -95,7 +95,7 @@ __global__ void rope_vec_kernel(bf16* out, const bf16* x, int B, int T, int H, i
 extern "C" cudaError_t loco_rope(bf16* out, const bf16* x, int B, int T, int H, int hd,
                                  float theta, int direction, cudaStream_t s) {
   if (B <= 0 || T <= 0 || H <= 0 || hd < 2) return cudaSuccess;
-  if (hd % 16 == 0 && is_aligned16(out) && is_aligned16(x)) {
+  if (hd % 16 == 0 && vector_path_ok(out) && vector_path_ok(x)) {
     const size_t items8 = static_cast<size_t>(B) * T * (hd / 16);
     rope_vec_kernel<<<grid_for(items8, 256), 256, 0, s>>>(out, x, B, T, H, hd,
                                                           static_cast<double>(theta), direction);

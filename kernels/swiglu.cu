@@ -96,7 +96,7 @@ __global__ void swiglu_backward_vec_kernel(bf16* dgate, bf16* dup, const bf16* d
 extern "C" cudaError_t loco_swiglu_forward(bf16* out, const bf16* gate, const bf16* up, size_t n,
                                            cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  if (is_aligned16(out) && is_aligned16(gate) && is_aligned16(up)) {
+  if (vector_path_ok(out) && vector_path_ok(gate) && vector_path_ok(up)) {
     swiglu_forward_vec_kernel<<<grid_for(n / 8, 256, 132 * 16), 256, 0, s>>>(out, gate, up,
                                                                             n / 8, n);
     return cudaGetLastError();
@@ -109,8 +109,8 @@ extern "C" cudaError_t loco_swiglu_backward(bf16* dgate, bf16* dup, const bf16* 
                                             const bf16* gate, const bf16* up, size_t n,
                                             cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  if (is_aligned16(dgate) && is_aligned16(dup) && is_aligned16(dout) && is_aligned16(gate) &&
-      is_aligned16(up)) {
+  if (vector_path_ok(dgate) && vector_path_ok(dup) && vector_path_ok(dout) && vector_path_ok(gate) &&
+      vector_path_ok(up)) {
     swiglu_backward_vec_kernel<<<grid_for(n / 8, 256, 132 * 16), 256, 0, s>>>(
         dgate, dup, dout, gate, up, n / 8, n);
     return cudaGetLastError();
