@@ -7,6 +7,7 @@
 #   scripts/compare.sh                       # 4 workers, 300 steps each (~15 min on 2 cores)
 #   WORKERS=2 STEPS=100 scripts/compare.sh   # quicker
 #   OUT=runs/compare scripts/compare.sh -- --set training.seq_len=64   # extra args to every run
+#   REPORT_ONLY=1 scripts/compare.sh         # redo the table and plot from existing runs
 #
 # Writes $OUT/<method>/ (each run directory), $OUT/results.md (the table) and
 # $OUT/loss-vs-bytes.png (gnuplot).
@@ -24,6 +25,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mkdir -p "$OUT"
 
 for method in $METHODS; do
+  [[ "${REPORT_ONLY:-0}" == 1 ]] && break  # REPORT_ONLY=1: table and plot from existing runs
   config=configs/tiny-$method.json
   [[ -f "$config" ]] || { echo "compare.sh: $config not found"; exit 1; }
   echo "==> $method: $WORKERS workers, $STEPS steps ($config)"
@@ -53,9 +55,11 @@ for m in methods:
         if "val_loss" in r:
             pts.append((r["step"], r["val_loss"]))
     curves[m] = [(sent_at.get(step, 0), loss) for step, loss in pts]
-    bits = c.get("bits_per_kept_element")
+    comp = c.get("compression") or {}
+    bits = comp.get("wire_bits_per_kept_element") if comp.get("compressed") else None
+    dens = comp.get("density") if comp.get("compressed") else None
     rows.append((m, s["final_val_loss"], s["final_train_loss"], c["sent_bytes"],
-                 c["ratio_vs_ddp_fp32"], bits, c.get("density"), s["tokens"], s["workers"]))
+                 c["ratio_vs_ddp_fp32"], bits, dens, s["tokens"], s["workers"]))
     with open(os.path.join(out, f"curve-{m}.dat"), "w") as f:
         f.write(f"# cumulative_sent_bytes val_loss ({m})\n")
         for b, l in curves[m]:

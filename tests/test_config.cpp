@@ -105,7 +105,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
         "const_lr_ratio", "anneal_steps"}},
       {"training",
        {"steps", "micro_batch", "grad_accum", "seq_len", "eval_interval", "eval_batches",
-        "log_interval", "seed"}},
+        "log_interval", "seed", "nan_policy"}},
       {"output", {"dir"}},
       {"distributed", {"method", "replica_size", "timeout_s", "outer", "compression"}},
       {"checkpoint", {"interval", "keep_last", "dir"}},

@@ -25,6 +25,7 @@ struct TrainArgs {
   std::string config_path;
   std::vector<std::string> overrides;
   std::string out_dir;
+  std::string resume;
 };
 
 int run_train(const TrainArgs& args, loco::Communicator& world) {
@@ -65,7 +66,7 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
                             loco::config_to_json(config).dump(2) + "\n");
   }
   loco::install_stop_handlers();
-  const loco::TrainResult r = loco::train(config, config.output.dir, world);
+  const loco::TrainResult r = loco::train(config, config.output.dir, world, args.resume);
   spdlog::info("done: {} steps, {} tokens, final train loss {:.4f}{}, {:.1f} s; run directory {}",
                r.steps_done, r.tokens, r.final_train_loss,
                r.final_val_loss >= 0 ? fmt::format(", val loss {:.4f}", r.final_val_loss) : "",
@@ -114,6 +115,10 @@ int main(int argc, char** argv) {
       ->type_name("KEY=VALUE");
   train->add_option("--out", train_args.out_dir,
                     "Run directory (default: output.dir from the config)");
+  train->add_option("--resume", train_args.resume,
+                    "Continue from a checkpoint: \"latest\" (the run directory's latest), a "
+                    "step directory, a run directory or a rank file")
+      ->type_name("DIR|latest");
 
   TokenizeArgs tok_args;
   auto* tokenize = app.add_subcommand(

@@ -194,6 +194,7 @@ void fields(V& v, TrainingConfig& t) {
   v.field("eval_batches", t.eval_batches, greater_than(0));
   v.field("log_interval", t.log_interval, greater_than(0));
   v.field("seed", t.seed);
+  v.field("nan_policy", t.nan_policy, one_of({"stop", "skip"}));
 }
 
 template <class V>

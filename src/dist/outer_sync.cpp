@@ -198,6 +198,11 @@ double OuterSync::sync(Buf params) {
   // Pseudo-gradient: old minus new, so it points like a gradient (ALGORITHMS.md §2).
   backend_.copy(delta_, global_);
   backend_.axpby(delta_, -1.0f, params, 1.0f);
+  // A NaN or inf here would reach θ_global on every rank through the collective: stop first.
+  if (!backend_.all_finite(delta_))
+    throw Error("non-finite pseudo-gradient at outer step " + std::to_string(syncs_ + 1) +
+                " on rank " + std::to_string(cross_.rank()) + " of the outer group: the local " +
+                "model diverged during its inner steps (lower optimizer.lr)");
   if (compressor_) {
     sync_compressed();
   } else if (wire_.data) {

@@ -13,6 +13,7 @@
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
 #include "loco/dist/outer_sync.hpp"
+#include "loco/io/checkpoint.hpp"
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
@@ -56,6 +57,14 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// Name of the first parameter tensor whose slice of `buffer` (grads or params layout) holds a
+// NaN or inf, or "" when all are finite.
+std::string first_non_finite(Backend& backend, const LlamaModel& model, Buf buffer) {
+  for (const auto& v : model.layout().views)
+    if (!backend.all_finite(buffer.slice(v.offset, v.numel))) return v.name;
+  return {};
+}
+
 uint64_t hash_params(Backend& backend, Buf params) {
   std::vector<float> host(params.numel);
   backend.download(host.data(), params);
@@ -92,9 +101,75 @@ CommStats host_traffic(const Topology& topo, Communicator& world) {
   return only_host;
 }
 
+std::vector<float> download_f32(Backend& backend, Buf b) {
+  if (b.dtype != DType::F32)
+    throw Error("checkpoint: expected an F32 buffer");
+  std::vector<float> host(b.numel);
+  if (b.numel > 0) backend.download(host.data(), b);
+  return host;
+}
+
+// Writes this rank's checkpoint of `step`, then (after a barrier) rank 0 updates `latest` and
+// prunes. Every rank takes part or none: a non-finite parameter on any rank skips it.
+void save_checkpoint(const Config& config, const std::string& root, Communicator& world,
+                     Backend& backend, LlamaModel& model, InnerOptimizer& optimizer,
+                     const OuterSync* outer, const TokenStream& train_stream, double loss,
+                     int64_t step, const CommStats& traffic) {
+  std::vector<double> bad{(std::isfinite(loss) && backend.all_finite(model.params())) ? 0.0
+                                                                                        : 1.0};
+  world.all_reduce_host(bad, ReduceOp::Sum);
+  if (bad[0] > 0) {
+    spdlog::warn("checkpoint at step {} skipped: non-finite parameters or loss", step);
+    return;
+  }
+  const int rank = world.rank();
+  // Host copies that live until write().
+  std::vector<std::vector<float>> keep;
+  CheckpointWriter w;
+  keep.push_back(download_f32(backend, model.params()));
+  w.add(kParamsTensor, keep.back());
+  nlohmann::json opt_names = nlohmann::json::array();
+  for (auto& [name, buf] : optimizer.state()) {
+    keep.push_back(download_f32(backend, buf));
+    w.add(name, keep.back());
+    opt_names.push_back(name);
+  }
+  const StreamPosition pos = train_stream.position();
+  nlohmann::json meta = checkpoint_base_meta(config, world.size(), rank, step);
+  meta["optimizer_steps_taken"] = optimizer.steps_taken();
+  meta["optimizer_state"] = opt_names;
+  meta["data_position"] = {{"epoch", pos.epoch}, {"cursor", pos.cursor}};
+  meta["comm_cumulative"] = traffic.to_json();  // informational
+  if (outer) {
+    keep.push_back(download_f32(backend, outer->global_params()));
+    w.add("outer.global", keep.back());
+    keep.push_back(download_f32(backend, outer->momentum()));
+    w.add("outer.momentum", keep.back());
+    meta["outer_syncs_done"] = outer->syncs_done();
+    const auto& ef = outer->error_feedback();
+    if (!ef.empty()) w.add("outer.error_feedback", std::span<const float>(ef));
+    meta["outer_error_feedback"] = !ef.empty();
+  }
+  w.set_meta(meta);
+  write_checkpoint_rank(w, root, step, rank);
+  world.barrier();
+  if (rank == 0) {
+    write_latest_checkpoint(root, step);
+    prune_checkpoints(root, config.checkpoint.keep_last, step);
+    spdlog::info("checkpoint: {}", checkpoint_step_dir(root, step));
+  }
+}
+
+void restore_f32(const Checkpoint& c, const std::string& name, Backend& backend, Buf dst) {
+  std::vector<float> host(dst.numel);
+  c.copy_to(name, host.data(), host.size(), StorageDType::F32);
+  if (dst.numel > 0) backend.upload(dst, host.data());
+}
+
 }  // namespace
 
-TrainResult train(const Config& config, const std::string& run_dir, Communicator& world) {
+TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
+                  const std::string& resume) {
   const auto& tc = config.training;
   const auto& dc = config.distributed;
   const bool is_root = world.rank() == 0;
@@ -136,6 +211,56 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     outer.emplace(dc.outer, dc.compression, model.layout(), *backend, *topo.cross,
                   model.params());
 
+  // Resume: every rank reads its own file (after the start-up checks above, which compare
+  // the freshly initialised parameters).
+  const std::string ckpt_root = checkpoint_root(run_dir, config.checkpoint.dir);
+  int start_step = 0;
+  if (!resume.empty()) {
+    std::string resume_error;
+    try {
+    const std::string step_dir = resolve_resume(resume, ckpt_root);
+    const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
+    validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
+                        c.path());
+    try {
+      const auto& m = c.meta();
+      start_step = m.at("step").get<int>();
+      restore_f32(c, kParamsTensor, *backend, model.params());
+      for (auto& [name, buf] : optimizer->state()) restore_f32(c, name, *backend, buf);
+      optimizer->set_steps_taken(m.at("optimizer_steps_taken").get<int64_t>());
+      train_stream.restore(StreamPosition{m.at("data_position").at("epoch").get<uint64_t>(),
+                                          m.at("data_position").at("cursor").get<uint64_t>()});
+      if (outer) {
+        restore_f32(c, "outer.global", *backend, outer->global_params());
+        restore_f32(c, "outer.momentum", *backend, outer->momentum());
+        outer->set_syncs_done(m.at("outer_syncs_done").get<int>());
+        if (!outer->error_feedback().empty() || c.has("outer.error_feedback")) {
+          const auto& e = c.tensor("outer.error_feedback").f32();
+          outer->restore_error_feedback(std::vector<float>(e.begin(), e.end()));
+        }
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(c.path() + ": malformed checkpoint metadata: " + e.what());
+    }
+    if (start_step < 0 || start_step > tc.steps)
+      throw Error(c.path() + ": checkpoint step " + std::to_string(start_step) +
+                  " is outside this run's training.steps = " + std::to_string(tc.steps));
+    model.params_changed();
+    if (is_root)
+      spdlog::info("resuming from {} at step {}", step_dir, start_step);
+    } catch (const std::exception& e) {
+      resume_error = e.what();
+    }
+    // Every rank stops when any rank cannot resume (none is left waiting in a collective).
+    const auto failed = world.all_gather_host(resume_error.empty() ? 0 : 1);
+    if (!resume_error.empty()) throw Error("cannot resume: " + resume_error);
+    for (size_t r = 0; r < failed.size(); ++r)
+      if (failed[r]) throw Error("cannot resume: rank " + std::to_string(r) + " failed to read its checkpoint");
+    const auto steps = world.all_gather_host(static_cast<uint64_t>(start_step));
+    if (!mismatching_ranks(steps).empty())
+      throw Error("cannot resume: the ranks' checkpoints are of different steps");
+  }
+
   if (!is_root) spdlog::set_level(spdlog::level::warn);
   spdlog::info("loco: {} | {} | backend {} | {} parameters | {} worker(s){} | {}", config.name,
                dc.method, backend->name(), model.num_params(), topo.world_size,
@@ -160,11 +285,21 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   const size_t my_offset = static_cast<size_t>(topo.rank_in_replica) * B * T;
 
   TrainResult result;
+  result.steps_done = start_step;
+  result.tokens = static_cast<long long>(start_step) * tokens_per_step;
+  const int ckpt_every = config.checkpoint.interval;
+  int64_t last_checkpoint = resume.empty() ? -1 : start_step;
+  auto checkpoint_now = [&](int64_t step, double loss) {
+    if (last_checkpoint == step) return;
+    save_checkpoint(config, ckpt_root, world, *backend, model, *optimizer,
+                    outer ? &*outer : nullptr, train_stream, loss, step, model_traffic(topo));
+    last_checkpoint = step;
+  };
   ProgressPrinter progress(tc.steps, tokens_per_step);
   const auto t_loop = Clock::now();
   double last_val = -1.0;
   CommStats traffic_at_last_sync;
-  for (int step = 0; step < tc.steps; ++step) {
+  for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
     backend->zero(model.grads());
     double loss = 0.0;
@@ -177,7 +312,16 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     if (topo.replica->size() > 1) topo.replica->all_reduce(model.grads(), ReduceOp::Mean);
     const GradNorm gn = global_grad_norm(*backend, model.grads(), config.optimizer.grad_clip);
     const double lr = learning_rate(config.schedule, config.optimizer.lr, step, tc.steps);
-    optimizer->step(model.params(), model.grads(), lr, gn.clip_scale);
+    const std::string bad_grad =
+        std::isfinite(gn.norm) ? std::string() : first_non_finite(*backend, model, model.grads());
+    if (!bad_grad.empty() && tc.nan_policy == "stop")
+      throw Error("non-finite gradient in " + bad_grad + " at step " + std::to_string(step + 1) +
+                  " (training.nan_policy = \"stop\"; \"skip\" drops such steps)");
+    if (bad_grad.empty())
+      optimizer->step(model.params(), model.grads(), lr, gn.clip_scale);
+    else
+      spdlog::warn("step {}: non-finite gradient in {}: update skipped (training.nan_policy)",
+                   step + 1, bad_grad);
 
     const bool last = step + 1 == tc.steps;
     // One small host collective per step: the mean loss and whether any rank was asked to
@@ -208,9 +352,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     result.tokens += tokens_per_step;
     result.final_train_loss = loss;
     result.step_losses.push_back(loss);
-    if (!std::isfinite(loss))
-      throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step + 1) +
-                  ": training diverged (lower optimizer.lr or enable optimizer.grad_clip)");
+    if (!std::isfinite(loss)) {
+      const std::string what = "loss is " + std::to_string(loss) + " at step " +
+                               std::to_string(step + 1) + ": training diverged";
+      if (tc.nan_policy == "stop")
+        throw Error(what + " (lower optimizer.lr or enable optimizer.grad_clip)");
+      spdlog::warn("{} (training.nan_policy = \"skip\": going on; no checkpoint is written "
+                   "while the loss or parameters are non-finite)", what);
+    }
 
     // Validation on rank 0's parameters: with DDP, and right after a DiLoCo sync, they are
     // the global model (choose training.eval_interval as a multiple of outer.interval).
@@ -237,6 +386,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     if ((step + 1) % tc.log_interval == 0 || last)
       spdlog::info("{}", progress.line(step + 1, loss, lr, gn.norm, step_seconds,
                                        seconds_since(t_loop)));
+    if (ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping))
+      checkpoint_now(step + 1, loss);
     if (stopping) {
       spdlog::warn("stop requested: stopped after step {}", step + 1);
       result.stopped_early = true;

@@ -76,6 +76,10 @@ struct TrainingConfig {
   int eval_batches = 8;
   int log_interval = 1;
   uint64_t seed = 1234;
+  // What a non-finite gradient does: "stop" (error naming the tensor and step) or "skip"
+  // (the step's update is dropped, the run goes on). Non-finite parameters, losses and
+  // pseudo-gradients always stop; none is ever written into a checkpoint.
+  std::string nan_policy = "stop";
 };
 
 struct OutputConfig {

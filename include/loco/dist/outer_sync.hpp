@@ -101,6 +101,9 @@ class OuterSync {
   // Checkpoint resume: the accumulator (per rank) and, with it, syncs_done() (random_k's
   // indices derive from the sync number) must be restored for an exact continuation.
   void restore_error_feedback(const std::vector<float>& e);
+  // Checkpoint resume: the number of syncs done so far (θ_global and the momentum are
+  // restored by uploading into global_params() / momentum()).
+  void set_syncs_done(int n) { syncs_ = n; }
 
  private:
   void sync_compressed();

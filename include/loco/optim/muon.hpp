@@ -44,6 +44,7 @@ class Muon final : public InnerOptimizer {
   Muon& operator=(const Muon&) = delete;
   void step(Buf params, Buf grads, double lr, float grad_scale) override;
   int64_t steps_taken() const override { return t_; }
+  void set_steps_taken(int64_t t) override { t_ = t; }
   std::vector<std::pair<std::string, Buf>> state() override;
 
  private:

@@ -19,6 +19,8 @@ class InnerOptimizer {
   // One update of params from grads. `grad_scale` multiplies the gradient first (clipping).
   virtual void step(Buf params, Buf grads, double lr, float grad_scale) = 0;
   virtual int64_t steps_taken() const = 0;
+  // Checkpoint resume: the step counter (bias correction) must continue where it stopped.
+  virtual void set_steps_taken(int64_t t) = 0;
   // Named state buffers (e.g. "adam.m", "adam.v") for checkpoints.
   virtual std::vector<std::pair<std::string, Buf>> state() = 0;
 };
@@ -33,6 +35,7 @@ class AdamW final : public InnerOptimizer {
   ~AdamW() override;
   void step(Buf params, Buf grads, double lr, float grad_scale) override;
   int64_t steps_taken() const override { return t_; }
+  void set_steps_taken(int64_t t) override { t_ = t; }
   std::vector<std::pair<std::string, Buf>> state() override;
 
  private:
@@ -51,6 +54,7 @@ class Sgd final : public InnerOptimizer {
       : cfg_(cfg), layout_(layout), backend_(backend) {}
   void step(Buf params, Buf grads, double lr, float grad_scale) override;
   int64_t steps_taken() const override { return t_; }
+  void set_steps_taken(int64_t t) override { t_ = t; }
   std::vector<std::pair<std::string, Buf>> state() override { return {}; }
 
  private:

@@ -28,6 +28,14 @@ struct TrainResult {
 // Runs the job described by `config` on every rank of `world` (each rank one worker; a
 // 1-rank world is plain single-process training). Rank 0 prints progress and writes
 // metrics.jsonl and summary.json into `run_dir` (created by the caller).
-TrainResult train(const Config& config, const std::string& run_dir, Communicator& world);
+//
+// Checkpoints (config.checkpoint.interval > 0): every `interval` steps, at the end and when a
+// stop was requested, each rank writes its state (parameters, inner optimizer state and step
+// count, outer-sync state, data position) to <root>/step-<N>/rank-<r>.bin; after a barrier
+// rank 0 points <root>/latest at it and prunes old ones (checkpoint.keep_last).
+// `resume` ("" = fresh start; else "latest", a run/step directory or a rank file, see
+// resolve_resume) continues an interrupted run exactly from its checkpoint's step.
+TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
+                  const std::string& resume = "");
 
 }  // namespace loco
