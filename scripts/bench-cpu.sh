@@ -3,19 +3,21 @@
 # clip, AdamW) of the same Llama on the same shapes, fp32, back to back, repeated.
 #
 #   scripts/bench-cpu.sh [--repeats 3] [--steps 20] [--warmup 3] [--threads N] [--out DIR]
-#                        [--wait-load L [--wait-max S]]
+#                        [--wait-load L [--wait-max S]] [--no-torch-variants]
 #
 # Shapes: (a) configs/tiny.json (d128 L4 H4 KV2 ffn384, seq 128, micro-batch 16);
 #         (b) a larger CPU model (d256 L4 H4 KV4 ffn768, seq 256, micro-batch 8).
 # Each repeat runs loco then PyTorch for both shapes; the table shows the median tokens/s
-# over the repeats. Builds loco (Release, CPU only) into $LOCO_BUILD_DIR (default
+# over the repeats. PyTorch runs as configured (torch.set_num_threads(N); its OpenBLAS keeps
+# its own N threads) and, unless --no-torch-variants, also with 1 thread and with
+# OPENBLAS_NUM_THREADS=1; the best of the three is reported too. Builds loco (Release, CPU only) into $LOCO_BUILD_DIR (default
 # build-bench) first. Needs a python3 with torch (tries /usr/bin/python3, then python3).
 # Every run's JSON lands in --out (default: a fresh directory under /tmp). On a shared machine,
 # --wait-load L first waits (at most --wait-max seconds, default 1800) for the 1-minute load
 # average to drop below L; timings taken under load mostly measure the other jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=3 steps=20 warmup=3 threads=$(nproc) out="" wait_load="" wait_max=1800
+repeats=3 steps=20 warmup=3 threads=$(nproc) out="" wait_load="" wait_max=1800 variants=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --repeats) repeats=$2; shift 2 ;;
@@ -25,7 +27,8 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift 2 ;;
     --wait-load) wait_load=$2; shift 2 ;;
     --wait-max) wait_max=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --no-torch-variants) variants=0; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,39 +69,62 @@ for ((r = 1; r <= repeats; r++)); do
     # shellcheck disable=SC2086
     "$build/loco" bench configs/tiny.json ${shape_args[$s]} --steps "$steps" --warmup "$warmup" \
       --json "$out/loco-$s-$r.json" >"$out/loco-$s-$r.txt"
-    # shellcheck disable=SC2086
-    "$python" scripts/torch_llama_bench.py --config configs/tiny.json ${shape_args[$s]} \
-      --steps "$steps" --warmup "$warmup" --threads "$threads" --json "$out/torch-$s-$r.json" \
-      >"$out/torch-$s-$r.txt"
-    printf '   repeat %d %-5s loco %8.0f tok/s   torch %8.0f tok/s   (load %s)\n' "$r" "$s" \
-      "$("$python" -c "import json;print(json.load(open('$out/loco-$s-$r.json'))['tokens_per_s'])")" \
-      "$("$python" -c "import json;print(json.load(open('$out/torch-$s-$r.json'))['tokens_per_s'])")" \
+    torch_run() {  # tag, threads, extra env...
+      local tag=$1 n=$2
+      shift 2
+      # shellcheck disable=SC2086
+      env "$@" OMP_NUM_THREADS="$n" "$python" scripts/torch_llama_bench.py --config configs/tiny.json \
+        ${shape_args[$s]} --steps "$steps" --warmup "$warmup" --threads "$n" \
+        --json "$out/$tag-$s-$r.json" >"$out/$tag-$s-$r.txt"
+    }
+    torch_run torch "$threads"
+    if [[ $variants == 1 ]]; then
+      torch_run torch1t 1
+      torch_run torchob1 "$threads" OPENBLAS_NUM_THREADS=1
+    fi
+    tps() { "$python" -c "import json;print(json.load(open('$1'))['tokens_per_s'])"; }
+    printf '   repeat %d %-5s loco %8.0f tok/s   torch %8.0f tok/s%s   (load %s)\n' "$r" "$s" \
+      "$(tps "$out/loco-$s-$r.json")" "$(tps "$out/torch-$s-$r.json")" \
+      "$([[ $variants == 1 ]] && printf '   torch 1 thread %8.0f   torch OPENBLAS_NUM_THREADS=1 %8.0f' \
+        "$(tps "$out/torch1t-$s-$r.json")" "$(tps "$out/torchob1-$s-$r.json")")" \
       "$(cut -d' ' -f1 /proc/loadavg)"
   done
 done
 
-"$python" - "$out" "$repeats" <<'EOF'
+"$python" - "$out" "$repeats" "$variants" "$threads" <<'EOF'
 import json, statistics, sys
-out, repeats = sys.argv[1], int(sys.argv[2])
+out, repeats, variants, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 names = {"tiny": "tiny (d128 L4 H4/2 ffn384, T128, B16)", "d256": "d256 L4 H4/4 ffn768, T256, B8"}
+load = lambda tag, s: [json.load(open(f"{out}/{tag}-{s}-{r}.json")) for r in range(1, repeats + 1)]
+med = lambda runs, key="tokens_per_s": statistics.median(x[key] for x in runs)
 print()
-print("| model | params | loco tok/s | torch tok/s | loco / torch | CPU-time ratio |")
-print("|---|---:|---:|---:|---:|---:|")
+head = "| model | params | loco tok/s | torch tok/s | loco / torch | CPU-time ratio |"
+rule = "|---|---:|---:|---:|---:|---:|"
+if variants:
+    head += " best torch tok/s | loco / best torch |"
+    rule += "---:|---:|"
+print(head)
+print(rule)
 summary = {}
 for s in ("tiny", "d256"):
-    lo = [json.load(open(f"{out}/loco-{s}-{r}.json")) for r in range(1, repeats + 1)]
-    to = [json.load(open(f"{out}/torch-{s}-{r}.json")) for r in range(1, repeats + 1)]
-    l = statistics.median(x["tokens_per_s"] for x in lo)
-    t = statistics.median(x["tokens_per_s"] for x in to)
+    lo, to = load("loco", s), load("torch", s)
+    l, t = med(lo), med(to)
     # CPU seconds per step (all threads): less sensitive to other jobs than wall time
-    lc = statistics.median(x["cpu_seconds_per_step"] for x in lo)
-    tc = statistics.median(x["cpu_seconds_per_step"] for x in to)
+    lc, tc = med(lo, "cpu_seconds_per_step"), med(to, "cpu_seconds_per_step")
     summary[s] = {"loco_tokens_per_s": l, "torch_tokens_per_s": t, "ratio": l / t,
                   "loco_cpu_s_per_step": lc, "torch_cpu_s_per_step": tc,
                   "loco_runs": [x["tokens_per_s"] for x in lo],
                   "torch_runs": [x["tokens_per_s"] for x in to]}
-    print(f"| {names[s]} | {lo[0]['parameters']:,} | {l:,.0f} | {t:,.0f} | {l / t:.2f}x "
-          f"| {tc / lc:.2f}x |")
+    row = (f"| {names[s]} | {lo[0]['parameters']:,} | {l:,.0f} | {t:,.0f} | {l / t:.2f}x "
+           f"| {tc / lc:.2f}x |")
+    if variants:
+        options = {f"{threads} threads": t, "1 thread": med(load("torch1t", s)),
+                   f"{threads} threads, OPENBLAS_NUM_THREADS=1": med(load("torchob1", s))}
+        best = max(options, key=options.get)
+        summary[s]["torch_variants"] = options
+        summary[s]["torch_best"] = best
+        row += f" {options[best]:,.0f} ({best}) | {l / options[best]:.2f}x |"
+    print(row)
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(f"\n(median of {repeats} repeats; CPU-time ratio = torch CPU s/step over loco's, all "
       f"threads; runs in {out})")

@@ -4,7 +4,6 @@
 #include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <omp.h>
-#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -12,12 +11,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
-#include <sstream>
 
 #include "loco/backend/backend.hpp"
 #include "loco/core/error.hpp"
