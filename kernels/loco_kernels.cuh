@@ -115,6 +115,32 @@ cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, 
                            float lr, float beta1, float beta2, float eps, float weight_decay,
                            float bc1, float bc2, float grad_scale, cudaStream_t s);
 
+// ------------------------------------------------------------------ compression primitives
+// (include/loco/ops/chunk_topk.hpp is the CPU reference; kernels/compress_*.cu are built
+// without --use_fast_math and use _rn intrinsics: these results must match it bit for bit.)
+// Flat indices are uint32. `chunks`: num_chunks rows of 8 int32 (ops::pack_chunk_row).
+// e = fl(fl(beta*e) + delta), never fused.
+cudaError_t loco_ef_accumulate(float* e, const float* delta, float beta, size_t n,
+                               cudaStream_t s);
+// Per chunk: the k largest |x| (IEEE-bit order, NaN above inf, ties to the lower offset);
+// offsets ascending and their flat indices at [kept_start, kept_start + k). max_chunk = the
+// largest h*w in the table (sizes the shared-memory cache).
+cudaError_t loco_chunked_topk(uint32_t* offsets, uint32_t* flat, const float* x,
+                              const int32_t* chunks, size_t num_chunks, uint32_t max_chunk,
+                              cudaStream_t s);
+// values[i] = x[flat[i]]
+cudaError_t loco_gather_f32(float* values, const float* x, const uint32_t* flat, size_t n,
+                            cudaStream_t s);
+// x[flat[i]] -= values[i]  (distinct indices)
+cudaError_t loco_scatter_subtract_f32(float* x, const uint32_t* flat, const float* values,
+                                      size_t n, cudaStream_t s);
+// sum[flat[i]] += values[i]; count[flat[i]] += 1 when count != NULL (distinct indices)
+cudaError_t loco_scatter_accumulate_f32(float* sum, int32_t* count, const uint32_t* flat,
+                                        const float* values, size_t n, cudaStream_t s);
+// out = sum / count (0 where count == 0), or sum / divisor when count == NULL
+cudaError_t loco_divide_f32(float* out, const float* sum, const int32_t* count, float divisor,
+                            size_t n, cudaStream_t s);
+
 // Succeeds when this binary holds kernel code the current device can run (built for its
 // architecture); used by cuda_device_usable().
 cudaError_t loco_kernels_probe(void);

@@ -1,14 +1,17 @@
 #include "loco/backend/cpu_backend.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "loco/ops/adamw.hpp"
 #include "loco/ops/attention.hpp"
 #include "loco/ops/bf16.hpp"
+#include "loco/ops/chunk_topk.hpp"
 #include "loco/ops/cross_entropy.hpp"
 #include "loco/ops/embedding.hpp"
 #include "loco/ops/gemm.hpp"
@@ -293,6 +296,102 @@ void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float
   args.non_negative({M, N, K});
   ops::gemm(trans_a, trans_b, M, N, K, alpha, args.f32(A, elements(M, K), "A"),
             args.f32(B, elements(K, N), "B"), beta, args.f32(C, elements(M, N), "C"));
+}
+
+// ---------------------------------------------------------------------------- compression
+
+namespace {
+
+const uint32_t* as_indices(const int32_t* p) { return reinterpret_cast<const uint32_t*>(p); }
+
+// Every flat index below `limit`: a bad one would read or write outside the buffer.
+void indices_below(const OpArgs& args, const uint32_t* flat, size_t n, size_t limit) {
+  for (size_t i = 0; i < n; ++i)
+    args.require(flat[i] < limit, "flat[" + std::to_string(i) + "] = " +
+                                      std::to_string(flat[i]) + " is outside [0, " +
+                                      std::to_string(limit) + ")");
+}
+
+}  // namespace
+
+void CpuBackend::ef_accumulate(Buf e, Buf delta, float beta) {
+  const OpArgs args("ef_accumulate");
+  args.require(e.numel == delta.numel, "e has " + std::to_string(e.numel) +
+                                           " elements but delta has " +
+                                           std::to_string(delta.numel));
+  ops::ef_accumulate(args.f32(e, e.numel, "e"), args.f32(delta, e.numel, "delta"), beta, e.numel);
+}
+
+void CpuBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
+  const OpArgs args("chunked_topk");
+  args.require(chunks.numel % ops::kChunkRowInts == 0,
+               "chunks has " + std::to_string(chunks.numel) + " ints, not a multiple of " +
+                   std::to_string(ops::kChunkRowInts));
+  const int32_t* table = args.i32(chunks, chunks.numel, "chunks");
+  const float* px = args.f32(x, x.numel, "x");
+  const size_t num_chunks = chunks.numel / ops::kChunkRowInts;
+  // Validate every row before touching memory: the table decides where we read and write.
+  for (size_t c = 0; c < num_chunks; ++c) {
+    const ops::ChunkRow g = ops::unpack_chunk_row(table + c * ops::kChunkRowInts);
+    const std::string where = "chunk " + std::to_string(c) + ": ";
+    args.require(g.h >= 1 && g.w >= 1 && g.w <= g.stride && g.size() <= max_chunk,
+                 where + "bad shape " + std::to_string(g.h) + "x" + std::to_string(g.w));
+    args.require(g.flat(g.size() - 1) < x.numel, where + "reaches past x");
+    const uint64_t kept = std::min<uint64_t>(g.k, g.size());
+    args.require(g.kept_start + kept <= offsets.numel && g.kept_start + kept <= flat.numel,
+                 where + "output range past offsets/flat");
+  }
+  args.require(offsets.dtype == DType::I32 && flat.dtype == DType::I32,
+               "offsets and flat must be i32");
+  auto* out_offsets = reinterpret_cast<uint32_t*>(offsets.data);
+  auto* out_flat = reinterpret_cast<uint32_t*>(flat.data);
+#pragma omp parallel
+  {
+    std::vector<uint32_t> mag(max_chunk), scratch(max_chunk);
+#pragma omp for schedule(static)
+    for (size_t c = 0; c < num_chunks; ++c) {
+      const ops::ChunkRow g = ops::unpack_chunk_row(table + c * ops::kChunkRowInts);
+      uint32_t* o = out_offsets + g.kept_start;
+      ops::chunk_topk(g, px, o, mag.data(), scratch.data());
+      const uint32_t kept = std::min(g.k, g.size());
+      for (uint32_t i = 0; i < kept; ++i) out_flat[g.kept_start + i] = uint32_t(g.flat(o[i]));
+    }
+  }
+}
+
+void CpuBackend::gather(Buf values, Buf x, Buf flat) {
+  const OpArgs args("gather");
+  const size_t n = values.numel;
+  const uint32_t* idx = as_indices(args.i32(flat, n, "flat"));
+  indices_below(args, idx, n, x.numel);
+  ops::gather(args.f32(values, n, "values"), args.f32(x, x.numel, "x"), idx, n);
+}
+
+void CpuBackend::scatter_subtract(Buf x, Buf flat, Buf values) {
+  const OpArgs args("scatter_subtract");
+  const size_t n = values.numel;
+  const uint32_t* idx = as_indices(args.i32(flat, n, "flat"));
+  indices_below(args, idx, n, x.numel);
+  ops::scatter_subtract(args.f32(x, x.numel, "x"), idx, args.f32(values, n, "values"), n);
+}
+
+void CpuBackend::scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) {
+  const OpArgs args("scatter_accumulate");
+  const size_t n = values.numel;
+  const uint32_t* idx = as_indices(args.i32(flat, n, "flat"));
+  indices_below(args, idx, n, sum.numel);
+  int32_t* counts = nullptr;
+  if (!count.empty()) counts = const_cast<int32_t*>(args.i32(count, sum.numel, "count"));
+  ops::scatter_accumulate(args.f32(sum, sum.numel, "sum"), counts, idx,
+                          args.f32(values, n, "values"), n);
+}
+
+void CpuBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
+  const OpArgs args("divide");
+  const size_t n = out.numel;
+  const int32_t* counts = count.empty() ? nullptr : args.i32(count, n, "count");
+  args.require(counts != nullptr || divisor != 0.0f, "divisor is 0 and no counts were given");
+  ops::divide(args.f32(out, n, "out"), args.f32(sum, n, "sum"), counts, divisor, n);
 }
 
 }  // namespace loco

@@ -158,6 +158,24 @@ class TimedBackend final : public Backend {
                 float beta, Buf C) override {
     timed("gemm_f32", [&] { be_.gemm_f32(trans_a, trans_b, M, N, K, alpha, A, B, beta, C); });
   }
+  void ef_accumulate(Buf e, Buf delta, float beta) override {
+    timed("ef_accumulate", [&] { be_.ef_accumulate(e, delta, beta); });
+  }
+  void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override {
+    timed("chunked_topk", [&] { be_.chunked_topk(offsets, flat, x, chunks, max_chunk); });
+  }
+  void gather(Buf values, Buf x, Buf flat) override {
+    timed("gather", [&] { be_.gather(values, x, flat); });
+  }
+  void scatter_subtract(Buf x, Buf flat, Buf values) override {
+    timed("scatter_subtract", [&] { be_.scatter_subtract(x, flat, values); });
+  }
+  void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override {
+    timed("scatter_accumulate", [&] { be_.scatter_accumulate(sum, count, flat, values); });
+  }
+  void divide(Buf out, Buf sum, Buf count, float divisor) override {
+    timed("divide", [&] { be_.divide(out, sum, count, divisor); });
+  }
 
  private:
   template <typename F>

@@ -13,6 +13,7 @@
 #include "loco/core/hash.hpp"
 #include "loco/core/rng.hpp"
 #include "loco/model/param_layout.hpp"
+#include "loco/ops/chunk_topk.hpp"
 #include "loco/ops/bf16.hpp"
 
 namespace loco::compress {
@@ -249,57 +250,17 @@ void select_chunked_topk(const Plan& plan, const float* x, Selection& out) {
   out.offset.resize(plan.k_start[nc]);
 #pragma omp parallel
   {
-    // Magnitudes as the IEEE bits of |x| (monotone in |x|; NaN above ∞), in offset order.
-    std::vector<uint32_t> mag(plan.max_chunk), tmp(plan.max_chunk);
+    std::vector<uint32_t> mag(plan.max_chunk), scratch(plan.max_chunk);
 #pragma omp for schedule(static)
     for (size_t c = 0; c < nc; ++c) {
       const ChunkGeom& g = plan.chunks[c];
-      const uint32_t C = g.size(), k = g.k;
-      uint32_t* o = out.offset.data() + out.start[c];
-      if (k >= C) {
-        for (uint32_t i = 0; i < C; ++i) o[i] = i;
-        continue;
-      }
-      uint32_t p = 0;
-      for (uint32_t r = 0; r < g.h; ++r) {
-        const float* row = x + g.base + size_t(r) * g.stride;
-        for (uint32_t col = 0; col < g.w; ++col, ++p)
-          mag[p] = std::bit_cast<uint32_t>(row[col]) & 0x7fffffffu;
-      }
-      // Threshold T = the k-th largest magnitude; keep every magnitude > T and, of those
-      // equal to T, the lowest offsets. One scan in offset order: already sorted.
-      // Finding T: when k is small, a strided sample gives a lower bound T0 with (almost
-      // always) at least k magnitudes >= T0; T is then the k-th largest of those few
-      // candidates (the same T: every magnitude >= T0 is a candidate). Else: all of them.
-      uint32_t m = 0;
-      if (C >= 1024 && k * 8 <= C) {
-        const uint32_t stride = 8, ns = C / stride;
-        const uint32_t rank = std::min(ns - 1, (k / stride) * 5 / 2 + 2);
-        for (uint32_t i = 0; i < ns; ++i) tmp[i] = mag[i * stride];
-        std::nth_element(tmp.begin(), tmp.begin() + rank, tmp.begin() + ns,
-                         std::greater<uint32_t>());
-        const uint32_t T0 = tmp[rank];
-        for (uint32_t i = 0; i < C; ++i) {
-          tmp[m] = mag[i];
-          m += mag[i] >= T0;
-        }
-        if (m < k) m = 0;  // the sample was unlucky: fall back to every magnitude
-      }
-      if (m == 0) {
-        std::copy(mag.begin(), mag.begin() + C, tmp.begin());
-        m = C;
-      }
-      std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.begin() + m,
-                       std::greater<uint32_t>());
-      const uint32_t T = tmp[k - 1];
-      uint32_t above = 0;
-      for (uint32_t i = 0; i < k; ++i) above += tmp[i] > T;
-      uint32_t ties = k - above, n = 0;
-      for (uint32_t i = 0; i < C; ++i) {
-        const uint32_t m = mag[i];
-        if (m > T || (m == T && ties > 0 && (--ties, true))) o[n++] = i;
-      }
-      LOCO_CHECK(n == k, "chunked top-k keeps k per chunk");
+      ops::ChunkRow row;
+      row.base = g.base;
+      row.stride = uint32_t(g.stride);
+      row.h = g.h;
+      row.w = g.w;
+      row.k = g.k;
+      ops::chunk_topk(row, x, out.offset.data() + out.start[c], mag.data(), scratch.data());
     }
   }
 }
@@ -383,12 +344,24 @@ void uniform_table(float shift, float step, int L, float* table) {
 }
 
 void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized& out) {
+  out.value.resize(sel.kept());
+  const size_t nc = plan.chunks.size();
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < nc; ++c) {
+    const ChunkGeom& g = plan.chunks[c];
+    for (uint64_t i = sel.start[c]; i < sel.start[c + 1]; ++i)
+      out.value[i] = x[g.flat(sel.offset[i])];
+  }
+  quantize_gathered(plan, sel, out);
+}
+
+void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
+  LOCO_CHECK(out.value.size() == sel.kept(), "quantize_gathered: one value per kept element");
   const Quantizer qz = plan.settings.quantizer;
   const int L = quant_levels(qz);
   const size_t nt = plan.tensors.size();
   const size_t kept = sel.kept();
   out.code.resize(kept);
-  out.value.resize(kept);
   out.table_kind.assign(nt, TableKind::None);
   out.table.clear();
   out.table_start.assign(nt + 1, 0);
@@ -396,12 +369,6 @@ void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized&
   for (size_t t = 0; t < nt; ++t) {
     const size_t c0 = plan.first_chunk[t], c1 = plan.first_chunk[t + 1];
     const size_t k0 = sel.start[c0], k1 = sel.start[c1], n = k1 - k0;
-    // Gather this tensor's kept values (in kept order) into out.value first.
-    for (size_t c = c0; c < c1; ++c) {
-      const ChunkGeom& g = plan.chunks[c];
-      for (uint64_t i = sel.start[c]; i < sel.start[c + 1]; ++i)
-        out.value[i] = x[g.flat(sel.offset[i])];
-    }
     float* v = out.value.data() + k0;
     uint32_t* code = out.code.data() + k0;
     if (qz == Quantizer::F32) {
@@ -452,11 +419,7 @@ void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized&
 // ------------------------------------------------------------------ error feedback
 
 void ef_accumulate(float* e, const float* delta, float beta, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float decayed = beta * e[i];  // two roundings, never fused: t is what is stored
-    e[i] = decayed + delta[i];
-  }
+  ops::ef_accumulate(e, delta, beta, n);  // two roundings, never fused: t is what is stored
 }
 
 void ef_subtract(const Plan& plan, const Selection& sel, const float* value, float* e) {

@@ -701,4 +701,80 @@ void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, floa
                                grad_scale, stream_));
 }
 
+// ---------------------------------------------------------------------------- compression
+// The flat indices and the chunk table come from loco/compress/device_compressor.cpp, which
+// builds them from the plan or from a payload the decoder has validated; unlike the CPU
+// backend the kernels do not re-check them (an out-of-range index is a caller bug).
+
+namespace {
+uint32_t* as_indices(Buf b) { return static_cast<uint32_t*>(b.data); }
+}  // namespace
+
+void CudaBackend::ef_accumulate(Buf e, Buf delta, float beta) {
+  const Args args("ef_accumulate");
+  args.require(e.numel == delta.numel, "e has " + std::to_string(e.numel) +
+                                           " elements but delta has " +
+                                           std::to_string(delta.numel));
+  float* pe = args.f32(e, e.numel, "e");
+  const float* pd = args.f32(delta, e.numel, "delta");
+  activate();
+  args.launched(loco_ef_accumulate(pe, pd, beta, e.numel, stream_));
+}
+
+void CudaBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
+  const Args args("chunked_topk");
+  args.require(chunks.numel % 8 == 0, "chunks has " + std::to_string(chunks.numel) +
+                                          " ints, not a multiple of 8");
+  args.i32(offsets, 0, "offsets");
+  args.i32(flat, 0, "flat");
+  const int32_t* table = args.i32(chunks, chunks.numel, "chunks");
+  const float* px = args.f32(x, x.numel, "x");
+  activate();
+  args.launched(loco_chunked_topk(as_indices(offsets), as_indices(flat), px, table,
+                                  chunks.numel / 8, max_chunk, stream_));
+}
+
+void CudaBackend::gather(Buf values, Buf x, Buf flat) {
+  const Args args("gather");
+  const size_t n = values.numel;
+  args.i32(flat, n, "flat");
+  float* pv = args.f32(values, n, "values");
+  const float* px = args.f32(x, x.numel, "x");
+  activate();
+  args.launched(loco_gather_f32(pv, px, as_indices(flat), n, stream_));
+}
+
+void CudaBackend::scatter_subtract(Buf x, Buf flat, Buf values) {
+  const Args args("scatter_subtract");
+  const size_t n = values.numel;
+  args.i32(flat, n, "flat");
+  float* px = args.f32(x, x.numel, "x");
+  const float* pv = args.f32(values, n, "values");
+  activate();
+  args.launched(loco_scatter_subtract_f32(px, as_indices(flat), pv, n, stream_));
+}
+
+void CudaBackend::scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) {
+  const Args args("scatter_accumulate");
+  const size_t n = values.numel;
+  args.i32(flat, n, "flat");
+  float* ps = args.f32(sum, sum.numel, "sum");
+  int32_t* pc = nullptr;
+  if (!count.empty()) pc = const_cast<int32_t*>(args.i32(count, sum.numel, "count"));
+  const float* pv = args.f32(values, n, "values");
+  activate();
+  args.launched(loco_scatter_accumulate_f32(ps, pc, as_indices(flat), pv, n, stream_));
+}
+
+void CudaBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
+  const Args args("divide");
+  const size_t n = out.numel;
+  const int32_t* pc = count.empty() ? nullptr : args.i32(count, n, "count");
+  args.require(pc != nullptr || divisor != 0.0f, "divisor is 0 and no counts were given");
+  float* po = args.f32(out, n, "out");
+  const float* ps = args.f32(sum, n, "sum");
+  activate();
+  args.launched(loco_divide_f32(po, ps, pc, divisor, n, stream_));
+}
+
 }  // namespace loco

@@ -106,6 +106,29 @@ class Backend {
   // A is (M,K) or (K,M) when trans_a; B is (K,N) or (N,K) when trans_b. Used by Muon.
   virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
                         Buf B, float beta, Buf C) = 0;
+
+  // ------------------------------------------------------------------ compression primitives
+  // What loco/compress/device_compressor.hpp runs where the pseudo-gradient lives; the CPU
+  // reference and the exact rules are in loco/ops/chunk_topk.hpp. Results are bitwise the
+  // same on every backend. Flat indices and offsets are I32 Bufs holding uint32 bits, so
+  // these address buffers of up to 2^32 − 1 elements. All F32 except where noted.
+  //
+  // e = fl(fl(beta·e) + delta): error feedback's t, two roundings, never fused.
+  virtual void ef_accumulate(Buf e, Buf delta, float beta) = 0;
+  // For every chunk of `chunks` (I32, ops::kChunkRowInts per chunk, ops::pack_chunk_row): the
+  // chunk's k largest |x| (IEEE-bit order, NaN above ∞, ties to the lower offset), their
+  // in-chunk offsets ascending at offsets[kept_start, kept_start + k) and their flat indices
+  // at the same places of `flat`. max_chunk = the largest h·w in the table.
+  virtual void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) = 0;
+  // values[i] = x[flat[i]] for i < values.numel
+  virtual void gather(Buf values, Buf x, Buf flat) = 0;
+  // x[flat[i]] = x[flat[i]] − values[i]; the indices are distinct.
+  virtual void scatter_subtract(Buf x, Buf flat, Buf values) = 0;
+  // sum[flat[i]] += values[i] and, when count (I32) is not empty, count[flat[i]] += 1; the
+  // indices are distinct, so each element's sum is formed in call order.
+  virtual void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) = 0;
+  // out = sum / count (0 where count is 0); with an empty count, out = sum / divisor.
+  virtual void divide(Buf out, Buf sum, Buf count, float divisor) = 0;
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a device is usable, else the CPU). A request for

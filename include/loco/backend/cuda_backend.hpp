@@ -89,6 +89,12 @@ class CudaBackend final : public Backend {
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
+  void ef_accumulate(Buf e, Buf delta, float beta) override;
+  void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override;
+  void gather(Buf values, Buf x, Buf flat) override;
+  void scatter_subtract(Buf x, Buf flat, Buf values) override;
+  void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override;
+  void divide(Buf out, Buf sum, Buf count, float divisor) override;
 
  private:
   struct GemmPlan;  // cuBLASLt descriptors + heuristic algorithm for one GEMM shape

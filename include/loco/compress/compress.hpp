@@ -159,6 +159,9 @@ struct Quantized {
   std::vector<size_t> table_start;    // per tensor, size tensors + 1
 };
 void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized& out);
+// The same on values gathered already: on entry out.value[i] = x at the i-th kept element
+// (what a backend's gather() returns), so the dense buffer need not be on the host.
+void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out);
 // The dequantisation table of a uniform tensor: L entries from (shift, step).
 void uniform_table(float shift, float step, int L, float* table);
 // Level of v for mean mu, level width step (double), L levels (the rule above).
