@@ -110,6 +110,12 @@ cudaError_t loco_scale_f32(float* x, float a, size_t n, cudaStream_t s);  // x *
 cudaError_t loco_axpby_f32(float* y, float a, const float* x, float b, size_t n, cudaStream_t s);
 // *flag (device int) = 1 if any element is NaN/Inf, else 0 (the launcher clears it first).
 cudaError_t loco_all_finite_f32(int* flag, const float* x, size_t n, cudaStream_t s);
+// Batched Frobenius normalisation (Muon): x holds `batch` matrices of `each` f32 back to
+// back; each is divided by (its norm + eps), norms summed in double in a fixed order.
+// scratch: loco_frobenius_normalize_scratch(each, batch) doubles.
+size_t loco_frobenius_normalize_scratch(size_t each, int batch);
+cudaError_t loco_frobenius_normalize(float* x, size_t each, int batch, float eps,
+                                     double* scratch, cudaStream_t s);
 // AdamW, formula of include/loco/ops/adamw.hpp, fp32 with IEEE division and sqrt.
 cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n,
                            float lr, float beta1, float beta2, float eps, float weight_decay,

@@ -10,11 +10,17 @@ BUILD=${BUILD_DIR:-build-gpu}
 MODELS=${MODELS:-134m}
 STEPS=${STEPS:-20}
 RESULTS=$(mktemp -d)
+first_model=1
 for model in ${MODELS//,/ }; do
   config=configs/${model}-ddp.json
-  echo "==> loco bench $config"
+  # The first model also times one Muon step and the outer-sync compression of its whole
+  # parameter buffer (chunked top-k + 2-bit + EF) against a device copy of the same bytes.
+  extras=()
+  [[ $first_model == 1 ]] && extras=(--muon --compression)
+  first_model=0
+  echo "==> loco bench $config ${extras[*]}"
   timeout 180 "$BUILD/loco" bench "$config" --set backend=cuda --steps "$STEPS" --warmup 3 \
-    --json "$RESULTS/loco-$model.json" || echo "loco bench $model failed (rc $?)"
+    "${extras[@]}" --json "$RESULTS/loco-$model.json" || echo "loco bench $model failed (rc $?)"
 done
 if [[ "${ATTENTION_AB:-1}" == 1 ]]; then
   # The same step with the fallback SIMT attention kernels, and a per-op profile, so a change
@@ -69,6 +75,15 @@ for impl, model, r in rows:
     print(f"{impl:<15} {model:<6} {get(r, 'step_ms', 'step_ms_median'):>9.1f} {tok:>10.0f} "
           f"{get(r, 'tflops', 'tflop_per_s'):>8.1f} {100 * get(r, 'mfu'):>5.1f}% "
           f"{get(r, 'peak_mem_gib', 'peak_device_mem_gib'):>8.2f}")
+for impl, model, r in rows:
+    if impl == "loco" and "muon" in r:
+        m = r["muon"]
+        print(f"loco {model} Muon step: {m['ms']:.2f} ms = {100 * m['share_of_step']:.1f}% of a "
+              f"step ({m['matrices']} matrices, NS in {m['newton_schulz_dtype']}; target <= 10%)")
+    if impl == "loco" and "compression" in r:
+        c = r["compression"]
+        print(f"loco {model} compression: {c['ms']:.2f} ms = {c['ratio_to_copy']:.1f}x a D2D copy "
+              f"({c['copy_ms']:.3f} ms) of {c['elements']:,} f32 (target <= 3x)")
 for (impl, model), tok in by.items():
     if impl == "loco":
         for ref in ("torch-eager", "torch-compile"):

@@ -1,6 +1,7 @@
 #include "loco/backend/cpu_backend.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -298,6 +299,38 @@ void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float
             args.f32(B, elements(K, N), "B"), beta, args.f32(C, elements(M, N), "C"));
 }
 
+void CpuBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
+                              float alpha, Strided A, Strided B, float beta, Strided C, Strided D) {
+  const OpArgs args("gemm_batched");
+  args.non_negative({M, N, K, batch});
+  args.require(C.stride == D.stride, "C and D must have the same stride");
+  if (batch == 0) return;
+  const size_t a_each = elements(M, K), b_each = elements(K, N), c_each = elements(M, N);
+  auto span = [&](const Strided& x, size_t each) { return (size_t(batch) - 1) * x.stride + each; };
+  const float* pa = args.f32(A.buf, span(A, a_each), "A");
+  const float* pb = args.f32(B.buf, span(B, b_each), "B");
+  const float* pc = args.f32(C.buf, span(C, c_each), "C");
+  float* pd = args.f32(D.buf, span(D, c_each), "D");
+  for (int b = 0; b < batch; ++b) {
+    float* d = pd + size_t(b) * D.stride;
+    const float* c = pc + size_t(b) * C.stride;
+    if (d != c && beta != 0.0f) std::memcpy(d, c, c_each * sizeof(float));
+    ops::gemm(trans_a, trans_b, M, N, K, alpha, pa + size_t(b) * A.stride,
+              pb + size_t(b) * B.stride, beta, d);
+  }
+}
+
+void CpuBackend::frobenius_normalize(Buf x, size_t each, int batch, float eps) {
+  const OpArgs args("frobenius_normalize");
+  args.require(batch >= 0, "negative batch " + std::to_string(batch));
+  float* px = args.f32(x, each * size_t(batch), "x");
+  for (int b = 0; b < batch; ++b) {
+    float* m = px + size_t(b) * each;
+    const double norm = std::sqrt(ops::sum_squares(m, each));
+    ops::scale(m, static_cast<float>(1.0 / (norm + double(eps))), each);
+  }
+}
+
 // ---------------------------------------------------------------------------- compression
 
 namespace {
@@ -307,9 +340,8 @@ const uint32_t* as_indices(const int32_t* p) { return reinterpret_cast<const uin
 // Every flat index below `limit`: a bad one would read or write outside the buffer.
 void indices_below(const OpArgs& args, const uint32_t* flat, size_t n, size_t limit) {
   for (size_t i = 0; i < n; ++i)
-    args.require(flat[i] < limit, "flat[" + std::to_string(i) + "] = " +
-                                      std::to_string(flat[i]) + " is outside [0, " +
-                                      std::to_string(limit) + ")");
+    args.require(flat[i] < limit, "flat[" + std::to_string(i) + "] = " + std::to_string(flat[i]) +
+                                      " is outside [0, " + std::to_string(limit) + ")");
 }
 
 }  // namespace

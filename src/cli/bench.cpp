@@ -1,12 +1,12 @@
 // `loco bench CONFIG [--set k=v …] [--steps N] [--warmup N] [--json FILE] [--profile]`
 #include "loco/train/bench.hpp"
 
-#include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
 #include <time.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,11 +17,13 @@
 #include <numeric>
 
 #include "loco/backend/backend.hpp"
+#include "loco/compress/device_compressor.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/core/rng.hpp"
 #include "loco/model/llama.hpp"
+#include "loco/model/param_layout.hpp"
 #include "loco/ops/cpu_isa.hpp"
 #include "loco/optim/optimizer.hpp"
 
@@ -95,9 +97,8 @@ class TimedBackend final : public Backend {
   }
   void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
                        bool accumulate_din) override {
-    timed("matmul_backward " + std::to_string(IC) + "->" + std::to_string(OC), [&] {
-      be_.matmul_backward(din, dweight, dout, in, weight, N, IC, OC, accumulate_din);
-    });
+    timed("matmul_backward " + std::to_string(IC) + "->" + std::to_string(OC),
+          [&] { be_.matmul_backward(din, dweight, dout, in, weight, N, IC, OC, accumulate_din); });
   }
   void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override {
     timed("rope_forward", [&] { be_.rope_forward(out, x, B, T, H, hd, theta); });
@@ -112,9 +113,8 @@ class TimedBackend final : public Backend {
   }
   void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
                           int B, int T, int NH, int NKV, int hd) override {
-    timed("attention_backward", [&] {
-      be_.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, hd);
-    });
+    timed("attention_backward",
+          [&] { be_.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, hd); });
   }
   void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override {
     timed("swiglu_forward", [&] { be_.swiglu_forward(out, gate, up, n); });
@@ -157,6 +157,14 @@ class TimedBackend final : public Backend {
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override {
     timed("gemm_f32", [&] { be_.gemm_f32(trans_a, trans_b, M, N, K, alpha, A, B, beta, C); });
+  }
+  void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
+                    Strided A, Strided B, float beta, Strided C, Strided D) override {
+    timed("gemm_batched",
+          [&] { be_.gemm_batched(trans_a, trans_b, M, N, K, batch, alpha, A, B, beta, C, D); });
+  }
+  void frobenius_normalize(Buf x, size_t each, int batch, float eps) override {
+    timed("frobenius_normalize", [&] { be_.frobenius_normalize(x, each, batch, eps); });
   }
   void ef_accumulate(Buf e, Buf delta, float beta) override {
     timed("ef_accumulate", [&] { be_.ef_accumulate(e, delta, beta); });
@@ -217,6 +225,74 @@ std::string group_digits(long long x) {
     out += s[i];
   }
   return out;
+}
+
+// Median wall time of `repeats` calls of f, each synchronised, after one untimed call.
+template <typename F>
+double median_seconds(Backend& backend, int repeats, F&& f) {
+  f();
+  backend.synchronize();
+  std::vector<double> t;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = Clock::now();
+    f();
+    backend.synchronize();
+    t.push_back(seconds_between(t0, Clock::now()));
+  }
+  return median_of(t);
+}
+
+// One Muon step (every Matrix view: momentum + batched Newton–Schulz; AdamW for the rest)
+// on the model's current gradients, as a share of the training step.
+json time_muon_step(const Config& config, LlamaModel& model, Backend& backend, double step_s) {
+  OptimizerConfig oc = config.optimizer;
+  oc.type = "muon";
+  auto muon = make_inner_optimizer(oc, model.layout(), backend);
+  int matrices = 0;
+  for (const auto& v : model.layout().views) matrices += v.kind == ParamKind::Matrix;
+  const double s =
+      median_seconds(backend, 5, [&] { muon->step(model.params(), model.grads(), oc.lr, 1.0f); });
+  return {{"ms", 1e3 * s},
+          {"matrices", matrices},
+          {"share_of_step", s / step_s},
+          {"newton_schulz_dtype", dtype_name(backend.activation_dtype())},
+          {"ns_steps", oc.ns_steps}};
+}
+
+// The compression pipeline over the whole parameter buffer (the gradients stand in for a
+// pseudo-gradient), against a device-to-device copy of the same bytes.
+json time_compression(const Config& config, LlamaModel& model, Backend& backend, double step_s) {
+  compress::Settings st;
+  if (config.distributed.compression.compressed()) {
+    st = compress::settings_from_config(config.distributed.compression);
+  } else {  // SparseLoCo's defaults
+    st.selector = compress::Selector::ChunkedTopK;
+    st.quantizer = compress::Quantizer::Q2;
+    st.error_feedback = true;
+    st.beta = 0.95f;
+  }
+  compress::DeviceCompressor compressor(
+      compress::make_plan(compress::shapes_from_layout(model.layout()), st), backend);
+  Buf delta = model.grads();
+  size_t payload = 0;
+  uint64_t step = 0;
+  const double s =
+      median_seconds(backend, 5, [&] { payload = compressor.compress(delta, step++).size(); });
+  Buf copy = backend.alloc(delta.numel, DType::F32);
+  const double copy_s = median_seconds(backend, 5, [&] { backend.copy(copy, delta); });
+  backend.release(copy);
+  return {{"ms", 1e3 * s},
+          {"elements", delta.numel},
+          {"selector", compress::selector_name(st.selector)},
+          {"quantizer", compress::quantizer_name(st.quantizer)},
+          {"error_feedback", st.error_feedback},
+          {"topk", st.topk},
+          {"chunk", st.chunk},
+          {"kept", compressor.stats().kept},
+          {"payload_bytes", payload},
+          {"copy_ms", 1e3 * copy_s},
+          {"ratio_to_copy", copy_s > 0 ? s / copy_s : 0.0},
+          {"share_of_step", s / step_s}};
 }
 
 }  // namespace
@@ -365,6 +441,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
             {"final_loss", last_loss},
             {"params_hash", hash_hex}};
 
+  // Extras run on the un-profiled backend: they are single figures, not op tables.
+  if (options.muon) r["muon"] = time_muon_step(config, model, *device, median);
+  if (options.compression) r["compression"] = time_compression(config, model, *device, median);
+
   std::vector<std::pair<std::string, TimedBackend::Entry>> ops;
   if (timed) {
     ops.assign(timed->entries().begin(), timed->entries().end());
@@ -383,11 +463,11 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   }
 
   if (!options.quiet) {
-    std::printf("loco bench: %s | backend %s | %s parameters | B=%d T=%d accum=%d | %d OpenMP "
-                "thread(s), %d BLAS thread(s), %s kernels\n",
-                config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B,
-                T, accum, omp_get_max_threads(), openblas_get_num_threads(),
-                ops::cpu_isa_name(ops::cpu_isa()));
+    std::printf(
+        "loco bench: %s | backend %s | %s parameters | B=%d T=%d accum=%d | %d OpenMP "
+        "thread(s), %d BLAS thread(s), %s kernels\n",
+        config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B, T, accum,
+        omp_get_max_threads(), openblas_get_num_threads(), ops::cpu_isa_name(ops::cpu_isa()));
     std::printf("  %-14s %d warm-up + %d timed steps of %s tokens\n", "steps", options.warmup,
                 options.steps, group_digits(tokens_per_step).c_str());
     std::printf("  %-14s median %.2f ms | mean %.2f ms | min %.2f ms | max %.2f ms | sd %.2f ms\n",
@@ -397,10 +477,31 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
     std::printf("  %-14s %.2f ms per step (process user+sys, all threads)\n", "CPU time",
                 cpu_per_step * 1e3);
     std::printf("  %-14s %.2f GFLOP/s (6·N + 12·L·d·T = %.4g FLOP/token, N = all parameters)\n",
-                "model FLOP/s", flops_per_token * tokens_per_step / median / 1e9,
-                flops_per_token);
+                "model FLOP/s", flops_per_token * tokens_per_step / median / 1e9, flops_per_token);
     std::printf("  %-14s %.1f MiB\n", "peak RSS", peak_rss_mib());
     std::printf("  %-14s %.9g (parameter hash %s)\n", "last loss", last_loss, hash_hex);
+    if (r.contains("muon")) {
+      const json& m = r["muon"];
+      std::printf(
+          "  %-14s %.2f ms = %.1f%% of a step (%d matrices, Newton–Schulz %d steps in "
+          "%s, batched by shape)\n",
+          "muon step", m["ms"].get<double>(), 100 * m["share_of_step"].get<double>(),
+          m["matrices"].get<int>(), m["ns_steps"].get<int>(),
+          m["newton_schulz_dtype"].get<std::string>().c_str());
+    }
+    if (r.contains("compression")) {
+      const json& c = r["compression"];
+      std::printf(
+          "  %-14s %.2f ms = %.1f× a device copy of the same bytes (%.3f ms), %.1f%% "
+          "of a step: %s values, %s %lld/%lld², %s, EF %s -> %s bytes\n",
+          "compression", c["ms"].get<double>(), c["ratio_to_copy"].get<double>(),
+          c["copy_ms"].get<double>(), 100 * c["share_of_step"].get<double>(),
+          group_digits(c["elements"].get<long long>()).c_str(),
+          c["selector"].get<std::string>().c_str(), c["topk"].get<long long>(),
+          c["chunk"].get<long long>(), c["quantizer"].get<std::string>().c_str(),
+          c["error_feedback"].get<bool>() ? "on" : "off",
+          group_digits(c["payload_bytes"].get<long long>()).c_str());
+    }
     if (timed) {
       std::printf("\n  per step (synchronised around every op; totals differ from above)\n");
       for (const auto& [name, s] : phases)
@@ -446,6 +547,12 @@ BenchCommand add_bench_command(CLI::App& app) {
   sub->add_option("--json", args->json_path, "Also write the figures to this JSON file");
   sub->add_flag("--profile", args->options.profile,
                 "Also time every backend op and step phase (synchronises after each op)");
+  sub->add_flag("--muon", args->options.muon,
+                "Also time one Muon step (momentum + batched Newton–Schulz) on the model");
+  sub->add_flag("--compression", args->options.compression,
+                "Also time the outer-sync compression of the whole parameter buffer "
+                "(distributed.compression, else chunked top-64/4096 + 2-bit + EF) against a "
+                "device copy");
   BenchCommand cmd;
   cmd.sub = sub;
   cmd.run = [args]() {

@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
@@ -33,8 +34,8 @@ void cuda_check(cudaError_t e, const char* call, const char* file, int line) {
 
 void lt_check(cublasStatus_t s, const char* call, const char* file, int line) {
   if (s == CUBLAS_STATUS_SUCCESS) return;
-  throw Error(std::string("cuda backend: ") + call + " failed: " + cublasLtGetStatusName(s) +
-              ": " + cublasLtGetStatusString(s) + " (" + file + ":" + std::to_string(line) + ")");
+  throw Error(std::string("cuda backend: ") + call + " failed: " + cublasLtGetStatusName(s) + ": " +
+              cublasLtGetStatusString(s) + " (" + file + ":" + std::to_string(line) + ")");
 }
 
 #define LOCO_CUDA(call) cuda_check((call), #call, __FILE__, __LINE__)
@@ -77,8 +78,8 @@ class Args {
   void launched(cudaError_t e) const {
     if (e == cudaSuccess) return;
     cudaGetLastError();
-    throw Error(std::string("cuda backend: ") + op_ + ": kernel launch failed: " +
-                cuda_error_text(e));
+    throw Error(std::string("cuda backend: ") + op_ +
+                ": kernel launch failed: " + cuda_error_text(e));
   }
   const char* op() const { return op_; }
 
@@ -235,8 +236,8 @@ void* CudaBackend::scratch(size_t bytes) {
 void CudaBackend::check_status() {
   // Pinned bytes [8, 12) hold the status; [0, 8) the small result of the calling op.
   char* pinned_status = static_cast<char*>(host_pinned_) + 8;
-  LOCO_CUDA(cudaMemcpyAsync(pinned_status, status_dev_, sizeof(int), cudaMemcpyDeviceToHost,
-                            stream_));
+  LOCO_CUDA(
+      cudaMemcpyAsync(pinned_status, status_dev_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   LOCO_CUDA(cudaStreamSynchronize(stream_));
   int status = 0;
   std::memcpy(&status, pinned_status, sizeof(int));
@@ -341,13 +342,21 @@ void CudaBackend::synchronize() {
 //   our B (N,K) row-major [ trans_b] = column-major (K,N) ld K, transposed    -> op T
 //   our A (M,K) row-major [!trans_a] = column-major (K,M) ld K, used as is    -> op N
 //   our A (K,M) row-major [ trans_a] = column-major (M,K) ld M, transposed    -> op T
-// Compute type fp32 (CUBLAS_COMPUTE_32F: no TF32), scale type fp32; C and D are one buffer.
-void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                                const void* A, int a_type, const void* B, int b_type, float beta,
-                                void* C, int c_type, const char* op) {
-  if (M <= 0 || N <= 0) return;
+// Compute type fp32 (CUBLAS_COMPUTE_32F: no TF32), scale type fp32. D (the output) has C's
+// layout and may be C. Batches: every layout gets BATCH_COUNT and STRIDED_BATCH_OFFSET.
+void CudaBackend::gemm_rowmajor_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
+                                        float alpha, const void* A, int64_t stride_a, int a_type,
+                                        const void* B, int64_t stride_b, int b_type, float beta,
+                                        const void* C_in, void* D, int64_t stride_c, int c_type,
+                                        const char* op) {
+  if (M <= 0 || N <= 0 || batch <= 0) return;
+  void* C = D;  // what the empty-product path below writes
+  const int align_cd = std::min(alignment_of(C_in), alignment_of(D));
   const size_t c_elems = elements(M, N);
   if (K <= 0) {  // empty product: C = beta·C (beta == 0 overwrites, clearing NaN)
+    if (batch != 1 || C_in != D) {
+      Args(op).require(false, "an empty product (K = 0) needs batch 1 and C = D");
+    }
     if (beta == 0.f) {
       const size_t esize = c_type == CUDA_R_32F ? 4 : 2;
       LOCO_CUDA(cudaMemsetAsync(C, 0, c_elems * esize, stream_));
@@ -358,8 +367,9 @@ void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K,
     }
     return;
   }
-  const GemmKey key{trans_a, trans_b, M, N, K, a_type, b_type, c_type,
-                    alignment_of(A), alignment_of(B), alignment_of(C)};
+  const GemmKey key{
+      trans_a,         trans_b,         M,        N,     K,        a_type,   b_type,  c_type,
+      alignment_of(A), alignment_of(B), align_cd, batch, stride_a, stride_b, stride_c};
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     auto plan = std::make_unique<GemmPlan>();
@@ -368,14 +378,26 @@ void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K,
     const auto ct = static_cast<cudaDataType_t>(c_type);
     // cuBLASLt A = our B
     const uint64_t la_rows = trans_b ? K : N, la_cols = trans_b ? N : K;
-    LOCO_LT(cublasLtMatrixLayoutCreate(&plan->a, bt, la_rows, la_cols,
-                                       static_cast<int64_t>(la_rows)));
+    LOCO_LT(
+        cublasLtMatrixLayoutCreate(&plan->a, bt, la_rows, la_cols, static_cast<int64_t>(la_rows)));
     // cuBLASLt B = our A
     const uint64_t lb_rows = trans_a ? M : K, lb_cols = trans_a ? K : M;
-    LOCO_LT(cublasLtMatrixLayoutCreate(&plan->b, at, lb_rows, lb_cols,
-                                       static_cast<int64_t>(lb_rows)));
+    LOCO_LT(
+        cublasLtMatrixLayoutCreate(&plan->b, at, lb_rows, lb_cols, static_cast<int64_t>(lb_rows)));
     LOCO_LT(cublasLtMatrixLayoutCreate(&plan->c, ct, static_cast<uint64_t>(N),
                                        static_cast<uint64_t>(M), static_cast<int64_t>(N)));
+    if (batch > 1) {
+      const int32_t count = batch;
+      // cuBLASLt A = our B, cuBLASLt B = our A.
+      const std::pair<cublasLtMatrixLayout_t, int64_t> strided[] = {
+          {plan->a, stride_b}, {plan->b, stride_a}, {plan->c, stride_c}};
+      for (const auto& [layout, stride] : strided) {
+        LOCO_LT(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                 sizeof(count)));
+        LOCO_LT(cublasLtMatrixLayoutSetAttribute(
+            layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+      }
+    }
     LOCO_LT(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -395,15 +417,15 @@ void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K,
                                                  &ws, sizeof(ws)));
     const uint32_t align_lt_a = static_cast<uint32_t>(alignment_of(B));
     const uint32_t align_lt_b = static_cast<uint32_t>(alignment_of(A));
-    const uint32_t align_c = static_cast<uint32_t>(alignment_of(C));
-    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_lt_a, sizeof(align_lt_a)));
-    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof(align_lt_b)));
-    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
-    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+    const uint32_t align_c = static_cast<uint32_t>(align_cd);
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                 &align_lt_a, sizeof(align_lt_a)));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                 &align_lt_b, sizeof(align_lt_b)));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                 &align_c, sizeof(align_c)));
+    LOCO_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                 &align_c, sizeof(align_c)));
 
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
@@ -413,16 +435,17 @@ void CudaBackend::gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K,
       throw Error(std::string("cuda backend: ") + op +
                   ": cuBLASLt found no algorithm for row-major C(" + std::to_string(M) + "," +
                   std::to_string(N) + ") = op(A)·op(B), K = " + std::to_string(K) +
-                  ", trans_a = " + std::to_string(trans_a) + ", trans_b = " +
-                  std::to_string(trans_b) + " (types " + std::to_string(a_type) + "/" +
-                  std::to_string(b_type) + "/" + std::to_string(c_type) + "): " +
-                  cublasLtGetStatusName(hs != CUBLAS_STATUS_SUCCESS ? hs : result.state));
+                  ", trans_a = " + std::to_string(trans_a) +
+                  ", trans_b = " + std::to_string(trans_b) + " (types " + std::to_string(a_type) +
+                  "/" + std::to_string(b_type) + "/" + std::to_string(c_type) +
+                  "): " + cublasLtGetStatusName(hs != CUBLAS_STATUS_SUCCESS ? hs : result.state));
     }
     plan->algo = result.algo;
     it = plans_.emplace(key, std::move(plan)).first;
   }
   const GemmPlan& plan = *it->second;
-  LOCO_LT(cublasLtMatmul(lt_, plan.desc, &alpha, B, plan.a, A, plan.b, &beta, C, plan.c, C,
+  // C and D share one layout (same shape, type and stride); they may be one buffer.
+  LOCO_LT(cublasLtMatmul(lt_, plan.desc, &alpha, B, plan.a, A, plan.b, &beta, C_in, plan.c, D,
                          plan.c, &plan.algo, workspace_, workspace_bytes_, stream_));
 }
 
@@ -438,8 +461,8 @@ void CudaBackend::matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int
                 args.op());
 }
 
-void CudaBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N,
-                                  int IC, int OC, bool accumulate_din) {
+void CudaBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC,
+                                  int OC, bool accumulate_din) {
   const Args args("matmul_backward");
   args.non_negative({N, IC, OC});
   auto* di = args.bf16(din, elements(N, IC), "din");
@@ -452,8 +475,8 @@ void CudaBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf we
   gemm_rowmajor(false, false, N, IC, OC, 1.f, dy, CUDA_R_16BF, w, CUDA_R_16BF,
                 accumulate_din ? 1.f : 0.f, di, CUDA_R_16BF, args.op());
   // dweight(OC,IC) f32 += dout(N,OC)ᵀ · in(N,IC)
-  gemm_rowmajor(true, false, OC, IC, N, 1.f, dy, CUDA_R_16BF, x, CUDA_R_16BF, 1.f, dw,
-                CUDA_R_32F, args.op());
+  gemm_rowmajor(true, false, OC, IC, N, 1.f, dy, CUDA_R_16BF, x, CUDA_R_16BF, 1.f, dw, CUDA_R_32F,
+                args.op());
 }
 
 void CudaBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
@@ -464,8 +487,8 @@ void CudaBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, floa
   const float* b = args.f32(B, elements(K, N), "B");
   float* c = args.f32(C, elements(M, N), "C");
   activate();
-  gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a, CUDA_R_32F, b, CUDA_R_32F, beta, c,
-                CUDA_R_32F, args.op());
+  gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a, CUDA_R_32F, b, CUDA_R_32F, beta, c, CUDA_R_32F,
+                args.op());
 }
 
 // ---------------------------------------------------------------------------- model ops
@@ -494,8 +517,7 @@ void CudaBackend::embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int 
   args.launched(loco_embedding_backward(dt, dy, ids, N, C, V, status_dev_, stream_));
 }
 
-void CudaBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C,
-                                  float eps) {
+void CudaBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) {
   const Args args("rmsnorm_forward");
   args.non_negative({N, C});
   auto* o = args.bf16(out, elements(N, C), "out");
@@ -518,8 +540,7 @@ void CudaBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf w
   const float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
   if (N == 0 || C == 0) return;
   activate();
-  auto* partial =
-      static_cast<float*>(scratch(loco_rmsnorm_backward_scratch(N, C) * sizeof(float)));
+  auto* partial = static_cast<float*>(scratch(loco_rmsnorm_backward_scratch(N, C) * sizeof(float)));
   args.launched(loco_rmsnorm_backward(dx, dw, dy, x, w, r, N, C, partial, stream_));
 }
 
@@ -572,8 +593,8 @@ void CudaBackend::attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B
   args.launched(loco_attention_forward(o, l, qp, kp, vp, B, T, NH, NKV, hd, stream_));
 }
 
-void CudaBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v,
-                                     Buf out, Buf lse, int B, int T, int NH, int NKV, int hd) {
+void CudaBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out,
+                                     Buf lse, int B, int T, int NH, int NKV, int hd) {
   const Args args("attention_backward");
   check_attention_shape(args, B, T, NH, NKV, hd);
   const size_t q_numel = elements(B, T, NH, hd);
@@ -625,8 +646,8 @@ void CudaBackend::add(Buf out, Buf a, Buf b, size_t n) {
   args.launched(loco_add_bf16(o, x, y, n, stream_));
 }
 
-void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V,
-                                float grad_scale, bool compute_grad) {
+void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                                bool compute_grad) {
   const Args args("cross_entropy");
   args.non_negative({N, V});
   args.require(V > 0, "V must be positive");
@@ -647,8 +668,7 @@ double CudaBackend::sum_squares(Buf x) {
   auto* partial = static_cast<double*>(scratch(loco_sum_squares_scratch() * sizeof(double)));
   auto* result = static_cast<double*>(result_dev_);
   args.launched(loco_sum_squares(result, p, x.numel, partial, stream_));
-  LOCO_CUDA(cudaMemcpyAsync(host_pinned_, result, sizeof(double), cudaMemcpyDeviceToHost,
-                            stream_));
+  LOCO_CUDA(cudaMemcpyAsync(host_pinned_, result, sizeof(double), cudaMemcpyDeviceToHost, stream_));
   check_status();  // synchronises
   double value = 0;
   std::memcpy(&value, host_pinned_, sizeof(double));
@@ -701,6 +721,44 @@ void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, floa
                                grad_scale, stream_));
 }
 
+void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
+                               float alpha, Strided A, Strided B, float beta, Strided C,
+                               Strided D) {
+  const Args args("gemm_batched");
+  args.non_negative({M, N, K, batch});
+  args.require(C.stride == D.stride, "C and D must have the same stride");
+  args.require(A.buf.dtype == B.buf.dtype, "A and B must have one dtype");
+  args.require(C.buf.dtype == D.buf.dtype, "C and D must have one dtype");
+  args.require(A.buf.dtype != DType::I32 && C.buf.dtype != DType::I32, "i32 matrices");
+  if (batch == 0) return;
+  auto span = [&](const Strided& x, size_t each) { return (size_t(batch) - 1) * x.stride + each; };
+  auto check = [&](const Strided& x, size_t each, const char* name) -> void* {
+    if (x.buf.dtype == DType::BF16) return args.bf16(x.buf, span(x, each), name);
+    return args.f32(x.buf, span(x, each), name);
+  };
+  const void* a = check(A, elements(M, K), "A");
+  const void* b = check(B, elements(K, N), "B");
+  const void* c = check(C, elements(M, N), "C");
+  void* d = check(D, elements(M, N), "D");
+  const int in_type = A.buf.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  const int out_type = C.buf.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  activate();
+  gemm_rowmajor_batched(trans_a, trans_b, M, N, K, batch, alpha, a, int64_t(A.stride), in_type, b,
+                        int64_t(B.stride), in_type, beta, c, d, int64_t(C.stride), out_type,
+                        args.op());
+}
+
+void CudaBackend::frobenius_normalize(Buf x, size_t each, int batch, float eps) {
+  const Args args("frobenius_normalize");
+  args.require(batch >= 0, "negative batch " + std::to_string(batch));
+  float* p = args.f32(x, each * size_t(batch), "x");
+  if (batch == 0 || each == 0) return;
+  activate();
+  auto* partial =
+      static_cast<double*>(scratch(loco_frobenius_normalize_scratch(each, batch) * sizeof(double)));
+  args.launched(loco_frobenius_normalize(p, each, batch, eps, partial, stream_));
+}
+
 // ---------------------------------------------------------------------------- compression
 // The flat indices and the chunk table come from loco/compress/device_compressor.cpp, which
 // builds them from the plan or from a payload the decoder has validated; unlike the CPU
@@ -723,8 +781,8 @@ void CudaBackend::ef_accumulate(Buf e, Buf delta, float beta) {
 
 void CudaBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
   const Args args("chunked_topk");
-  args.require(chunks.numel % 8 == 0, "chunks has " + std::to_string(chunks.numel) +
-                                          " ints, not a multiple of 8");
+  args.require(chunks.numel % 8 == 0,
+               "chunks has " + std::to_string(chunks.numel) + " ints, not a multiple of 8");
   args.i32(offsets, 0, "offsets");
   args.i32(flat, 0, "flat");
   const int32_t* table = args.i32(chunks, chunks.numel, "chunks");

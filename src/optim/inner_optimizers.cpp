@@ -7,10 +7,13 @@ namespace loco {
 
 bool decays(const ParamView& v, const OptimizerConfig& cfg) {
   switch (v.kind) {
-    case ParamKind::Norm: return false;
+    case ParamKind::Norm:
+      return false;
     case ParamKind::Embedding:
-    case ParamKind::Head: return cfg.decay_embeddings;
-    case ParamKind::Matrix: return true;
+    case ParamKind::Head:
+      return cfg.decay_embeddings;
+    case ParamKind::Matrix:
+      return true;
   }
   return true;
 }
@@ -19,6 +22,14 @@ AdamW::AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& bac
     : cfg_(cfg), layout_(layout), backend_(backend) {
   m_ = backend_.alloc(layout_.total, DType::F32);
   v_ = backend_.alloc(layout_.total, DType::F32);
+  for (const auto& view : layout_.views) {
+    const bool decay = decays(view, cfg_);
+    if (!runs_.empty() && runs_.back().decay == decay &&
+        runs_.back().offset + runs_.back().numel == view.offset)
+      runs_.back().numel += view.numel;
+    else
+      runs_.push_back(Run{view.offset, view.numel, decay});
+  }
 }
 
 AdamW::~AdamW() {
@@ -30,14 +41,13 @@ void AdamW::step(Buf params, Buf grads, double lr, float grad_scale) {
   ++t_;
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t_));
-  for (const auto& view : layout_.views) {
-    const float wd = decays(view, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    backend_.adamw_update(params.slice(view.offset, view.numel),
-                          grads.slice(view.offset, view.numel), m_.slice(view.offset, view.numel),
-                          v_.slice(view.offset, view.numel), static_cast<float>(lr),
-                          static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2),
-                          static_cast<float>(cfg_.eps), wd, static_cast<float>(bc1),
-                          static_cast<float>(bc2), grad_scale);
+  for (const Run& run : runs_) {
+    const float wd = run.decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    backend_.adamw_update(params.slice(run.offset, run.numel), grads.slice(run.offset, run.numel),
+                          m_.slice(run.offset, run.numel), v_.slice(run.offset, run.numel),
+                          static_cast<float>(lr), static_cast<float>(cfg_.beta1),
+                          static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
+                          static_cast<float>(bc1), static_cast<float>(bc2), grad_scale);
   }
 }
 
@@ -53,8 +63,7 @@ void Sgd::step(Buf params, Buf grads, double lr, float grad_scale) {
 }
 
 std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
-                                                     const ParamLayout& layout,
-                                                     Backend& backend) {
+                                                     const ParamLayout& layout, Backend& backend) {
   if (cfg.type == "adamw") return std::make_unique<AdamW>(cfg, layout, backend);
   if (cfg.type == "sgd") return std::make_unique<Sgd>(cfg, layout, backend);
   if (cfg.type == "muon") return std::make_unique<Muon>(cfg, layout, backend);

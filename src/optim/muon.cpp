@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 namespace loco {
 
@@ -28,6 +29,37 @@ void newton_schulz(Backend& be, Buf x, int rows, int cols, float a, float b, flo
   }
 }
 
+void newton_schulz_batched(Backend& be, Buf x, int rows, int cols, int batch, float a, float b,
+                           float c, int steps, Buf work0, Buf work1, Buf gram, Buf poly) {
+  using S = Backend::Strided;
+  const bool tall = rows > cols;
+  const int n = tall ? cols : rows;  // Gram size
+  const size_t numel = size_t(rows) * size_t(cols), nn = size_t(n) * size_t(n);
+  const size_t total = numel * size_t(batch), grams = nn * size_t(batch);
+  Buf X = x.slice(0, total), A = gram.slice(0, grams), B = poly.slice(0, grams);
+  Buf cur = work0.slice(0, total), next = work1.slice(0, total);
+  be.frobenius_normalize(X, numel, batch, 1e-7f);
+  be.copy(cur, X);  // to the working dtype
+  for (int k = 0; k < steps; ++k) {
+    if (tall)  // A = XᵀX
+      be.gemm_batched(true, false, n, n, rows, batch, 1.0f, S{cur, numel}, S{cur, numel}, 0.0f,
+                      S{A, nn}, S{A, nn});
+    else  // A = X·Xᵀ
+      be.gemm_batched(false, true, n, n, cols, batch, 1.0f, S{cur, numel}, S{cur, numel}, 0.0f,
+                      S{A, nn}, S{A, nn});
+    // B = c·A·A + b·A
+    be.gemm_batched(false, false, n, n, n, batch, c, S{A, nn}, S{A, nn}, b, S{A, nn}, S{B, nn});
+    if (tall)  // X' = a·X + X·B
+      be.gemm_batched(false, false, rows, cols, cols, batch, 1.0f, S{cur, numel}, S{B, nn}, a,
+                      S{cur, numel}, S{next, numel});
+    else  // X' = a·X + B·X
+      be.gemm_batched(false, false, rows, cols, rows, batch, 1.0f, S{B, nn}, S{cur, numel}, a,
+                      S{cur, numel}, S{next, numel});
+    std::swap(cur, next);
+  }
+  be.copy(X, cur);
+}
+
 double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols) {
   const double r = static_cast<double>(rows), c = static_cast<double>(cols);
   if (rule == "original") return std::sqrt(std::max(1.0, r / c));
@@ -39,8 +71,9 @@ double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols) {
 Muon::Muon(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend)
     : cfg_(cfg), layout_(layout), backend_(backend) {
   muon_update_scale(cfg_.muon_scale, 1, 1);  // validates the rule name up front
-  size_t n_matrix = 0, n_other = 0, max_numel = 0, max_gram = 0;
-  for (const auto& v : layout_.views) {
+  size_t n_matrix = 0, n_other = 0;
+  for (size_t i = 0; i < layout_.views.size(); ++i) {
+    const ParamView& v = layout_.views[i];
     if (v.kind != ParamKind::Matrix) {
       state_offset_.push_back(n_other);
       n_other += v.numel;
@@ -49,23 +82,36 @@ Muon::Muon(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backe
     if (v.shape.size() != 2 || v.rows() > std::numeric_limits<int>::max() / 2 ||
         v.cols() > std::numeric_limits<int>::max() / 2)
       throw Error("muon: parameter " + v.name + " is not a 2-D matrix of int-sized dims");
-    const size_t small = static_cast<size_t>(std::min(v.rows(), v.cols()));
     state_offset_.push_back(n_matrix);
     n_matrix += v.numel;
-    max_numel = std::max(max_numel, v.numel);
-    max_gram = std::max(max_gram, small * small);
+    const int rows = static_cast<int>(v.rows()), cols = static_cast<int>(v.cols());
+    auto same = [&](const ShapeGroup& g) { return g.rows == rows && g.cols == cols; };
+    auto it = std::find_if(groups_.begin(), groups_.end(), same);
+    if (it == groups_.end()) it = groups_.insert(groups_.end(), ShapeGroup{rows, cols, {}, 1});
+    it->views.push_back(i);
   }
+  size_t max_x = 0, max_gram = 0;
+  for (ShapeGroup& g : groups_) {
+    const size_t numel = size_t(g.rows) * size_t(g.cols);
+    const size_t small = size_t(std::min(g.rows, g.cols));
+    g.batch = static_cast<int>(std::clamp<size_t>(kMaxBatchElements / numel, 1, g.views.size()));
+    max_x = std::max(max_x, numel * size_t(g.batch));
+    max_gram = std::max(max_gram, small * small * size_t(g.batch));
+  }
+  const DType work = backend_.activation_dtype();
   momentum_ = backend_.alloc(n_matrix, DType::F32);
   adam_m_ = backend_.alloc(n_other, DType::F32);
   adam_v_ = backend_.alloc(n_other, DType::F32);
-  x_ = backend_.alloc(max_numel, DType::F32);
-  tmp_ = backend_.alloc(max_numel, DType::F32);
-  gram_ = backend_.alloc(max_gram, DType::F32);
-  poly_ = backend_.alloc(max_gram, DType::F32);
+  x_ = backend_.alloc(max_x, DType::F32);
+  work0_ = backend_.alloc(max_x, work);
+  work1_ = backend_.alloc(max_x, work);
+  gram_ = backend_.alloc(max_gram, work);
+  poly_ = backend_.alloc(max_gram, work);
 }
 
 Muon::~Muon() {
-  for (Buf* b : {&momentum_, &adam_m_, &adam_v_, &x_, &tmp_, &gram_, &poly_}) backend_.release(*b);
+  for (Buf* b : {&momentum_, &adam_m_, &adam_v_, &x_, &work0_, &work1_, &gram_, &poly_})
+    backend_.release(*b);
 }
 
 void Muon::step(Buf params, Buf grads, double lr, float grad_scale) {
@@ -76,27 +122,40 @@ void Muon::step(Buf params, Buf grads, double lr, float grad_scale) {
   const float beta = static_cast<float>(cfg_.muon_momentum);
   for (size_t i = 0; i < layout_.views.size(); ++i) {
     const ParamView& view = layout_.views[i];
+    if (view.kind == ParamKind::Matrix) continue;
     Buf p = params.slice(view.offset, view.numel), g = grads.slice(view.offset, view.numel);
-    if (view.kind != ParamKind::Matrix) {
-      const float wd = decays(view, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-      backend_.adamw_update(p, g, adam_m_.slice(state_offset_[i], view.numel),
-                            adam_v_.slice(state_offset_[i], view.numel), static_cast<float>(lr),
-                            static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2),
-                            static_cast<float>(cfg_.eps), wd, static_cast<float>(bc1),
-                            static_cast<float>(bc2), grad_scale);
-      continue;
+    const float wd = decays(view, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    backend_.adamw_update(p, g, adam_m_.slice(state_offset_[i], view.numel),
+                          adam_v_.slice(state_offset_[i], view.numel), static_cast<float>(lr),
+                          static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2),
+                          static_cast<float>(cfg_.eps), wd, static_cast<float>(bc1),
+                          static_cast<float>(bc2), grad_scale);
+  }
+  for (const ShapeGroup& group : groups_) {
+    const size_t numel = size_t(group.rows) * size_t(group.cols);
+    const double s = muon_update_scale(cfg_.muon_scale, group.rows, group.cols);
+    for (size_t first = 0; first < group.views.size(); first += size_t(group.batch)) {
+      const size_t count = std::min(size_t(group.batch), group.views.size() - first);
+      for (size_t j = 0; j < count; ++j) {
+        const size_t i = group.views[first + j];
+        const ParamView& view = layout_.views[i];
+        Buf g = grads.slice(view.offset, numel);
+        Buf m = momentum_.slice(state_offset_[i], numel), u = x_.slice(j * numel, numel);
+        backend_.axpby(m, grad_scale, g, beta);                          // m ← β·m + g
+        backend_.copy(u, m);                                             // u ← m
+        if (cfg_.muon_nesterov) backend_.axpby(u, grad_scale, g, beta);  // u ← g + β·m
+      }
+      newton_schulz_batched(backend_, x_, group.rows, group.cols, static_cast<int>(count),
+                            static_cast<float>(cfg_.ns_a), static_cast<float>(cfg_.ns_b),
+                            static_cast<float>(cfg_.ns_c), cfg_.ns_steps, work0_, work1_, gram_,
+                            poly_);
+      for (size_t j = 0; j < count; ++j) {
+        const ParamView& view = layout_.views[group.views[first + j]];
+        backend_.axpby(params.slice(view.offset, numel), static_cast<float>(-eta * s),
+                       x_.slice(j * numel, numel),
+                       static_cast<float>(1.0 - eta * cfg_.muon_weight_decay));
+      }
     }
-    const int rows = static_cast<int>(view.rows()), cols = static_cast<int>(view.cols());
-    Buf m = momentum_.slice(state_offset_[i], view.numel), u = x_.slice(0, view.numel);
-    backend_.axpby(m, grad_scale, g, beta);                          // m ← β·m + g
-    backend_.copy(u, m);                                             // u ← m
-    if (cfg_.muon_nesterov) backend_.axpby(u, grad_scale, g, beta);  // u ← g + β·m
-    newton_schulz(backend_, u, rows, cols, static_cast<float>(cfg_.ns_a),
-                  static_cast<float>(cfg_.ns_b), static_cast<float>(cfg_.ns_c), cfg_.ns_steps, tmp_,
-                  gram_, poly_);
-    const double s = muon_update_scale(cfg_.muon_scale, rows, cols);
-    backend_.axpby(p, static_cast<float>(-eta * s), u,
-                   static_cast<float>(1.0 - eta * cfg_.muon_weight_decay));
   }
 }
 

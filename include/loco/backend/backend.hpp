@@ -24,7 +24,7 @@ namespace loco {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string name() const = 0;       // "cpu" or "cuda"
+  virtual std::string name() const = 0;        // "cpu" or "cuda"
   virtual DType activation_dtype() const = 0;  // F32 on the CPU, BF16 on CUDA
 
   // ------------------------------------------------------------------ memory
@@ -33,7 +33,7 @@ class Backend {
   virtual void zero(Buf buf) = 0;
   virtual void upload(Buf dst, const void* host_src) = 0;  // host data of dst.dtype
   virtual void download(void* host_dst, Buf src) = 0;      // to host, src.dtype kept
-  virtual void copy(Buf dst, Buf src) = 0;  // same numel; converts F32 <-> BF16
+  virtual void copy(Buf dst, Buf src) = 0;                 // same numel; converts F32 <-> BF16
   virtual void synchronize() {}
 
   // ------------------------------------------------------------------ model ops (act dtype)
@@ -43,17 +43,16 @@ class Backend {
   virtual void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) = 0;
 
   // out(N,C) = in * rstd * weight, rstd(N) F32 = 1/sqrt(mean(in^2) + eps)
-  virtual void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C,
-                               float eps) = 0;
+  virtual void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) = 0;
   // din(N,C) += ..., dweight(C) F32 += ...  (din accumulates: it is the residual stream)
-  virtual void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
-                                int N, int C) = 0;
+  virtual void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
+                                int C) = 0;
 
   // out(N,OC) = in(N,IC) · weight(OC,IC)ᵀ
   virtual void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) = 0;
   // din(N,IC) = dout · weight (or += when accumulate_din), dweight(OC,IC) F32 += doutᵀ · in
-  virtual void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N,
-                               int IC, int OC, bool accumulate_din) = 0;
+  virtual void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC,
+                               int OC, bool accumulate_din) = 0;
 
   // Rotary embedding, Hugging Face rotate-half convention, positions 0..T-1:
   // for i < hd/2, f = theta^(-2i/hd), a = t*f:
@@ -69,9 +68,8 @@ class Backend {
   virtual void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
                                  int NKV, int hd) = 0;
   // dq (B,T,NH,hd), dk, dv (B,T,NKV,hd) overwritten.
-  virtual void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v,
-                                  Buf out, Buf lse, int B, int T, int NH, int NKV,
-                                  int hd) = 0;
+  virtual void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out,
+                                  Buf lse, int B, int T, int NH, int NKV, int hd) = 0;
 
   // out(N,F) = silu(gate) * up
   virtual void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) = 0;
@@ -84,13 +82,13 @@ class Backend {
   // Softmax cross-entropy over logits(N,V). losses(N) F32 = -log softmax[target].
   // When compute_grad, logits is overwritten with dlogits = (softmax - onehot) * grad_scale.
   // targets(N) I32.
-  virtual void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V,
-                             float grad_scale, bool compute_grad) = 0;
+  virtual void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                             bool compute_grad) = 0;
 
   // ------------------------------------------------------------------ F32 vector ops
   // (optimizers, gradient clipping, outer sync: all on master/state buffers)
-  virtual double sum_squares(Buf x) = 0;            // Σ x² in double, returned to the host
-  virtual void scale(Buf x, float s) = 0;           // x *= s
+  virtual double sum_squares(Buf x) = 0;                   // Σ x² in double, returned to the host
+  virtual void scale(Buf x, float s) = 0;                  // x *= s
   virtual void axpby(Buf y, float a, Buf x, float b) = 0;  // y = a*x + b*y
   virtual bool all_finite(Buf x) = 0;
 
@@ -98,14 +96,29 @@ class Backend {
   //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²
   //   p -= lr * ( (m/bc1) / (sqrt(v/bc2) + eps) + wd * p )
   // where g = grad * grad_scale, bc1 = 1 - b1^t, bc2 = 1 - b2^t.
-  virtual void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,
-                            float beta2, float eps, float weight_decay, float bc1, float bc2,
+  virtual void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
+                            float eps, float weight_decay, float bc1, float bc2,
                             float grad_scale) = 0;
 
   // Row-major F32 GEMM: C(M,N) = alpha · op(A) · op(B) + beta · C, op = transpose when set.
   // A is (M,K) or (K,M) when trans_a; B is (K,N) or (N,K) when trans_b. Used by Muon.
-  virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
-                        Buf B, float beta, Buf C) = 0;
+  virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
+                        float beta, Buf C) = 0;
+
+  // Strided-batched row-major GEMM with fp32 accumulation, for batch matrices of one shape
+  // (Muon's batched Newton–Schulz): for b < batch, with X_b = X.buf from element b·X.stride,
+  //   D_b(M,N) = alpha · op(A_b) · op(B_b) + beta · C_b
+  // A and B: both F32 (no TF32) or both BF16; C and D: one dtype, F32 or BF16, the same
+  // stride; D may be C (in place) but must not overlap A or B. The CPU backend takes F32 only.
+  struct Strided {
+    Buf buf;
+    size_t stride = 0;  // elements between consecutive matrices
+  };
+  virtual void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
+                            Strided A, Strided B, float beta, Strided C, Strided D) = 0;
+  // x holds `batch` matrices of `each` F32 elements back to back: each one is divided by
+  // (its Frobenius norm + eps), the norm summed in double.
+  virtual void frobenius_normalize(Buf x, size_t each, int batch, float eps) = 0;
 
   // ------------------------------------------------------------------ compression primitives
   // What loco/compress/device_compressor.hpp runs where the pseudo-gradient lives; the CPU

@@ -48,6 +48,9 @@ class CpuBackend final : public Backend {
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
+  void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
+                    Strided A, Strided B, float beta, Strided C, Strided D) override;
+  void frobenius_normalize(Buf x, size_t each, int batch, float eps) override;
   void ef_accumulate(Buf e, Buf delta, float beta) override;
   void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override;
   void gather(Buf values, Buf x, Buf flat) override;

@@ -89,6 +89,9 @@ class CudaBackend final : public Backend {
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
+  void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
+                    Strided A, Strided B, float beta, Strided C, Strided D) override;
+  void frobenius_normalize(Buf x, size_t each, int batch, float eps) override;
   void ef_accumulate(Buf e, Buf delta, float beta) override;
   void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override;
   void gather(Buf values, Buf x, Buf flat) override;
@@ -98,17 +101,27 @@ class CudaBackend final : public Backend {
 
  private:
   struct GemmPlan;  // cuBLASLt descriptors + heuristic algorithm for one GEMM shape
-  // (trans_a, trans_b, M, N, K, A type, B type, C type, A/B/C alignment bytes)
-  using GemmKey = std::tuple<bool, bool, int, int, int, int, int, int, int, int, int>;
+  // (trans_a, trans_b, M, N, K, A type, B type, C type, A/B/C alignment bytes,
+  //  batch, A/B/C batch strides)
+  using GemmKey = std::tuple<bool, bool, int, int, int, int, int, int, int, int, int, int, int64_t,
+                             int64_t, int64_t>;
 
-  void activate() const;                      // cudaSetDevice(device_)
-  void* scratch(size_t bytes);                // grow-only device scratch, stream-ordered
-  void check_status();                        // syncs; throws on kernel-reported bad ids
+  void activate() const;        // cudaSetDevice(device_)
+  void* scratch(size_t bytes);  // grow-only device scratch, stream-ordered
+  void check_status();          // syncs; throws on kernel-reported bad ids
   // Row-major C(M,N) = alpha·op(A)·op(B) + beta·C through cuBLASLt, fp32 compute.
   // Types are cudaDataType_t values (as int, to keep CUDA headers out of this header).
-  void gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                     const void* A, int a_type, const void* B, int b_type, float beta, void* C,
-                     int c_type, const char* op);
+  void gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const void* A,
+                     int a_type, const void* B, int b_type, float beta, void* C, int c_type,
+                     const char* op) {
+    gemm_rowmajor_batched(trans_a, trans_b, M, N, K, 1, alpha, A, 0, a_type, B, 0, b_type, beta, C,
+                          C, 0, c_type, op);
+  }
+  // The strided-batched form, D_b = alpha·op(A_b)·op(B_b) + beta·C_b (D may be C).
+  void gemm_rowmajor_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
+                             float alpha, const void* A, int64_t stride_a, int a_type,
+                             const void* B, int64_t stride_b, int b_type, float beta, const void* C,
+                             void* D, int64_t stride_c, int c_type, const char* op);
 
   int device_ = 0;
   CUstream_st* stream_ = nullptr;
@@ -117,8 +130,8 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   void* scratch_ = nullptr;  // attention D, rmsnorm partials, reduction partials
   size_t scratch_bytes_ = 0;
-  int* status_dev_ = nullptr;   // LOCO_STATUS_* bits set by kernels
-  void* result_dev_ = nullptr;  // small device results (sum_squares, all_finite)
+  int* status_dev_ = nullptr;    // LOCO_STATUS_* bits set by kernels
+  void* result_dev_ = nullptr;   // small device results (sum_squares, all_finite)
   void* host_pinned_ = nullptr;  // pinned host mirror for small results
   std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
 };

@@ -20,6 +20,14 @@ namespace loco {
 void newton_schulz(Backend& be, Buf x, int rows, int cols, float a, float b, float c, int steps,
                    Buf tmp, Buf gram, Buf poly);
 
+// Newton–Schulz on `batch` matrices of one shape at once, X(batch, rows, cols) F32 back to
+// back in x, in place: each normalised by its own norm, then the iteration above through
+// strided-batched GEMMs in the dtype of `work0` (BF16 on CUDA, as Keller Jordan's Muon; F32
+// on the CPU) with fp32 accumulation. Scratch, all of work0's dtype: work0, work1 ≥
+// batch·rows·cols, gram, poly ≥ batch·min(rows,cols)².
+void newton_schulz_batched(Backend& be, Buf x, int rows, int cols, int batch, float a, float b,
+                           float c, int steps, Buf work0, Buf work1, Buf gram, Buf poly);
+
 // Update scale s for a (rows×cols) matrix: "original" sqrt(max(1, rows/cols)), or
 // "match_adamw" 0.2·sqrt(max(rows, cols)) (update RMS ≈ AdamW's, so one lr can serve both).
 double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols);
@@ -35,7 +43,9 @@ double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols);
 // State (checkpoints): "muon.momentum" holds the Matrix views back to back in layout order;
 // "adam.m" / "adam.v" hold the other views back to back. Packed rather than full-layout, so
 // Muon keeps ~1 buffer per matrix parameter instead of AdamW's 2 (a buffer that would be
-// empty is omitted). Newton–Schulz scratch is allocated once, sized for the largest matrix.
+// empty is omitted). Newton–Schulz runs batched over the matrices of one shape (q, k, v, o of
+// every layer together; gate and up; down), in the backend's activation dtype, in sub-batches
+// of at most kMaxBatchElements elements; its scratch is allocated once.
 class Muon final : public InnerOptimizer {
  public:
   Muon(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend);
@@ -51,9 +61,20 @@ class Muon final : public InnerOptimizer {
   OptimizerConfig cfg_;
   const ParamLayout& layout_;
   Backend& backend_;
+  static constexpr size_t kMaxBatchElements = size_t{1} << 26;  // per Newton–Schulz batch
+
+  // Matrix views of one shape, in layout order, and how many go into one batch.
+  struct ShapeGroup {
+    int rows = 0, cols = 0;
+    std::vector<size_t> views;
+    int batch = 1;
+  };
+
   std::vector<size_t> state_offset_;  // per view: offset into momentum_ or adam_m_/adam_v_
+  std::vector<ShapeGroup> groups_;
   Buf momentum_, adam_m_, adam_v_;
-  Buf x_, tmp_, gram_, poly_;  // Newton–Schulz scratch
+  Buf x_;                            // F32 batch of updates
+  Buf work0_, work1_, gram_, poly_;  // Newton–Schulz scratch, activation dtype
   int64_t t_ = 0;
 };
 

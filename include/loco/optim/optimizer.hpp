@@ -42,6 +42,14 @@ class AdamW final : public InnerOptimizer {
   OptimizerConfig cfg_;
   const ParamLayout& layout_;
   Backend& backend_;
+  // Consecutive views with the same weight-decay flag form one run: one adamw_update call
+  // per run instead of per view (the same element-wise math; ~50 launches instead of 111 on
+  // the 134M model).
+  struct Run {
+    size_t offset = 0, numel = 0;
+    bool decay = false;
+  };
+  std::vector<Run> runs_;
   Buf m_, v_;
   int64_t t_ = 0;
 };
@@ -65,8 +73,7 @@ class Sgd final : public InnerOptimizer {
 };
 
 std::unique_ptr<InnerOptimizer> make_inner_optimizer(const OptimizerConfig& cfg,
-                                                     const ParamLayout& layout,
-                                                     Backend& backend);
+                                                     const ParamLayout& layout, Backend& backend);
 
 // Global L2 norm of the gradient buffer, and the factor that clips it to max_norm
 // (1 when max_norm <= 0 or the norm is already below it).

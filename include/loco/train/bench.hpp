@@ -4,13 +4,15 @@
 // One timed step is exactly the trainer's inner step (src/train/trainer.cpp): zero grads →
 // forward_backward over grad_accum micro-batches → global grad norm → optimizer step →
 // params_changed, followed by backend.synchronize() before the clock is read, so the same
-// command measures the CPU and the CUDA backend.
+// command measures the CPU and the CUDA backend. --muon and --compression add the inner Muon
+// step and the outer-sync compression (distributed.compression when the config compresses,
+// else SparseLoCo's defaults: chunked top-64 of 64×64, 2-bit, error feedback) as separate
+// figures, each also as a share of the training step.
 #pragma once
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "loco/config/config.hpp"
 
@@ -21,10 +23,14 @@ class App;
 namespace loco {
 
 struct BenchOptions {
-  int steps = 20;            // timed steps
-  int warmup = 3;            // untimed steps first (allocation, page faults, thread pools)
-  bool profile = false;      // also time every backend op (adds a sync per op on CUDA)
-  bool quiet = false;        // no table on stdout
+  int steps = 20;        // timed steps
+  int warmup = 3;        // untimed steps first (allocation, page faults, thread pools)
+  bool profile = false;  // also time every backend op (adds a sync per op on CUDA)
+  bool quiet = false;    // no table on stdout
+  // Extras, timed after the training steps on the same model and backend:
+  bool muon = false;         // one Muon step (momentum + batched Newton–Schulz) on the grads
+  bool compression = false;  // the compression pipeline over the whole parameter buffer, and
+                             // a device copy of the same bytes for scale
 };
 
 // The config's model, optimizer and batch on random tokens. Returns every figure as JSON
