@@ -3,7 +3,8 @@
 # bf16 autocast, fused AdamW; eager and torch.compile) on the same shapes, in one run.
 # Prints one table last. Used by scripts/gpu-check.sh; needs a built loco (BUILD_DIR).
 # Env: BUILD_DIR (default build-gpu), OUT (figures are copied there), MODELS (default 134m),
-#      TORCH_MODES (default eager,compile), STEPS (default 20).
+#      TORCH_MODES (default eager,compile), STEPS (default 20), VECTOR_AB / ATTENTION_AB
+#      (default 1: also bench the first model with LOCO_VECTOR_KERNELS=1 / LOCO_ATTENTION=simt).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD=${BUILD_DIR:-build-gpu}
@@ -22,6 +23,14 @@ for model in ${MODELS//,/ }; do
   timeout 180 "$BUILD/loco" bench "$config" --set backend=cuda --steps "$STEPS" --warmup 3 \
     "${extras[@]}" --json "$RESULTS/loco-$model.json" || echo "loco bench $model failed (rc $?)"
 done
+if [[ "${VECTOR_AB:-1}" == 1 ]]; then
+  # The opt-in 16-byte vector kernels (kernels/loco_device.cuh) against the scalar default.
+  first=${MODELS%%,*}
+  echo "==> loco bench $first with LOCO_VECTOR_KERNELS=1"
+  LOCO_VECTOR_KERNELS=1 timeout 120 "$BUILD/loco" bench "configs/${first}-ddp.json" \
+    --set backend=cuda --steps "$STEPS" --warmup 3 --json "$RESULTS/loco-vec-$first.json" ||
+    echo "vector-kernel bench failed"
+fi
 if [[ "${ATTENTION_AB:-1}" == 1 ]]; then
   # The same step with the fallback SIMT attention kernels, and a per-op profile, so a change
   # to attention is measured against its predecessor on the same machine.
@@ -64,15 +73,15 @@ def get(r, *keys):
             return r[k]
     return float("nan")
 print()
-print(f"{'impl':<15} {'model':<6} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'mem GiB':>8}")
+print(f"{'impl':<15} {'model':<9} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'mem GiB':>8}")
 by = {}
 for impl, model, r in rows:
     if "error" in r:
-        print(f"{impl:<15} {model:<6} error: {r['error'][:60]}")
+        print(f"{impl:<15} {model:<9} error: {r['error'][:60]}")
         continue
     tok = get(r, "tok_per_s", "tokens_per_s")
     by[(impl, model)] = tok
-    print(f"{impl:<15} {model:<6} {get(r, 'step_ms', 'step_ms_median'):>9.1f} {tok:>10.0f} "
+    print(f"{impl:<15} {model:<9} {get(r, 'step_ms', 'step_ms_median'):>9.1f} {tok:>10.0f} "
           f"{get(r, 'tflops', 'tflop_per_s'):>8.1f} {100 * get(r, 'mfu'):>5.1f}% "
           f"{get(r, 'peak_mem_gib', 'peak_device_mem_gib'):>8.2f}")
 for impl, model, r in rows:
@@ -86,7 +95,8 @@ for impl, model, r in rows:
               f"({c['copy_ms']:.3f} ms) of {c['elements']:,} f32 (target <= 3x)")
 for (impl, model), tok in by.items():
     if impl == "loco":
+        base = model.split("-")[-1]  # "vec-134m" / "simt-134m": variants of the 134m row
         for ref in ("torch-eager", "torch-compile"):
-            if (ref, model) in by:
-                print(f"ratio loco / {ref} ({model}): {tok / by[(ref, model)]:.2f}x")
+            if (ref, base) in by:
+                print(f"ratio loco / {ref} ({model}): {tok / by[(ref, base)]:.2f}x")
 PY

@@ -8,6 +8,7 @@
 # Env:   OUT=dir        also write the logs and summary.txt there (at most 7 files)
 #        BUILD_DIR=dir  build directory (default build-gpu)
 #        BUDGET_S=480   total time budget in seconds
+#        VECTOR_CHECK=0 skip the second GPU test pass with LOCO_VECTOR_KERNELS=1
 # Exit:  0 all passed; 1 configure/build failed; 2 a GPU test failed (or did not run);
 #        3 only CPU unit tests or the benchmark failed.
 set -uo pipefail
@@ -126,6 +127,16 @@ else
     grep -m1 "SKIP: " "$LOGS/ctest-gpu.log"
     ROWS+=("  GPU tests actually ran|FAIL (skipped: no usable device)|0")
     GPU_FAILED=1
+  fi
+
+  # The 16-byte vector paths of the memory-bound kernels are opt-in until they have passed
+  # on a GPU (kernels/loco_device.cuh): run the GPU tests once more with them switched on.
+  if [[ "${VECTOR_CHECK:-1}" == 1 ]]; then
+    : >"$LOGS/ctest-gpu-vector.log"
+    run_step "ctest -L gpu, LOCO_VECTOR_KERNELS=1" ctest-gpu-vector.log 120 \
+      env LOCO_VECTOR_KERNELS=1 ctest --test-dir "$BUILD" -L gpu --output-on-failure -V
+    ((STEP_RC != 0)) && OTHER_FAILED=1
+    ctest_rows ctest-gpu-vector.log "vector: "
   fi
 
   # ---------------------------------------------------------------- CPU unit tests
