@@ -108,6 +108,24 @@ for e in errors:
 sys.exit(1 if errors else 0)
 EOF
 
+# ---------------------------------------------------------------- bench with the extras
+# `loco bench --muon --compression` (no data files): the step, then one Muon step and the
+# compression of the parameter buffer, as JSON with the shares of the step.
+rc=0
+timeout 120 "$LOCO" bench "$CONFIG" "${TINY[@]}" --steps 2 --warmup 1 --muon --compression \
+  --json "$T/bench.json" >"$T/bench.out" 2>&1 || rc=$?
+[[ $rc -eq 0 ]] || { fail "loco bench --muon --compression exited $rc"; tail -5 "$T/bench.out"; }
+grep -q "muon step" "$T/bench.out" || fail "loco bench --muon printed no Muon line"
+grep -q "compression" "$T/bench.out" || fail "loco bench --compression printed no line"
+python3 - "$T/bench.json" <<'EOF' || fail "bench JSON lacks the extras"
+import json, sys
+r = json.load(open(sys.argv[1]))
+m, c = r["muon"], r["compression"]
+assert m["ms"] > 0 and m["matrices"] == 2 * 7, m  # q k v o gate up down per layer
+assert c["kept"] > 0 and c["payload_bytes"] > 48 and c["ratio_to_copy"] > 0, c
+assert c["selector"] == "chunked_topk" and c["quantizer"] == "2bit", c
+EOF
+
 # ---------------------------------------------------------------- SIGINT stops after a step
 OUT=$T/interrupted
 # Started directly (not under `timeout`) so that the signal goes to loco itself; the loop
