@@ -347,6 +347,52 @@ TEST_CASE("inconsistent values name both keys and their values", "[config]") {
       LOCO_CONTAINS("model.vocab_size = 100: must be >= 256") && LOCO_CONTAINS("byte"));
 }
 
+TEST_CASE("outer-sync overlap: overlap_steps and merge_alpha are validated", "[config]") {
+  // Defaults: blocking syncs, α = 0.5.
+  const Config d = from(json::object());
+  CHECK(d.distributed.outer.overlap_steps == 0);
+  CHECK(d.distributed.outer.merge_alpha == 0.5);
+  const json diloco = json::parse(R"({"distributed": {"method": "diloco",
+      "outer": {"interval": 50, "overlap_steps": 5, "merge_alpha": 0.25}}})");
+  const Config c = from(diloco);
+  CHECK(c.distributed.outer.overlap_steps == 5);
+  CHECK(c.distributed.outer.merge_alpha == 0.25);
+  CHECK(config_to_json(from(config_to_json(c))) == config_to_json(c));
+  // Boundaries that are allowed: τ = H − 1, α = 0 and α = 1.
+  json edge = diloco;
+  edge["distributed"]["outer"]["overlap_steps"] = 49;
+  edge["distributed"]["outer"]["merge_alpha"] = 0;
+  CHECK(from(edge).distributed.outer.overlap_steps == 49);
+  edge["distributed"]["outer"]["merge_alpha"] = 1;
+  CHECK(from(edge).distributed.outer.merge_alpha == 1.0);
+
+  auto with = [&](const char* key, const json& v) {
+    json j = diloco;
+    j["distributed"]["outer"][key] = v;
+    return j;
+  };
+  REQUIRE_THROWS_WITH(
+      from(with("overlap_steps", -1)),
+      LOCO_CONTAINS("cfg.json: distributed.outer.overlap_steps = -1: must be >= 0"));
+  REQUIRE_THROWS_WITH(from(with("overlap_steps", 2.5)),
+                      LOCO_CONTAINS("distributed.outer.overlap_steps: expected an integer"));
+  REQUIRE_THROWS_WITH(
+      from(with("overlap_steps", 50)),
+      LOCO_CONTAINS("distributed.outer.overlap_steps = 50: must be < distributed.outer.interval "
+                    "= 50"));
+  REQUIRE_THROWS_WITH(from(with("merge_alpha", 1.5)),
+                      LOCO_CONTAINS("distributed.outer.merge_alpha = 1.5: must be in [0, 1]"));
+  REQUIRE_THROWS_WITH(from(with("merge_alpha", -0.1)),
+                      LOCO_CONTAINS("distributed.outer.merge_alpha = -0.1: must be in [0, 1]"));
+  REQUIRE_THROWS_WITH(from(with("merge_alpha", "half")),
+                      LOCO_CONTAINS("distributed.outer.merge_alpha: expected a number"));
+  // Overlap is a DiLoCo feature: DDP has no outer sync to overlap.
+  json ddp = with("overlap_steps", 3);
+  ddp["distributed"]["method"] = "ddp";
+  REQUIRE_THROWS_WITH(from(ddp), LOCO_CONTAINS("distributed.outer.overlap_steps = 3") &&
+                                     LOCO_CONTAINS("\"diloco\""));
+}
+
 TEST_CASE("schedule parameters must fit in training.steps", "[config]") {
   // infinite: warmup + cooldown + anneal <= steps.
   REQUIRE_THROWS_WITH(from(json::parse(R"({"schedule": {"type": "infinite", "warmup_steps": 100,

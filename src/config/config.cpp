@@ -209,6 +209,8 @@ void fields(V& v, OuterConfig& o) {
   v.field("momentum", o.momentum, in_half_open(0.0, 1.0));
   v.field("nesterov", o.nesterov);
   v.field("wire_dtype", o.wire_dtype, one_of({"f32", "bf16"}));
+  v.field("overlap_steps", o.overlap_steps, at_least(0));
+  v.field("merge_alpha", o.merge_alpha, in_closed(0.0, 1.0));
 }
 
 template <class V>
@@ -286,6 +288,16 @@ void check_consistency(const Config& c, const std::string& source) {
     fail("distributed.outer.wire_dtype", render_value(c.distributed.outer.wire_dtype),
          "applies to the dense all-reduce only; with distributed.compression.selector or "
          "quantizer set, use compression.quantizer (\"bf16\", ...) and keep wire_dtype \"f32\"");
+
+  const OuterConfig& o = c.distributed.outer;
+  if (o.overlap_steps >= o.interval)
+    fail("distributed.outer.overlap_steps", num(o.overlap_steps),
+         "must be < distributed.outer.interval = " + num(o.interval) +
+             " (a sync must complete before the next one is due)");
+  if (o.overlap_steps > 0 && c.distributed.method != "diloco")
+    fail("distributed.outer.overlap_steps", num(o.overlap_steps),
+         "overlaps the outer sync of method \"diloco\"; with method " +
+             render_value(c.distributed.method) + " it must be 0");
 
   const TrainingConfig& t = c.training;
   if (t.seq_len > m.max_seq_len)

@@ -145,6 +145,23 @@ class NcclCommunicator final : public Communicator {
         [&] { return ncclAllGather(send_piece, recv_all, piece_bytes, ncclChar, comm_, stream_); });
   }
 
+  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op) override {
+    if (buf.dtype == DType::I32 && op == ReduceOp::Mean)
+      throw Error("all_reduce: mean of an i32 buffer is not defined");
+    // ncclAvg divides on the device: nothing is left to do at completion.
+    return start("all_reduce", CommKind::AllReduce, buf.bytes(), [&] {
+      return ncclAllReduce(buf.data, buf.data, buf.numel, nccl_type(buf.dtype), nccl_op(op), comm_,
+                           stream_);
+    });
+  }
+
+  std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece, size_t piece_bytes,
+                                                      void* recv_all) override {
+    return start("all_gather", CommKind::AllGather, piece_bytes, [&] {
+      return ncclAllGather(send_piece, recv_all, piece_bytes, ncclChar, comm_, stream_);
+    });
+  }
+
   void broadcast_bytes(void* data, size_t bytes, int root) override {
     if (root < 0 || root >= size_)
       throw Error("broadcast: root " + std::to_string(root) + " is not a rank of " + name() +
@@ -303,6 +320,127 @@ class NcclCommunicator final : public Communicator {
     wait_stream(what, bytes, deadline);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     stats_.account(kind, bytes, size_, rank_, root, secs);
+  }
+
+  // A started collective: enqueued on stream_ (the communicator's own stream unless the
+  // caller supplied one), followed by an event that test() queries and wait() polls.
+  class Request final : public CommRequest {
+   public:
+    Request(NcclCommunicator& comm, const char* what, CommKind kind, size_t bytes,
+            Clock::time_point t0, cudaEvent_t event)
+        : comm_(comm),
+          what_(what),
+          kind_(kind),
+          bytes_(bytes),
+          event_(event),
+          seconds_(since(t0)) {}
+    ~Request() override {
+      // Still in flight: the ranks' sequences of collectives no longer match.
+      if (!done_ && !failed_) comm_.abort_comm();
+      if (event_) cudaEventDestroy(event_);
+    }
+
+    bool test() override {
+      if (done_) return true;
+      check_not_failed();
+      const auto t0 = Clock::now();
+      guard([&] {
+        const bool done = comm_.event_done(event_, what_);
+        seconds_ += since(t0);
+        if (done) complete();
+      });
+      return done_;
+    }
+
+    void wait() override {
+      if (done_) return;
+      check_not_failed();
+      const auto t0 = Clock::now();
+      const auto deadline = deadline_after(comm_.timeout_s_);
+      Backoff backoff;
+      guard([&] {
+        while (!comm_.event_done(event_, what_)) {
+          if (comm_.timeout_s_ > 0 && Clock::now() >= deadline) comm_.timed_out(what_, bytes_);
+          backoff.pause();
+        }
+        seconds_ += since(t0);
+        complete();
+      });
+    }
+
+    bool done() const override { return done_; }
+
+   private:
+    template <typename F>
+    void guard(F&& f) {
+      try {
+        f();
+      } catch (...) {
+        failed_ = true;  // the communicator aborted itself
+        throw;
+      }
+    }
+    void check_not_failed() const {
+      if (failed_)
+        throw Error("collective " + std::string(what_) + " on " + comm_.name() +
+                    " failed or timed out earlier");
+    }
+    static double since(Clock::time_point t0) {
+      return std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+    // Accounted: the time this rank spent in the calls (start, tests, wait), like a blocking
+    // call's time; the computation the collective overlapped is not communication time.
+    void complete() {
+      comm_.stats_.account(kind_, bytes_, comm_.size_, comm_.rank_, 0, seconds_);
+      done_ = true;
+    }
+
+    NcclCommunicator& comm_;
+    const char* what_;
+    CommKind kind_;
+    size_t bytes_;
+    cudaEvent_t event_ = nullptr;
+    double seconds_ = 0.0;  // spent in this request's calls so far
+    bool done_ = false, failed_ = false;
+  };
+
+  // Enqueues like run() but returns at once with a request on an event recorded after the
+  // collective. With the communicator's own stream the collective runs beside the backend's
+  // compute stream: that is the overlap. (A caller-supplied stream serialises it with the
+  // caller's work instead; still correct.)
+  template <typename Enqueue>
+  std::unique_ptr<CommRequest> start(const char* what, CommKind kind, size_t bytes,
+                                     Enqueue enqueue) {
+    check_usable();
+    cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    // The buffer was written by the backend's stream: let that work finish first (as run()).
+    if (own_stream_) cuda_check(cudaDeviceSynchronize(), std::string(what) + ": device sync");
+    const auto t0 = Clock::now();
+    const auto deadline = deadline_after(timeout_s_);
+    const ncclResult_t r = enqueue();
+    if (r != ncclSuccess && r != ncclInProgress) failed(what, nccl_text(r, comm_));
+    wait_ready(comm_, what, bytes, deadline);  // enqueued (not completed)
+    cudaEvent_t event = nullptr;
+    cuda_check(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate");
+    const cudaError_t e = cudaEventRecord(event, stream_);
+    if (e != cudaSuccess) {
+      cudaEventDestroy(event);
+      failed(what, cuda_text(e));
+    }
+    return std::make_unique<Request>(*this, what, kind, bytes, t0, event);
+  }
+
+  // True once `event` has completed; throws on a CUDA or NCCL error (aborting the
+  // communicator).
+  bool event_done(cudaEvent_t event, const char* what) {
+    check_usable();
+    const cudaError_t q = cudaEventQuery(event);
+    if (q == cudaSuccess) return true;
+    if (q != cudaErrorNotReady) failed(what, cuda_text(q));
+    ncclResult_t state = ncclSuccess;
+    ncclCommGetAsyncError(comm_, &state);
+    if (state != ncclSuccess && state != ncclInProgress) failed(what, nccl_text(state, comm_));
+    return false;
   }
 
   std::unique_ptr<Communicator> host_;

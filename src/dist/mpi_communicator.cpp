@@ -1,9 +1,11 @@
 // MPI communicator on host buffers, plus the transport-independent parts of Communicator.
 //
 // Timeouts: every collective is non-blocking (MPI_Iallreduce, MPI_Iallgather, MPI_Ibcast,
-// MPI_Ibarrier) and polled with MPI_Testall against a deadline. The poll spins briefly (fast
-// collectives return at once), then sleeps with a backoff from 20 us up to 1 ms, so ranks
-// oversubscribed on few cores leave the CPU to the peers they are waiting for.
+// MPI_Ibarrier) and polled with MPI_Testall against a deadline. The started forms
+// (start_all_reduce, start_all_gather_bytes) issue the same requests and hand them to a
+// CommRequest instead of polling at once; its wait() is the same polling loop. The poll spins
+// briefly (fast collectives return at once), then sleeps with a backoff from 20 us up to 1 ms, so
+// ranks oversubscribed on few cores leave the CPU to the peers they are waiting for.
 //
 // BF16 reductions use user-defined MPI ops on 2-byte elements: each pairwise combine widens
 // to fp32, combines, and rounds back to bf16 (nearest-even), like NCCL. The wire carries bf16
@@ -17,6 +19,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -50,6 +53,28 @@ void Communicator::all_gather(Buf send_piece, Buf recv_all) {
                 " elements, expected " + std::to_string(size()) + " x " +
                 std::to_string(send_piece.numel));
   all_gather_bytes(send_piece.data, send_piece.bytes(), recv_all.data);
+}
+
+namespace {
+// What a transport without a non-blocking path returns: the call already ran.
+class CompletedRequest final : public CommRequest {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+  bool done() const override { return true; }
+};
+}  // namespace
+
+std::unique_ptr<CommRequest> Communicator::start_all_reduce(Buf buf, ReduceOp op) {
+  all_reduce(buf, op);
+  return std::make_unique<CompletedRequest>();
+}
+
+std::unique_ptr<CommRequest> Communicator::start_all_gather_bytes(const void* send_piece,
+                                                                  size_t piece_bytes,
+                                                                  void* recv_all) {
+  all_gather_bytes(send_piece, piece_bytes, recv_all);
+  return std::make_unique<CompletedRequest>();
 }
 
 std::vector<int> mismatching_ranks(const std::vector<uint64_t>& per_rank) {
@@ -153,56 +178,40 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce(Buf buf, ReduceOp op) override {
     check_usable();
-    MPI_Datatype type = MPI_FLOAT;
-    MPI_Op mop = MPI_SUM;
-    switch (buf.dtype) {
-      case DType::F32:
-        type = MPI_FLOAT;
-        mop = op == ReduceOp::Max ? MPI_MAX : op == ReduceOp::Min ? MPI_MIN : MPI_SUM;
-        break;
-      case DType::I32:
-        if (op == ReduceOp::Mean) throw Error("all_reduce: mean of an i32 buffer is not defined");
-        type = MPI_INT32_T;
-        mop = op == ReduceOp::Max ? MPI_MAX : op == ReduceOp::Min ? MPI_MIN : MPI_SUM;
-        break;
-      case DType::BF16:
-        type = MPI_UINT16_T;
-        mop = op == ReduceOp::Max ? bf16_max_ : op == ReduceOp::Min ? bf16_min_ : bf16_sum_;
-        break;
-    }
     const auto t0 = Clock::now();
-    Pending p;
-    const size_t esize = dtype_size(buf.dtype);
-    size_t off = 0;
-    do {
-      const size_t n = std::min(kMaxCount, buf.numel - off);
-      p.requests.emplace_back();
-      mpi_check(MPI_Iallreduce(MPI_IN_PLACE, static_cast<char*>(buf.data) + off * esize, int(n),
-                               type, mop, comm_, &p.requests.back()),
-                "MPI_Iallreduce");
-      off += n;
-    } while (off < buf.numel);
+    Pending p = issue_all_reduce(buf, op);
     wait(std::move(p), "all_reduce", buf.bytes());
     if (op == ReduceOp::Mean && size_ > 1) divide_by_size(buf);
     account(CommKind::AllReduce, buf.bytes(), 0, t0);
   }
 
+  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op) override {
+    check_usable();
+    const auto t0 = Clock::now();
+    Pending p = issue_all_reduce(buf, op);
+    // Mean: the division waits for the sum, like the blocking call's.
+    auto finish = [this, buf, op] {
+      if (op == ReduceOp::Mean && size_ > 1) divide_by_size(buf);
+    };
+    return std::make_unique<Request>(*this, std::move(p), "all_reduce", CommKind::AllReduce,
+                                     buf.bytes(), t0, finish);
+  }
+
   void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) override {
     check_usable();
-    if (piece_bytes > size_t(INT_MAX))
-      throw Error("all_gather: pieces of " + std::to_string(piece_bytes) +
-                  " bytes exceed the 2 GiB MPI limit: send the payload in parts");
     const auto t0 = Clock::now();
-    const void* send = send_piece;
-    if (send == static_cast<const char*>(recv_all) + size_t(rank_) * piece_bytes)
-      send = MPI_IN_PLACE;
-    Pending p;
-    p.requests.emplace_back();
-    mpi_check(MPI_Iallgather(send, int(piece_bytes), MPI_BYTE, recv_all, int(piece_bytes), MPI_BYTE,
-                             comm_, &p.requests.back()),
-              "MPI_Iallgather");
+    Pending p = issue_all_gather(send_piece, piece_bytes, recv_all);
     wait(std::move(p), "all_gather", piece_bytes);
     account(CommKind::AllGather, piece_bytes, 0, t0);
+  }
+
+  std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece, size_t piece_bytes,
+                                                      void* recv_all) override {
+    check_usable();
+    const auto t0 = Clock::now();
+    Pending p = issue_all_gather(send_piece, piece_bytes, recv_all);
+    return std::make_unique<Request>(*this, std::move(p), "all_gather", CommKind::AllGather,
+                                     piece_bytes, t0, nullptr);
   }
 
   void broadcast_bytes(void* data, size_t bytes, int root) override {
@@ -284,6 +293,133 @@ class MpiCommunicator final : public Communicator {
     std::vector<MPI_Request> requests;
     std::vector<char> staging;
   };
+
+  // A started collective: its requests, polled by test() / wait(); accounted (and, for a
+  // mean, divided) once complete.
+  class Request final : public CommRequest {
+   public:
+    Request(MpiCommunicator& comm, Pending p, const char* what, CommKind kind, size_t bytes,
+            Clock::time_point t0, std::function<void()> finish)
+        : comm_(comm),
+          p_(std::move(p)),
+          what_(what),
+          kind_(kind),
+          bytes_(bytes),
+          finish_(std::move(finish)),
+          seconds_(since(t0)) {}
+
+    ~Request() override {
+      // Still in flight: the peers' sequence of collectives no longer matches ours.
+      if (!done_ && !failed_ && mpi_is_initialised()) {
+        comm_.broken_ = true;
+        comm_.abandoned_.push_back(std::move(p_));
+      }
+    }
+
+    bool test() override {
+      if (done_) return true;
+      check_not_failed();
+      const auto t0 = Clock::now();
+      int flag = 0;
+      mpi_check(
+          MPI_Testall(int(p_.requests.size()), p_.requests.data(), &flag, MPI_STATUSES_IGNORE),
+          std::string("collective ") + what_);
+      seconds_ += since(t0);
+      if (flag) complete();
+      return done_;
+    }
+
+    void wait() override {
+      if (done_) return;
+      check_not_failed();
+      const auto t0 = Clock::now();
+      try {
+        comm_.wait(p_, what_, bytes_);
+      } catch (...) {
+        failed_ = true;  // the requests now belong to the communicator's abandoned list
+        throw;
+      }
+      seconds_ += since(t0);
+      complete();
+    }
+
+    bool done() const override { return done_; }
+
+   private:
+    void check_not_failed() const {
+      if (failed_)
+        throw Error("collective " + std::string(what_) + " on " + comm_.name() +
+                    " was abandoned after a timeout");
+    }
+    static double since(Clock::time_point t0) {
+      return std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+    // Accounted: the time this rank spent in the calls (start, tests, wait), like a blocking
+    // call's time; the computation the collective overlapped is not communication time.
+    void complete() {
+      const auto t0 = Clock::now();
+      if (finish_) finish_();
+      seconds_ += since(t0);
+      comm_.stats_.account(kind_, bytes_, comm_.size_, comm_.rank_, 0, seconds_);
+      done_ = true;
+    }
+
+    MpiCommunicator& comm_;
+    Pending p_;
+    const char* what_;
+    CommKind kind_;
+    size_t bytes_;
+    std::function<void()> finish_;
+    double seconds_ = 0.0;  // spent in this request's calls so far
+    bool done_ = false, failed_ = false;
+  };
+
+  Pending issue_all_reduce(Buf buf, ReduceOp op) {
+    MPI_Datatype type = MPI_FLOAT;
+    MPI_Op mop = MPI_SUM;
+    switch (buf.dtype) {
+      case DType::F32:
+        type = MPI_FLOAT;
+        mop = op == ReduceOp::Max ? MPI_MAX : op == ReduceOp::Min ? MPI_MIN : MPI_SUM;
+        break;
+      case DType::I32:
+        if (op == ReduceOp::Mean) throw Error("all_reduce: mean of an i32 buffer is not defined");
+        type = MPI_INT32_T;
+        mop = op == ReduceOp::Max ? MPI_MAX : op == ReduceOp::Min ? MPI_MIN : MPI_SUM;
+        break;
+      case DType::BF16:
+        type = MPI_UINT16_T;
+        mop = op == ReduceOp::Max ? bf16_max_ : op == ReduceOp::Min ? bf16_min_ : bf16_sum_;
+        break;
+    }
+    Pending p;
+    const size_t esize = dtype_size(buf.dtype);
+    size_t off = 0;
+    do {
+      const size_t n = std::min(kMaxCount, buf.numel - off);
+      p.requests.emplace_back();
+      mpi_check(MPI_Iallreduce(MPI_IN_PLACE, static_cast<char*>(buf.data) + off * esize, int(n),
+                               type, mop, comm_, &p.requests.back()),
+                "MPI_Iallreduce");
+      off += n;
+    } while (off < buf.numel);
+    return p;
+  }
+
+  Pending issue_all_gather(const void* send_piece, size_t piece_bytes, void* recv_all) {
+    if (piece_bytes > size_t(INT_MAX))
+      throw Error("all_gather: pieces of " + std::to_string(piece_bytes) +
+                  " bytes exceed the 2 GiB MPI limit: send the payload in parts");
+    const void* send = send_piece;
+    if (send == static_cast<const char*>(recv_all) + size_t(rank_) * piece_bytes)
+      send = MPI_IN_PLACE;
+    Pending p;
+    p.requests.emplace_back();
+    mpi_check(MPI_Iallgather(send, int(piece_bytes), MPI_BYTE, recv_all, int(piece_bytes), MPI_BYTE,
+                             comm_, &p.requests.back()),
+              "MPI_Iallgather");
+    return p;
+  }
 
   void check_usable() const {
     if (broken_)

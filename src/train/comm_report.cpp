@@ -65,6 +65,21 @@ std::string comm_report_table(const nlohmann::json& r) {
                      r["outer_syncs"].get<int>(), r["steps"].get<uint64_t>(),
                      r["comm_seconds"].get<double>(),
                      format_bytes(r["control_sent_bytes"].get<double>()));
+  // DiLoCo runs say whether the outer syncs overlapped the inner steps, and how well.
+  if (r.contains("overlap") && r["overlap"].is_object()) {
+    const nlohmann::json& o = r["overlap"];
+    if (o.value("enabled", false) && o["hidden_fraction"].is_null())
+      out += "\nouter-sync overlap on, but no sync overlapped (the run ended first)";
+    else if (o.value("enabled", false))
+      out += fmt::format(
+          "\nouter-sync overlap (tau = {} steps, alpha = {}): {:.1f} % of {:.3f} s of "
+          "communication hidden behind inner steps ({:.3f} s blocked, {} overlapped syncs)",
+          o["overlap_steps"].get<int>(), o["merge_alpha"].get<double>(),
+          100.0 * o["hidden_fraction"].get<double>(), o["comm_seconds"].get<double>(),
+          o["blocked_seconds"].get<double>(), o["syncs"].get<int>());
+    else
+      out += "\nouter-sync overlap off: every outer sync blocks the inner steps";
+  }
   return out;
 }
 

@@ -269,6 +269,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                      : std::string(),
                train_stream.describe());
 
+  if (outer && dc.outer.overlap_steps > 0)
+    spdlog::info(
+        "outer-sync overlap: each sync completes {} inner steps after it starts, "
+        "then θ_local <- {}·θ_local + {}·θ_global",
+        dc.outer.overlap_steps, dc.outer.merge_alpha, 1.0 - dc.outer.merge_alpha);
   if (outer && outer->compressed()) {
     const auto& z = dc.compression;
     spdlog::info("compression: error feedback {} (beta {}) | {} k={} per {}x{} chunk | {} | "
@@ -299,6 +304,30 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   const auto t_loop = Clock::now();
   double last_val = -1.0;
   CommStats traffic_at_last_sync;
+  int overlap_started_step = -1;  // the step whose overlapped sync is in flight
+  // The metrics record of a completed sync. θ_global must then be bitwise identical on every
+  // rank; θ_local is not compared: after a merge it legitimately differs between replicas
+  // (after a blocking sync it is a copy of θ_global). started_step < 0: a blocking sync.
+  auto outer_record = [&](double delta_norm, int started_step, int step_done) {
+    require_agreement(
+        world, hash_params(*backend, outer->global_params()),
+        "the global parameters after outer sync " + std::to_string(outer->syncs_done()));
+    const CommStats now = model_traffic(topo);
+    nlohmann::json rec = {{"outer_step", outer->syncs_done()},
+                          {"pseudo_grad_norm", delta_norm},
+                          {"compression", outer->last_stats().to_json()},
+                          {"comm", (now - traffic_at_last_sync).to_json()},
+                          {"comm_cumulative", now.to_json()}};
+    if (started_step >= 0) {
+      nlohmann::json o = outer->last_overlap().to_json();
+      o.erase("syncs");
+      o["started_step"] = started_step;
+      o["steps"] = step_done - started_step;
+      rec["overlap"] = o;
+    }
+    traffic_at_last_sync = now;
+    return rec;
+  };
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
     backend->zero(model.grads());
@@ -307,6 +336,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
       train_stream.next_batch(R * B, inputs.data(), targets.data());
       loss += model.forward_backward(inputs.data() + my_offset, targets.data() + my_offset, B, T,
                                      1.0f / static_cast<float>(tc.grad_accum));
+      if (outer) outer->poll();  // an overlapped sync progresses between the inner steps' parts
     }
     loss /= tc.grad_accum;
     if (topo.replica->size() > 1) topo.replica->all_reduce(model.grads(), ReduceOp::Mean);
@@ -331,19 +361,29 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     loss = shared[0] / topo.world_size;
     const bool stopping = shared[1] > 0 && !last;
 
-    nlohmann::json outer_record;
-    if (outer && (outer->due(step + 1) || last || stopping)) {
-      const double delta_norm = outer->sync(model.params());
-      // θ must be bitwise identical on every rank after a sync.
-      require_agreement(world, hash_params(*backend, model.params()),
-                        "the parameters after outer sync " + std::to_string(outer->syncs_done()));
-      const CommStats now = model_traffic(topo);
-      outer_record = {{"outer_step", outer->syncs_done()},
-                      {"pseudo_grad_norm", delta_norm},
-                      {"compression", outer->last_stats().to_json()},
-                      {"comm", (now - traffic_at_last_sync).to_json()},
-                      {"comm_cumulative", now.to_json()}};
-      traffic_at_last_sync = now;
+    const bool checkpoint_due =
+        ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping);
+    std::vector<nlohmann::json> outer_records;
+    if (outer) {
+      outer->poll();
+      // An overlapped sync completes τ steps after its start, or early when the run ends or a
+      // checkpoint is due (a checkpoint never holds a sync in flight: resume stays exact).
+      const bool complete_now = last || stopping || checkpoint_due;
+      if (outer->in_flight() &&
+          (step + 1 >= overlap_started_step + outer->overlap_steps() || complete_now)) {
+        const double norm = outer->finish(model.params());
+        outer_records.push_back(outer_record(norm, overlap_started_step, step + 1));
+      }
+      // Blocking: plain DiLoCo (τ = 0), the final sync, and a due sync that would have to
+      // complete at once anyway (no step to overlap with, so no merge).
+      const bool due = outer->due(step + 1);
+      if (last || stopping || (due && (outer->overlap_steps() == 0 || complete_now))) {
+        const double norm = outer->sync(model.params());
+        outer_records.push_back(outer_record(norm, -1, step + 1));
+      } else if (due) {
+        outer->start(model.params());
+        overlap_started_step = step + 1;
+      }
     }
     model.params_changed();
     const double step_seconds = seconds_since(t_step);
@@ -380,14 +420,16 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                {"tok_per_s", tokens_per_step / std::max(step_seconds, 1e-9)},
                                {"elapsed_s", seconds_since(t_loop)},
                                {"comm_sent_bytes", model_traffic(topo).total().sent_bytes}};
-      if (!outer_record.is_null()) record["outer"] = outer_record;
+      // One sync per step, except at the end of an overlapped run: the in-flight sync
+      // completes ("outer_earlier"), then the final blocking one ("outer").
+      if (!outer_records.empty()) record["outer"] = outer_records.back();
+      if (outer_records.size() > 1) record["outer_earlier"] = outer_records.front();
       metrics->write(record);
     }
     if ((step + 1) % tc.log_interval == 0 || last)
       spdlog::info("{}", progress.line(step + 1, loss, lr, gn.norm, step_seconds,
                                        seconds_since(t_loop)));
-    if (ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping))
-      checkpoint_now(step + 1, loss);
+    if (checkpoint_due) checkpoint_now(step + 1, loss);
     if (stopping) {
       spdlog::warn("stop requested: stopped after step {}", step + 1);
       result.stopped_early = true;
@@ -415,6 +457,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   comm["sent_bytes_max_over_ranks"] = worst[0];
   // Pseudo-gradient payloads (rank 0's figures): density, bits per kept element.
   if (outer) comm["compression"] = outer->summary_json();
+  // Overlapped outer syncs (Streaming DiLoCo): how much of their communication time was
+  // hidden behind inner steps (rank 0's timings).
+  if (outer) comm["overlap"] = outer->overlap_json();
 
   result.params_hash = hash_params(*backend, model.params());
   result.final_val_loss = last_val;

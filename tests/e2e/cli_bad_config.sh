@@ -57,6 +57,10 @@ expect_bad 'optimizer.lr = -0.5' -- "$CONFIG" --set optimizer.lr=-0.5
 expect_bad 'training.seq_len = 512' 'model.max_seq_len = 256' -- "$CONFIG" --set training.seq_len=512
 expect_bad 'distributed.method' '"allreduce"' -- "$CONFIG" --set distributed.method=allreduce
 expect_bad 'distributed.outer.momentum = 1' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.momentum=1
+# Overlapped outer syncs (Streaming DiLoCo): τ < H, α in [0, 1].
+expect_bad 'distributed.outer.overlap_steps = 20' 'must be < distributed.outer.interval = 20' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.overlap_steps=20
+expect_bad 'distributed.outer.overlap_steps = -1' 'must be >= 0' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.overlap_steps=-1
+expect_bad 'distributed.outer.merge_alpha = 2' 'must be in [0, 1]' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.merge_alpha=2
 # Missing data file.
 expect_bad 'data.train = "'"$T"'/nope.bin"' 'matches no file' -- "$CONFIG" --set "data.train=$T/nope.bin"
 # Malformed JSON: file, line and column.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checkpoints and exact resume, end to end (tiny model, 8 steps, checkpoint every 4):
-#  - for single-process, DDP (mpirun -np 2), DiLoCo, SparseLoCo (error feedback) and MuLoCo
-#    (Muon) (mpirun -np 2, outer.interval 2):
+#  - for single-process, DDP (mpirun -np 2), DiLoCo, SparseLoCo (error feedback), MuLoCo
+#    (Muon) (mpirun -np 2, outer.interval 2) and overlapped DiLoCo (interval 3, overlap 2):
 #    an uninterrupted 8-step run (A) and a run with checkpoint.interval=4 (B) that is killed
 #    (SIGKILL, single process) right after its step-4 checkpoint, then resumed with
 #    `--resume latest` into the same run directory: the losses of steps 5..8 in B's
@@ -139,6 +139,11 @@ mpi_case diloco "$SRC/configs/tiny-diloco.json" --set distributed.outer.interval
 # Compressed outer sync with error feedback (EF buffer + sync counter), and Muon inner steps.
 mpi_case sparseloco "$SRC/configs/tiny-sparseloco.json" --set distributed.outer.interval=2
 mpi_case muloco "$SRC/configs/tiny-muloco.json" --set distributed.outer.interval=2
+# Overlapped outer syncs (H 3, τ 2): the sync started at step 3 is completed early by the
+# step-4 checkpoint (a checkpoint never holds a sync in flight), so the uninterrupted run
+# checkpoints too, to take the same path.
+mpi_case streaming "$SRC/configs/tiny-streaming.json" --set distributed.outer.interval=3 \
+  --set distributed.outer.overlap_steps=2 --set checkpoint.interval=4
 
 if [[ $fails -ne 0 ]]; then
   echo "$fails failure(s)"

@@ -95,6 +95,11 @@ struct OuterConfig {
   double momentum = 0.9;   // μ
   bool nesterov = true;
   std::string wire_dtype = "f32";  // dtype of the dense all-reduce: "f32" or "bf16"
+  // Streaming DiLoCo overlap (ALGORITHMS.md §7): the sync due at step t is started there and
+  // completed τ inner steps later (0 = blocking, as plain DiLoCo); must be < interval.
+  int overlap_steps = 0;
+  // α at completion: θ_local ← α·θ_local + (1 − α)·θ_global (unused when overlap_steps = 0).
+  double merge_alpha = 0.5;
 };
 
 // Compression of DiLoCo's pseudo-gradients (ALGORITHMS.md §4, §5): error feedback →

@@ -1,7 +1,9 @@
 // Communication accounting (ALGORITHMS.md §9). Every Communicator call records, per kind of
 // collective: calls, the logical payload, the bytes this rank put on the wire (sent) and took
 // off it (received) as the collective's algorithm moves them, and the wall time spent in the
-// call (waiting for slow peers included).
+// call (waiting for slow peers included). A started (non-blocking) collective is counted once,
+// at completion, with the same bytes; its time is what this rank spent inside the calls (the
+// start, the test()s and the wait()), not the computation it overlapped.
 //
 // Formulas (S = payload bytes of this rank's buffer, K = ranks in the communicator; K = 1
 // moves nothing):

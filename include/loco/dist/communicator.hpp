@@ -16,6 +16,22 @@
 //    abort_world(). timeout_s <= 0 waits forever.
 //  - Every call is accounted in stats() (loco/dist/comm_stats.hpp for the formulas).
 //  - Not thread-safe: one thread drives a communicator.
+//
+// Started (non-blocking) collectives, for overlapping communication with computation
+// (Streaming DiLoCo, ALGORITHMS.md §7): start_all_reduce / start_all_gather_bytes return a
+// CommRequest. Same rules as the blocking calls (same order on every rank — a started call
+// counts at its start — same sizes, same accounting), plus:
+//  - the buffers belong to the transport until the request completes: do not read or write
+//    them, do not free them;
+//  - test() makes progress (MPI moves data only inside MPI calls) and says whether it is done;
+//    wait() blocks until done, bounded by timeout_s() counted from the wait() call (peers may
+//    legitimately be busy computing until then), throwing CommTimeoutError like the blocking
+//    calls; the communicator is then unusable;
+//  - the bytes are accounted at completion, exactly as the blocking call would account them;
+//    the seconds are those this rank spent inside the calls (start, test()s, wait()), not the
+//    computation the collective overlapped;
+//  - a request must not outlive its communicator. Destroying one still in flight abandons it:
+//    the communicator becomes unusable (the ranks' collective sequences no longer match).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -36,6 +52,20 @@ const char* reduce_op_name(ReduceOp op);  // "sum", "mean", "max", "min"
 class CommTimeoutError : public Error {
  public:
   using Error::Error;
+};
+
+// A started collective (see above), owned by the caller.
+class CommRequest {
+ public:
+  virtual ~CommRequest() = default;
+  CommRequest() = default;
+  CommRequest(const CommRequest&) = delete;
+  CommRequest& operator=(const CommRequest&) = delete;
+  // Progress without blocking; true once the result is in place (and stays true).
+  virtual bool test() = 0;
+  // Blocks until complete or throws CommTimeoutError after the communicator's timeout.
+  virtual void wait() = 0;
+  virtual bool done() const = 0;
 };
 
 class Communicator {
@@ -69,6 +99,13 @@ class Communicator {
   virtual void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) = 0;
   // Typed form: same dtype, recv_all.numel == size() * send_piece.numel.
   void all_gather(Buf send_piece, Buf recv_all);
+
+  // Started forms of all_reduce and all_gather_bytes: same semantics and accounting, the
+  // result is in place once the request completes. The default runs the blocking call and
+  // returns a completed request (a transport without a non-blocking path still works).
+  virtual std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op);
+  virtual std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece,
+                                                              size_t piece_bytes, void* recv_all);
 
   // `bytes` from `root` into every rank's `data`.
   virtual void broadcast_bytes(void* data, size_t bytes, int root) = 0;

@@ -20,7 +20,18 @@
 //    mean_all), so every rank applies the same update and θ stays bitwise identical.
 //    (A variable-size all-gather would save the padding, a few per cent with Rice-coded
 //    indices; NCCL has none, so its communicator would pad anyway.)
+//
+// Overlap (Streaming DiLoCo, ALGORITHMS.md §7; outer.overlap_steps = τ > 0): the trainer calls
+// start() at the due step t — Δ from θ_local(t), packing, and the collective is *started* —
+// then poll() after each of the next τ inner steps (MPI progresses only inside MPI calls), and
+// finish() at step t + τ: wait, aggregate, outer step on θ_global exactly as sync() does, then
+// the local parameters, which moved on for τ steps, are merged:
+//     θ_local ← α·θ_local + (1 − α)·θ_global          (α = outer.merge_alpha)
+// While in flight, θ_global, the momentum, Δ and the payload buffers belong to the sync: the
+// inner steps touch only θ_local and the inner optimizer state. sync() (the blocking path,
+// τ = 0 and the final sync) is unchanged: θ_local ← θ_global, no merge.
 #pragma once
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -71,6 +82,19 @@ struct OuterSyncStats {
   nlohmann::json to_json() const;
 };
 
+// Timings of overlapped syncs (one sync, or the sum over several).
+struct OverlapStats {
+  int syncs = 0;
+  double comm_seconds = 0.0;     // collective start → completion seen by poll() or finish()
+  double blocked_seconds = 0.0;  // inside finish()'s wait for the collective
+  // 1 − blocked / comm: the share of the communication time spent computing inner steps.
+  // 1 when nothing was measured (comm_seconds = 0).
+  double hidden_fraction() const;
+  OverlapStats& operator+=(const OverlapStats& o);
+  // {"syncs", "comm_seconds", "blocked_seconds", "hidden_fraction" (null when syncs = 0)}
+  nlohmann::json to_json() const;
+};
+
 class OuterSync {
  public:
   // Snapshots θ_global from `params` (identical on every rank at construction). Dense path.
@@ -83,9 +107,25 @@ class OuterSync {
   OuterSync& operator=(const OuterSync&) = delete;
 
   bool due(int steps_done) const { return steps_done % cfg_.interval == 0; }
-  // One outer step: reads θ_local from `params`, writes the new θ_global back into it.
-  // Returns the L2 norm of the averaged pseudo-gradient (for the metrics line).
+  // One blocking outer step: reads θ_local from `params`, writes the new θ_global back into
+  // it. Returns the L2 norm of the averaged pseudo-gradient (for the metrics line).
   double sync(Buf params);
+
+  // Overlapped outer step, in three calls (see the top of this file). start() reads θ_local
+  // from `params` and starts the collective; poll() progresses it (cheap; call it between
+  // inner steps); finish() completes it, applies the outer step and merges θ_global into
+  // `params` with merge_alpha. Returns what sync() returns. sync() and start() refuse to run
+  // while a sync is in flight.
+  void start(Buf params);
+  void poll();
+  double finish(Buf params);
+  bool in_flight() const { return request_ != nullptr; }
+  int overlap_steps() const { return cfg_.overlap_steps; }
+  // Timings of the last finished overlapped sync and of all of them.
+  const OverlapStats& last_overlap() const { return last_overlap_; }
+  const OverlapStats& total_overlap() const { return total_overlap_; }
+  // For the run summary: {"enabled", "overlap_steps", "merge_alpha", + total_overlap()}.
+  nlohmann::json overlap_json() const;
 
   Buf global_params() const { return global_; }
   Buf momentum() const { return momentum_; }
@@ -106,7 +146,22 @@ class OuterSync {
   void set_syncs_done(int n) { syncs_ = n; }
 
  private:
-  void sync_compressed();
+  using Clock = std::chrono::steady_clock;
+
+  // The pieces of a sync, shared by sync() and start()/finish():
+  void pseudo_gradient(Buf params);  // delta_ = θ_global − θ_local, checked finite
+  // Compressed path: pack → (collective on send_/recv_ or their device copies) → aggregate.
+  // These calls are the seam where a device-side compressor can replace the host one.
+  void pack_payload();        // compress delta_, exchange sizes, stage the padded piece
+  void* gather_send();        // where the collective reads this rank's piece
+  void* gather_recv();        // where it writes all K pieces
+  void aggregate_payloads();  // decode every piece, aggregate into delta_, fill last_
+  Buf dense_wire() const { return wire_.data ? wire_ : delta_; }
+  void dense_stats();
+  // Outer step on θ_global from the averaged delta_, then θ_local: a copy of θ_global, or
+  // (merge) α·θ_local + (1 − α)·θ_global. Returns ‖Δ‖.
+  double apply(Buf params, bool merge);
+  void check_not_in_flight(const char* what) const;
 
   OuterConfig cfg_;
   CompressionConfig ccfg_;
@@ -121,6 +176,13 @@ class OuterSync {
   std::vector<float> host_delta_, host_mean_;
   std::vector<uint8_t> send_, recv_;
   Buf dev_send_, dev_recv_;  // I32 staging when the communicator wants device memory
+  std::vector<uint64_t> piece_sizes_;  // this sync's payload size per rank
+  uint64_t piece_ = 0;                 // this sync's padded piece size
+  // Overlap: the collective in flight (null when none) and its timings.
+  std::unique_ptr<CommRequest> request_;
+  Clock::time_point started_at_, completed_at_;
+  bool completion_seen_ = false;
+  OverlapStats last_overlap_, total_overlap_;
 };
 
 // Applies one outer SGD step to θ_global given the averaged pseudo-gradient Δ:
