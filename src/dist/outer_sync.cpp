@@ -6,6 +6,7 @@
 #include <string>
 
 #include "loco/compress/compress.hpp"
+#include "loco/compress/device_compressor.hpp"
 
 namespace loco {
 
@@ -32,7 +33,7 @@ void outer_sgd_step(Backend& backend, Buf global, Buf momentum, Buf delta, doubl
                     bool nesterov) {
   backend.axpby(momentum, 1.0f, delta, static_cast<float>(mu));  // v = Δ + μ·v
   if (nesterov) {
-    backend.axpby(global, static_cast<float>(-lr), delta, 1.0f);  // θ -= η·Δ
+    backend.axpby(global, static_cast<float>(-lr), delta, 1.0f);          // θ -= η·Δ
     backend.axpby(global, static_cast<float>(-lr * mu), momentum, 1.0f);  // θ -= η·μ·v
   } else {
     backend.axpby(global, static_cast<float>(-lr), momentum, 1.0f);  // θ -= η·v
@@ -91,18 +92,17 @@ OuterSync::OuterSync(const OuterConfig& cfg, const CompressionConfig& compressio
   ccfg_ = compression;
   if (!ccfg_.compressed()) return;
   if (wire_.data)
-    throw Error("distributed.outer.wire_dtype = \"bf16\" applies to the dense all-reduce; "
-                "with compression use distributed.compression.quantizer");
+    throw Error(
+        "distributed.outer.wire_dtype = \"bf16\" applies to the dense all-reduce; "
+        "with compression use distributed.compression.quantizer");
   if (layout.total != params.numel)
     throw Error("outer sync: the parameter layout has " + std::to_string(layout.total) +
                 " elements but the parameter buffer " + std::to_string(params.numel));
   compress::Plan plan = compress::make_plan(compress::shapes_from_layout(layout),
                                             compress::settings_from_config(ccfg_));
-  compressor_ = std::make_unique<compress::Compressor>(std::move(plan));
-  aggregator_ = std::make_unique<compress::Aggregator>(compressor_->plan(),
-                                                       compressor_->plan().settings.aggregation);
-  host_delta_.resize(params.numel);
-  host_mean_.resize(params.numel);
+  compressor_ = std::make_unique<compress::DeviceCompressor>(std::move(plan), backend_);
+  aggregator_ = std::make_unique<compress::DeviceAggregator>(
+      compressor_->plan(), compressor_->plan().settings.aggregation, backend_);
 }
 
 OuterSync::~OuterSync() {
@@ -112,9 +112,8 @@ OuterSync::~OuterSync() {
     if (b->data) backend_.release(*b);
 }
 
-const std::vector<float>& OuterSync::error_feedback() const {
-  static const std::vector<float> none;
-  return compressor_ ? compressor_->error() : none;
+std::vector<float> OuterSync::error_feedback() const {
+  return compressor_ ? compressor_->download_error() : std::vector<float>{};
 }
 
 void OuterSync::restore_error_feedback(const std::vector<float>& e) {
@@ -150,11 +149,10 @@ void OuterSync::pseudo_gradient(Buf params) {
                 "model diverged during its inner steps (lower optimizer.lr)");
 }
 
-// Compressed path, step 1: compress this rank's Δ (delta_) on the host, exchange payload sizes
-// (blocking, control traffic), and stage the piece padded to the largest payload.
+// Compressed path, step 1: compress this rank's Δ (delta_, on the backend), exchange payload
+// sizes (blocking, control traffic), and stage the piece padded to the largest payload.
 void OuterSync::pack_payload() {
-  backend_.download(host_delta_.data(), delta_);
-  const std::vector<uint8_t>& payload = compressor_->compress(host_delta_.data(), uint64_t(syncs_));
+  const std::vector<uint8_t>& payload = compressor_->compress(delta_, uint64_t(syncs_));
   const int K = cross_.size();
   piece_sizes_ = cross_.all_gather_host(uint64_t(payload.size()));
   const uint64_t largest = *std::max_element(piece_sizes_.begin(), piece_sizes_.end());
@@ -184,7 +182,7 @@ void* OuterSync::gather_recv() {
 // Compressed path, step 3: decode every rank's payload in rank order and aggregate; delta_
 // holds the aggregate on exit.
 void OuterSync::aggregate_payloads() {
-  const size_t N = host_delta_.size();
+  const size_t N = delta_.numel;
   const int K = cross_.size();
   if (cross_.device_memory())
     backend_.download(recv_.data(), dev_recv_.slice(0, size_t(piece_ / 4) * size_t(K)));
@@ -198,8 +196,7 @@ void OuterSync::aggregate_payloads() {
                   "] is invalid: " + e.what());
     }
   }
-  aggregator_->finish(host_mean_.data(), K);
-  backend_.upload(delta_, host_mean_.data());
+  aggregator_->finish(delta_, K);
 
   const compress::EncodeStats& es = compressor_->stats();
   last_ = OuterSyncStats{};
@@ -212,11 +209,7 @@ void OuterSync::aggregate_payloads() {
   last_.table_bytes = es.table_bytes;
   last_.index_bytes = es.index_bytes;
   last_.value_bytes = es.value_bytes;
-  if (ccfg_.error_feedback) {
-    double ss = 0.0;
-    for (float v : compressor_->error()) ss += double(v) * double(v);
-    last_.ef_norm = std::sqrt(ss);
-  }
+  if (ccfg_.error_feedback) last_.ef_norm = compressor_->error_norm();
 }
 
 void OuterSync::dense_stats() {

@@ -146,9 +146,9 @@ void save_checkpoint(const Config& config, const std::string& root, Communicator
     keep.push_back(download_f32(backend, outer->momentum()));
     w.add("outer.momentum", keep.back());
     meta["outer_syncs_done"] = outer->syncs_done();
-    const auto& ef = outer->error_feedback();
-    if (!ef.empty()) w.add("outer.error_feedback", std::span<const float>(ef));
-    meta["outer_error_feedback"] = !ef.empty();
+    keep.push_back(outer->error_feedback());  // empty without error feedback
+    if (!keep.back().empty()) w.add("outer.error_feedback", keep.back());
+    meta["outer_error_feedback"] = !keep.back().empty();
   }
   w.set_meta(meta);
   write_checkpoint_rank(w, root, step, rank);

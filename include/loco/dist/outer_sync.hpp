@@ -33,9 +33,8 @@
 #pragma once
 #include <chrono>
 #include <memory>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "loco/backend/backend.hpp"
 #include "loco/config/config.hpp"
@@ -61,8 +60,8 @@ struct Topology {
 Topology make_topology(const DistributedConfig& cfg, Communicator& world);
 
 namespace compress {
-class Compressor;
-class Aggregator;
+class DeviceCompressor;
+class DeviceAggregator;
 }  // namespace compress
 
 // What one outer sync put on the wire for this rank (the dense path: kept = elements).
@@ -73,7 +72,7 @@ struct OuterSyncStats {
   uint64_t payload_bytes = 0;  // this rank's packed payload (headers and tables included)
   uint64_t piece_bytes = 0;    // what the collective moved per rank (padded to the max)
   uint64_t header_bytes = 0, table_bytes = 0, index_bytes = 0, value_bytes = 0;
-  double ef_norm = -1.0;       // ‖e‖ after the sync; < 0 without error feedback
+  double ef_norm = -1.0;  // ‖e‖ after the sync; < 0 without error feedback
 
   OuterSyncStats& operator+=(const OuterSyncStats& o);
   // {"density", "kept", "elements", "payload_bytes", "piece_bytes", "bits_per_kept_element",
@@ -100,8 +99,8 @@ class OuterSync {
   // Snapshots θ_global from `params` (identical on every rank at construction). Dense path.
   OuterSync(const OuterConfig& cfg, Backend& backend, Communicator& cross, Buf params);
   // With compression; `layout` gives the tensors (chunking) of the flat parameter buffer.
-  OuterSync(const OuterConfig& cfg, const CompressionConfig& compression,
-            const ParamLayout& layout, Backend& backend, Communicator& cross, Buf params);
+  OuterSync(const OuterConfig& cfg, const CompressionConfig& compression, const ParamLayout& layout,
+            Backend& backend, Communicator& cross, Buf params);
   ~OuterSync();
   OuterSync(const OuterSync&) = delete;
   OuterSync& operator=(const OuterSync&) = delete;
@@ -137,7 +136,7 @@ class OuterSync {
   // For the run summary: settings + total_stats() (bits per kept element, density, ...).
   nlohmann::json summary_json() const;
   // The error-feedback accumulator (host, flat layout); empty without error feedback.
-  const std::vector<float>& error_feedback() const;
+  std::vector<float> error_feedback() const;  // downloaded from the backend
   // Checkpoint resume: the accumulator (per rank) and, with it, syncs_done() (random_k's
   // indices derive from the sync number) must be restored for an exact continuation.
   void restore_error_feedback(const std::vector<float>& e);
@@ -171,11 +170,11 @@ class OuterSync {
   int syncs_ = 0;
   OuterSyncStats last_, total_;
   // Compressed path (host memory).
-  std::unique_ptr<compress::Compressor> compressor_;
-  std::unique_ptr<compress::Aggregator> aggregator_;
-  std::vector<float> host_delta_, host_mean_;
+  // On the backend: only the kept elements visit the host (loco/compress/device_compressor.hpp).
+  std::unique_ptr<compress::DeviceCompressor> compressor_;
+  std::unique_ptr<compress::DeviceAggregator> aggregator_;
   std::vector<uint8_t> send_, recv_;
-  Buf dev_send_, dev_recv_;  // I32 staging when the communicator wants device memory
+  Buf dev_send_, dev_recv_;            // I32 staging when the communicator wants device memory
   std::vector<uint64_t> piece_sizes_;  // this sync's payload size per rank
   uint64_t piece_ = 0;                 // this sync's padded piece size
   // Overlap: the collective in flight (null when none) and its timings.
@@ -187,7 +186,7 @@ class OuterSync {
 
 // Applies one outer SGD step to θ_global given the averaged pseudo-gradient Δ:
 //   v ← μ·v + Δ;  θ ← θ − η·(Δ + μ·v) with Nesterov, θ ← θ − η·v without.
-void outer_sgd_step(Backend& backend, Buf global, Buf momentum, Buf delta, double lr,
-                    double mu, bool nesterov);
+void outer_sgd_step(Backend& backend, Buf global, Buf momentum, Buf delta, double lr, double mu,
+                    bool nesterov);
 
 }  // namespace loco
