@@ -116,6 +116,11 @@ cudaError_t loco_all_finite_f32(int* flag, const float* x, size_t n, cudaStream_
 size_t loco_frobenius_normalize_scratch(size_t each, int batch);
 cudaError_t loco_frobenius_normalize(float* x, size_t each, int batch, float eps,
                                      double* scratch, cudaStream_t s);
+// *sum (device u64) = Σ_i mix(word_i, i) mod 2^64 over the 8-byte words of `bytes` bytes
+// (the last partial word zero-padded), mix = splitmix64 finaliser of word ^ (i · golden);
+// the launcher clears *sum first. Addition mod 2^64 is order-free: deterministic.
+cudaError_t loco_fingerprint(unsigned long long* sum, const void* data, size_t bytes,
+                             cudaStream_t s);
 // AdamW, formula of include/loco/ops/adamw.hpp, fp32 with IEEE division and sqrt.
 cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n,
                            float lr, float beta1, float beta2, float eps, float weight_decay,

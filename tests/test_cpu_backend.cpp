@@ -22,6 +22,7 @@
 #include "loco/ops/rmsnorm.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "support/catch.hpp"
+#include "support/fingerprint_checks.hpp"
 
 using loco::Buf;
 using loco::DType;
@@ -512,4 +513,9 @@ TEST_CASE("make_backend: cpu, auto and unknown names", "[cpu][factory]") {
   CHECK_FALSE(loco::cuda_available(&why_not));
   CHECK_THAT(why_not, LOCO_CONTAINS("no CUDA backend"));
 #endif
+}
+
+TEST_CASE("cpu backend: fingerprint is content-only and sees every bit", "[cpu]") {
+  loco::CpuBackend be;
+  loco::testing::check_fingerprint(be);
 }

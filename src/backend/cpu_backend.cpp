@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "loco/core/hash.hpp"
 #include "loco/ops/adamw.hpp"
 #include "loco/ops/attention.hpp"
 #include "loco/ops/bf16.hpp"
@@ -277,6 +278,11 @@ void CpuBackend::axpby(Buf y, float a, Buf x, float b) {
 
 bool CpuBackend::all_finite(Buf x) {
   return ops::all_finite(OpArgs("all_finite").f32(x, x.numel, "x"), x.numel);
+}
+
+uint64_t CpuBackend::fingerprint(Buf x) {
+  static const char nothing = 0;
+  return hash_bytes(x.bytes() == 0 ? &nothing : x.data, x.bytes());
 }
 
 void CpuBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,

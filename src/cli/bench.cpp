@@ -64,6 +64,7 @@ class TimedBackend final : public Backend {
   Buf alloc(size_t numel, DType dtype) override { return be_.alloc(numel, dtype); }
   void release(Buf& buf) override { be_.release(buf); }
   void synchronize() override { be_.synchronize(); }
+  size_t peak_memory_bytes() const override { return be_.peak_memory_bytes(); }
 
   void zero(Buf buf) override {
     timed("zero", [&] { be_.zero(buf); });
@@ -144,6 +145,11 @@ class TimedBackend final : public Backend {
   bool all_finite(Buf x) override {
     bool r = false;
     timed("all_finite", [&] { r = be_.all_finite(x); });
+    return r;
+  }
+  uint64_t fingerprint(Buf x) override {
+    uint64_t r = 0;
+    timed("fingerprint", [&] { r = be_.fingerprint(x); });
     return r;
   }
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
@@ -438,6 +444,11 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
             {"flops_formula", "6*N + 12*L*d_model*seq_len, N = all parameters"},
             {"model_flops_per_s", flops_per_token * tokens_per_step / median},
             {"peak_rss_mib", peak_rss_mib()},
+            {"peak_device_mem_gib", device->peak_memory_bytes() > 0
+                                        ? json(double(device->peak_memory_bytes()) / (1 << 30))
+                                        : json(nullptr)},
+            {"peak_tflops", options.peak_tflops},
+            {"mfu", flops_per_token * tokens_per_step / median / (options.peak_tflops * 1e12)},
             {"final_loss", last_loss},
             {"params_hash", hash_hex}};
 
@@ -478,7 +489,13 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
                 cpu_per_step * 1e3);
     std::printf("  %-14s %.2f GFLOP/s (6·N + 12·L·d·T = %.4g FLOP/token, N = all parameters)\n",
                 "model FLOP/s", flops_per_token * tokens_per_step / median / 1e9, flops_per_token);
+    if (device->name() == "cuda")  // a CPU against an H100 peak says nothing
+      std::printf("  %-14s %.1f%% of %.0f TFLOP/s (--peak-tflops)\n", "MFU",
+                  100 * r["mfu"].get<double>(), options.peak_tflops);
     std::printf("  %-14s %.1f MiB\n", "peak RSS", peak_rss_mib());
+    if (device->peak_memory_bytes() > 0)
+      std::printf("  %-14s %.2f GiB allocated at the high-water mark\n", "device memory",
+                  r["peak_device_mem_gib"].get<double>());
     std::printf("  %-14s %.9g (parameter hash %s)\n", "last loss", last_loss, hash_hex);
     if (r.contains("muon")) {
       const json& m = r["muon"];
@@ -547,6 +564,10 @@ BenchCommand add_bench_command(CLI::App& app) {
   sub->add_option("--json", args->json_path, "Also write the figures to this JSON file");
   sub->add_flag("--profile", args->options.profile,
                 "Also time every backend op and step phase (synchronises after each op)");
+  sub->add_option("--peak-tflops", args->options.peak_tflops,
+                  "Peak dense bf16 TFLOP/s for the MFU figure (989: H100/H200 SXM)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--muon", args->options.muon,
                 "Also time one Muon step (momentum + batched Newton–Schulz) on the model");
   sub->add_flag("--compression", args->options.compression,

@@ -191,6 +191,7 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     LOCO_LT(cublasLtCreate(&lt));
     lt_ = lt;
     workspace_bytes_ = kWorkspaceBytes;
+    count_allocation(ptrdiff_t(kWorkspaceBytes));
     LOCO_CUDA(cudaMalloc(&workspace_, workspace_bytes_));
     LOCO_CUDA(cudaMalloc(reinterpret_cast<void**>(&status_dev_), sizeof(int)));
     LOCO_CUDA(cudaMalloc(&result_dev_, 16));
@@ -225,11 +226,13 @@ void* CudaBackend::scratch(size_t bytes) {
   // Work queued on the stream may still read the old block: wait before freeing it.
   LOCO_CUDA(cudaStreamSynchronize(stream_));
   if (scratch_ != nullptr) LOCO_CUDA(cudaFree(scratch_));
+  count_allocation(-ptrdiff_t(scratch_bytes_));
   scratch_ = nullptr;
   scratch_bytes_ = 0;
   const size_t grown = bytes + bytes / 2;
   LOCO_CUDA(cudaMalloc(&scratch_, grown));
   scratch_bytes_ = grown;
+  count_allocation(ptrdiff_t(grown));
   return scratch_;
 }
 
@@ -271,6 +274,7 @@ Buf CudaBackend::alloc(size_t numel, DType dtype) {
                 std::to_string(free_bytes >> 20) + " MiB free of " +
                 std::to_string(total_bytes >> 20) + " MiB)");
   }
+  count_allocation(ptrdiff_t(buf.bytes()));
   LOCO_CUDA(cudaMemsetAsync(buf.data, 0, buf.bytes(), stream_));
   LOCO_CUDA(cudaStreamSynchronize(stream_));  // zeroed for every stream, not only ours
   return buf;
@@ -281,6 +285,7 @@ void CudaBackend::release(Buf& buf) {
     activate();
     LOCO_CUDA(cudaStreamSynchronize(stream_));
     LOCO_CUDA(cudaFree(buf.data));
+    count_allocation(-ptrdiff_t(buf.bytes()));
   }
   buf = Buf{};
 }
@@ -703,6 +708,17 @@ bool CudaBackend::all_finite(Buf x) {
   int bad = 0;
   std::memcpy(&bad, host_pinned_, sizeof(int));
   return bad == 0;
+}
+
+uint64_t CudaBackend::fingerprint(Buf x) {
+  activate();
+  auto* sum = static_cast<unsigned long long*>(result_dev_);
+  Args("fingerprint").launched(loco_fingerprint(sum, x.data, x.bytes(), stream_));
+  LOCO_CUDA(cudaMemcpyAsync(host_pinned_, sum, sizeof(uint64_t), cudaMemcpyDeviceToHost, stream_));
+  check_status();  // synchronises
+  uint64_t value = 0;
+  std::memcpy(&value, host_pinned_, sizeof(uint64_t));
+  return value;
 }
 
 void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,

@@ -65,11 +65,8 @@ std::string first_non_finite(Backend& backend, const LlamaModel& model, Buf buff
   return {};
 }
 
-uint64_t hash_params(Backend& backend, Buf params) {
-  std::vector<float> host(params.numel);
-  backend.download(host.data(), params);
-  return hash_bytes(host.data(), host.size() * sizeof(float));
-}
+// On the backend: the buffer never crosses to the host (Backend::fingerprint).
+uint64_t hash_params(Backend& backend, Buf params) { return backend.fingerprint(params); }
 
 // Every rank must agree on `value` (a hash of something named `what`); otherwise every rank
 // throws the same message naming the ranks that differ — no rank is left waiting.

@@ -10,6 +10,7 @@
 #include "loco/backend/backend.hpp"
 #include "loco/backend/cuda_backend.hpp"
 #include "support/catch.hpp"
+#include "support/fingerprint_checks.hpp"
 
 namespace {
 
@@ -122,4 +123,13 @@ TEST_CASE("cuda: memory round trips", "[gpu]") {
   be->release(ids);
   be->release(empty);
   CHECK(f.data == nullptr);
+}
+
+TEST_CASE("cuda: fingerprint is content-only and sees every bit", "[gpu]") {
+  if (!gpu_state().ok) {
+    WARN("SKIP: " << gpu_state().why);
+    return;
+  }
+  auto be = loco::make_backend("cuda");
+  loco::testing::check_fingerprint(*be);
 }

@@ -35,6 +35,9 @@ class Backend {
   virtual void download(void* host_dst, Buf src) = 0;      // to host, src.dtype kept
   virtual void copy(Buf dst, Buf src) = 0;                 // same numel; converts F32 <-> BF16
   virtual void synchronize() {}
+  // High-water mark of the memory this backend allocated (buffers, scratch, library
+  // workspaces), in bytes; 0 when the backend does not track it (the CPU: see peak RSS).
+  virtual size_t peak_memory_bytes() const { return 0; }
 
   // ------------------------------------------------------------------ model ops (act dtype)
   // out(N,C) = wte[tokens[n]]          wte: (V,C) act,  tokens: (N) I32
@@ -91,6 +94,12 @@ class Backend {
   virtual void scale(Buf x, float s) = 0;                  // x *= s
   virtual void axpby(Buf y, float a, Buf x, float b) = 0;  // y = a*x + b*y
   virtual bool all_finite(Buf x) = 0;
+  // A 64-bit fingerprint of the buffer's bytes, returned to the host without copying the
+  // buffer there: equal contents give equal values on one backend (ranks compare θ with it
+  // after every outer sync); values are not comparable across backends. CPU: hash_bytes
+  // (loco/core/hash.hpp); CUDA: Σ over 8-byte words of mix(word, index) mod 2^64 (order-free, so
+  // the parallel sum is deterministic), kernels/fingerprint.cu.
+  virtual uint64_t fingerprint(Buf x) = 0;
 
   // Decoupled-weight-decay Adam on one tensor (F32 param, grad, m, v):
   //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²

@@ -44,6 +44,7 @@ class CpuBackend final : public Backend {
   void scale(Buf x, float s) override;
   void axpby(Buf y, float a, Buf x, float b) override;
   bool all_finite(Buf x) override;
+  uint64_t fingerprint(Buf x) override;
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,

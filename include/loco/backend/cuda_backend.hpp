@@ -60,6 +60,7 @@ class CudaBackend final : public Backend {
   void download(void* host_dst, Buf src) override;
   void copy(Buf dst, Buf src) override;
   void synchronize() override;
+  size_t peak_memory_bytes() const override { return peak_bytes_; }
 
   void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override;
   void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override;
@@ -85,6 +86,7 @@ class CudaBackend final : public Backend {
   void scale(Buf x, float s) override;
   void axpby(Buf y, float a, Buf x, float b) override;
   bool all_finite(Buf x) override;
+  uint64_t fingerprint(Buf x) override;
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
@@ -134,6 +136,12 @@ class CudaBackend final : public Backend {
   void* result_dev_ = nullptr;   // small device results (sum_squares, all_finite)
   void* host_pinned_ = nullptr;  // pinned host mirror for small results
   std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
+  size_t allocated_bytes_ = 0;  // live buffers + scratch + workspace, and its maximum
+  size_t peak_bytes_ = 0;
+  void count_allocation(ptrdiff_t bytes) {
+    allocated_bytes_ = size_t(ptrdiff_t(allocated_bytes_) + bytes);
+    if (allocated_bytes_ > peak_bytes_) peak_bytes_ = allocated_bytes_;
+  }
 };
 
 }  // namespace loco

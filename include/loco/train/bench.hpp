@@ -23,10 +23,11 @@ class App;
 namespace loco {
 
 struct BenchOptions {
-  int steps = 20;        // timed steps
-  int warmup = 3;        // untimed steps first (allocation, page faults, thread pools)
-  bool profile = false;  // also time every backend op (adds a sync per op on CUDA)
-  bool quiet = false;    // no table on stdout
+  int steps = 20;            // timed steps
+  int warmup = 3;            // untimed steps first (allocation, page faults, thread pools)
+  bool profile = false;      // also time every backend op (adds a sync per op on CUDA)
+  bool quiet = false;        // no table on stdout
+  double peak_tflops = 989;  // for MFU: dense bf16 peak of an H100/H200 SXM
   // Extras, timed after the training steps on the same model and backend:
   bool muon = false;         // one Muon step (momentum + batched Newton–Schulz) on the grads
   bool compression = false;  // the compression pipeline over the whole parameter buffer, and
