@@ -393,6 +393,52 @@ TEST_CASE("outer-sync overlap: overlap_steps and merge_alpha are validated", "[c
                                      LOCO_CONTAINS("\"diloco\""));
 }
 
+TEST_CASE("outer-sync fragments: fragments is validated against the layers and H", "[config]") {
+  CHECK(from(json::object()).distributed.outer.fragments == 1);
+  // 4 layers (the default model), H = 20, τ = 5 < H/p = 10.
+  const json diloco = json::parse(R"({"distributed": {"method": "diloco",
+      "outer": {"interval": 20, "overlap_steps": 5, "fragments": 2}}})");
+  const Config c = from(diloco);
+  CHECK(c.distributed.outer.fragments == 2);
+  CHECK(config_to_json(c)["distributed"]["outer"]["fragments"] == 2);
+  CHECK(config_to_json(from(config_to_json(c))) == config_to_json(c));
+  auto with = [&](const char* key, const json& v) {
+    json j = diloco;
+    j["distributed"]["outer"][key] = v;
+    return j;
+  };
+  json four = with("fragments", 4);  // p = n_layers, τ < H/p = 5
+  four["distributed"]["outer"]["overlap_steps"] = 4;
+  CHECK(from(four).distributed.outer.fragments == 4);
+  REQUIRE_THROWS_WITH(from(with("fragments", 0)),
+                      LOCO_CONTAINS("distributed.outer.fragments = 0: must be >= 1"));
+  REQUIRE_THROWS_WITH(from(with("fragments", 1.5)),
+                      LOCO_CONTAINS("distributed.outer.fragments: expected an integer"));
+  json many = with("fragments", 5);
+  many["distributed"]["outer"]["interval"] = 20;
+  REQUIRE_THROWS_WITH(from(many), LOCO_CONTAINS("cfg.json: distributed.outer.fragments = 5: "
+                                                "must be <= model.n_layers = 4"));
+  json odd = with("fragments", 3);
+  odd["distributed"]["outer"]["overlap_steps"] = 0;
+  REQUIRE_THROWS_WITH(from(odd), LOCO_CONTAINS("distributed.outer.fragments = 3: must divide "
+                                               "distributed.outer.interval = 20"));
+  // τ must fit between two fragments' syncs: < H/p.
+  json slow = diloco;
+  slow["distributed"]["outer"]["overlap_steps"] = 10;
+  REQUIRE_THROWS_WITH(from(slow),
+                      LOCO_CONTAINS("distributed.outer.overlap_steps = 10: must be < "
+                                    "distributed.outer.interval / distributed.outer.fragments "
+                                    "= 10"));
+  slow["distributed"]["outer"]["overlap_steps"] = 9;
+  CHECK(from(slow).distributed.outer.overlap_steps == 9);
+  // A DiLoCo feature.
+  json ddp = diloco;
+  ddp["distributed"]["method"] = "ddp";
+  ddp["distributed"]["outer"]["overlap_steps"] = 0;
+  REQUIRE_THROWS_WITH(
+      from(ddp), LOCO_CONTAINS("distributed.outer.fragments = 2") && LOCO_CONTAINS("\"diloco\""));
+}
+
 TEST_CASE("schedule parameters must fit in training.steps", "[config]") {
   // infinite: warmup + cooldown + anneal <= steps.
   REQUIRE_THROWS_WITH(from(json::parse(R"({"schedule": {"type": "infinite", "warmup_steps": 100,

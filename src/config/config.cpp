@@ -211,6 +211,7 @@ void fields(V& v, OuterConfig& o) {
   v.field("wire_dtype", o.wire_dtype, one_of({"f32", "bf16"}));
   v.field("overlap_steps", o.overlap_steps, at_least(0));
   v.field("merge_alpha", o.merge_alpha, in_closed(0.0, 1.0));
+  v.field("fragments", o.fragments, at_least(1));
 }
 
 template <class V>
@@ -256,6 +257,26 @@ void fields(V& v, Config& c) {
   v.section("checkpoint", c.checkpoint);
 }
 
+// Streaming DiLoCo fragments (loco/dist/fragments.hpp): strided layers, staggered by H/p.
+template <class Fail>
+void check_fragments(const Config& c, const Fail& fail) {
+  const OuterConfig& o = c.distributed.outer;
+  if (o.fragments == 1) return;
+  const std::string p = num(o.fragments);
+  if (c.distributed.method != "diloco")
+    fail("distributed.outer.fragments", p,
+         "splits the outer sync of method \"diloco\"; with method " +
+             render_value(c.distributed.method) + " it must be 1");
+  if (o.fragments > c.model.n_layers)
+    fail("distributed.outer.fragments", p,
+         "must be <= model.n_layers = " + num(c.model.n_layers) +
+             " (fragment j holds the layers j, j + fragments, ...; none may be empty)");
+  if (o.interval % o.fragments != 0)
+    fail("distributed.outer.fragments", p,
+         "must divide distributed.outer.interval = " + num(o.interval) +
+             " (fragment j syncs at the steps t = j * interval / fragments (mod interval))");
+}
+
 // Checks that involve more than one key. `fail(path, value, why)` throws.
 void check_consistency(const Config& c, const std::string& source) {
   auto fail = [&](const std::string& path, const std::string& value, const std::string& why) {
@@ -290,10 +311,16 @@ void check_consistency(const Config& c, const std::string& source) {
          "quantizer set, use compression.quantizer (\"bf16\", ...) and keep wire_dtype \"f32\"");
 
   const OuterConfig& o = c.distributed.outer;
-  if (o.overlap_steps >= o.interval)
+  check_fragments(c, fail);
+  if (o.fragments == 1 && o.overlap_steps >= o.interval)
     fail("distributed.outer.overlap_steps", num(o.overlap_steps),
          "must be < distributed.outer.interval = " + num(o.interval) +
              " (a sync must complete before the next one is due)");
+  if (o.fragments > 1 && o.overlap_steps >= o.interval / o.fragments)
+    fail("distributed.outer.overlap_steps", num(o.overlap_steps),
+         "must be < distributed.outer.interval / distributed.outer.fragments = " +
+             num(o.interval / o.fragments) +
+             " (a fragment's sync must complete before the next fragment's is due)");
   if (o.overlap_steps > 0 && c.distributed.method != "diloco")
     fail("distributed.outer.overlap_steps", num(o.overlap_steps),
          "overlaps the outer sync of method \"diloco\"; with method " +

@@ -79,30 +79,55 @@ nlohmann::json OuterSyncStats::to_json() const {
 
 OuterSync::OuterSync(const OuterConfig& cfg, Backend& backend, Communicator& cross, Buf params)
     : cfg_(cfg), backend_(backend), cross_(cross) {
-  global_ = backend_.alloc(params.numel, DType::F32);
-  momentum_ = backend_.alloc(params.numel, DType::F32);
-  delta_ = backend_.alloc(params.numel, DType::F32);
-  if (cfg_.wire_dtype == "bf16") wire_ = backend_.alloc(params.numel, DType::BF16);
-  backend_.copy(global_, params);
+  if (cfg_.fragments != 1)
+    throw Error("outer sync: fragments = " + std::to_string(cfg_.fragments) +
+                " needs the parameter layout (the layers); construct it with the ParamLayout");
+  init(params, {whole_buffer_fragment(params.numel)});
 }
 
 OuterSync::OuterSync(const OuterConfig& cfg, const CompressionConfig& compression,
                      const ParamLayout& layout, Backend& backend, Communicator& cross, Buf params)
-    : OuterSync(cfg, backend, cross, params) {
-  ccfg_ = compression;
-  if (!ccfg_.compressed()) return;
-  if (wire_.data)
-    throw Error(
-        "distributed.outer.wire_dtype = \"bf16\" applies to the dense all-reduce; "
-        "with compression use distributed.compression.quantizer");
+    : cfg_(cfg), ccfg_(compression), backend_(backend), cross_(cross) {
   if (layout.total != params.numel)
     throw Error("outer sync: the parameter layout has " + std::to_string(layout.total) +
                 " elements but the parameter buffer " + std::to_string(params.numel));
-  compress::Plan plan = compress::make_plan(compress::shapes_from_layout(layout),
-                                            compress::settings_from_config(ccfg_));
-  compressor_ = std::make_unique<compress::DeviceCompressor>(std::move(plan), backend_);
-  aggregator_ = std::make_unique<compress::DeviceAggregator>(
-      compressor_->plan(), compressor_->plan().settings.aggregation, backend_);
+  if (cfg_.fragments < 1 || cfg_.interval % cfg_.fragments != 0)
+    throw Error("outer sync: fragments = " + std::to_string(cfg_.fragments) +
+                " must be >= 1 and divide interval = " + std::to_string(cfg_.interval));
+  if (ccfg_.compressed() && cfg_.wire_dtype == "bf16")
+    throw Error(
+        "distributed.outer.wire_dtype = \"bf16\" applies to the dense all-reduce; "
+        "with compression use distributed.compression.quantizer");
+  // p = 1 with the llama layout: one fragment of every view, one range [0, N).
+  init(params, partition_fragments(layout, cfg_.fragments));
+  if (!ccfg_.compressed()) return;
+  compressed_ = true;
+  for (FragmentState& f : frags_) {
+    // Chunking per fragment: the plan tiles the fragment's packed buffer (with p = 1 it is
+    // the whole layout, offsets unchanged).
+    compress::Plan plan =
+        compress::make_plan(compress::shapes_from_layout(f.part.packed_layout(layout)),
+                            compress::settings_from_config(ccfg_));
+    f.compressor = std::make_unique<compress::DeviceCompressor>(std::move(plan), backend_);
+    f.aggregator = std::make_unique<compress::DeviceAggregator>(
+        f.compressor->plan(), f.compressor->plan().settings.aggregation, backend_);
+  }
+}
+
+void OuterSync::init(Buf params, std::vector<Fragment> parts) {
+  size_t largest = 0;
+  for (Fragment& part : parts) {
+    largest = std::max(largest, part.numel);
+    FragmentState f;
+    f.part = std::move(part);
+    frags_.push_back(std::move(f));
+  }
+  global_ = backend_.alloc(params.numel, DType::F32);
+  momentum_ = backend_.alloc(params.numel, DType::F32);
+  // The staging of one fragment's pseudo-gradient: with p = 1 the whole buffer, as before.
+  delta_ = backend_.alloc(largest, DType::F32);
+  if (cfg_.wire_dtype == "bf16") wire_ = backend_.alloc(largest, DType::BF16);
+  backend_.copy(global_, params);
 }
 
 OuterSync::~OuterSync() {
@@ -112,47 +137,139 @@ OuterSync::~OuterSync() {
     if (b->data) backend_.release(*b);
 }
 
+int OuterSync::due_fragment(int steps_done) const {
+  return loco::due_fragment(steps_done, cfg_.interval, fragments());
+}
+
 std::vector<float> OuterSync::error_feedback() const {
-  return compressor_ ? compressor_->download_error() : std::vector<float>{};
+  if (!compressed_) return {};
+  // Each fragment's accumulator, scattered back to its elements' places in the flat layout.
+  std::vector<float> flat(global_.numel);
+  for (const FragmentState& f : frags_) {
+    const std::vector<float> e = f.compressor->download_error();
+    if (e.empty()) return {};  // no error feedback
+    size_t at = 0;
+    for (const FragmentRange& r : f.part.ranges) {
+      std::copy_n(e.begin() + std::ptrdiff_t(at), r.numel, flat.begin() + std::ptrdiff_t(r.offset));
+      at += r.numel;
+    }
+  }
+  return flat;
 }
 
 void OuterSync::restore_error_feedback(const std::vector<float>& e) {
-  if (!compressor_) throw Error("outer sync: no compression, so no error-feedback state");
-  compressor_->set_error(e);
+  if (!compressed_) throw Error("outer sync: no compression, so no error-feedback state");
+  if (fragments() == 1) return frags_[0].compressor->set_error(e);
+  if (e.size() != global_.numel)
+    throw Error("outer sync: error-feedback state has " + std::to_string(e.size()) +
+                " elements, expected " + std::to_string(global_.numel));
+  for (FragmentState& f : frags_) {
+    std::vector<float> packed;
+    packed.reserve(f.part.numel);
+    for (const FragmentRange& r : f.part.ranges)
+      packed.insert(packed.end(), e.begin() + std::ptrdiff_t(r.offset),
+                    e.begin() + std::ptrdiff_t(r.offset + r.numel));
+    f.compressor->set_error(packed);
+  }
+}
+
+std::vector<int> OuterSync::fragment_syncs() const {
+  std::vector<int> n;
+  for (const FragmentState& f : frags_) n.push_back(f.syncs);
+  return n;
+}
+
+void OuterSync::set_fragment_syncs(const std::vector<int>& n) {
+  if (n.size() != frags_.size()) return;
+  for (size_t j = 0; j < n.size(); ++j) frags_[j].syncs = n[j];
 }
 
 nlohmann::json OuterSync::summary_json() const {
   nlohmann::json j = total_.to_json();
   j["syncs"] = syncs_;
   j["selector"] = ccfg_.selector;
-  j["quantizer"] = compressor_ ? ccfg_.quantizer : cfg_.wire_dtype;
-  j["error_feedback"] = compressor_ ? ccfg_.error_feedback : false;
-  j["aggregation"] = compressor_ ? ccfg_.aggregation : "mean_all";
-  j["collective"] = compressor_ ? "all_gather" : "all_reduce";
-  j["note"] = compressor_
+  j["quantizer"] = compressed_ ? ccfg_.quantizer : cfg_.wire_dtype;
+  j["error_feedback"] = compressed_ ? ccfg_.error_feedback : false;
+  j["aggregation"] = compressed_ ? ccfg_.aggregation : "mean_all";
+  j["collective"] = compressed_ ? "all_gather" : "all_reduce";
+  j["note"] = compressed_
                   ? "this rank's packed payloads (headers and quantiser tables included) over "
                     "every sync; wire = the all-gather pieces, padded to the largest payload"
                   : "dense all-reduce of every element";
   return j;
 }
 
+nlohmann::json OuterSync::fragments_json() const {
+  nlohmann::json per = nlohmann::json::array();
+  for (const FragmentState& f : frags_)
+    per.push_back({{"index", f.part.index},
+                   {"layers", f.part.layers},
+                   {"elements", f.part.numel},
+                   {"syncs", f.syncs}});
+  return {{"fragments", fragments()},
+          {"interval", cfg_.interval},
+          {"rule",
+           "fragment j holds transformer layers j, j+p, j+2p, ...; the embedding is in "
+           "fragment 0, the final norm and the LM head in fragment p-1"},
+          {"schedule",
+           "fragment j syncs after the steps t = j*H/p (mod H); every fragment at "
+           "the last step"},
+          {"per_fragment", per},
+          {"syncs", syncs_},
+          {"peak_sync_sent_bytes", peak_sent_},
+          {"sync_sent_bytes", total_sent_},
+          {"note",
+           "bytes this rank sent in the outer-sync collectives (ring formulas): the "
+           "largest single fragment sync, and the sum over every sync; the final sync "
+           "of every fragment counts as one sync per fragment"}};
+}
+
 // ------------------------------------------------------------------ the pieces of a sync
 
+void OuterSync::begin(int j, const char* what) {
+  check_not_in_flight(what);
+  if (j < 0 || j >= fragments())
+    throw Error("outer sync: no fragment " + std::to_string(j) +
+                " (fragments = " + std::to_string(fragments()) + ")");
+  active_ = j;
+  sent_at_begin_ = outer_sent_bytes();
+}
+
+Buf OuterSync::delta() const { return delta_.slice(0, frags_[size_t(active_)].part.numel); }
+
+Buf OuterSync::dense_wire() const {
+  return wire_.data ? wire_.slice(0, frags_[size_t(active_)].part.numel) : delta();
+}
+
+uint64_t OuterSync::outer_sent_bytes() const {
+  const CommStats& s = cross_.stats();
+  return s[CommKind::AllReduce].sent_bytes + s[CommKind::AllGather].sent_bytes;
+}
+
 void OuterSync::pseudo_gradient(Buf params) {
-  // Pseudo-gradient: old minus new, so it points like a gradient (ALGORITHMS.md §2).
-  backend_.copy(delta_, global_);
-  backend_.axpby(delta_, -1.0f, params, 1.0f);
+  // Pseudo-gradient: old minus new, so it points like a gradient (ALGORITHMS.md §2), packed
+  // range by range into the staging buffer (p = 1: one range, the whole buffer).
+  const Buf d = delta();
+  size_t at = 0;
+  for (const FragmentRange& r : frags_[size_t(active_)].part.ranges) {
+    const Buf dr = d.slice(at, r.numel);
+    backend_.copy(dr, global_.slice(r.offset, r.numel));
+    backend_.axpby(dr, -1.0f, params.slice(r.offset, r.numel), 1.0f);
+    at += r.numel;
+  }
   // A NaN or inf here would reach θ_global on every rank through the collective: stop first.
-  if (!backend_.all_finite(delta_))
+  if (!backend_.all_finite(d))
     throw Error("non-finite pseudo-gradient at outer step " + std::to_string(syncs_ + 1) +
+                (fragments() > 1 ? " (fragment " + std::to_string(active_) + ")" : "") +
                 " on rank " + std::to_string(cross_.rank()) + " of the outer group: the local " +
                 "model diverged during its inner steps (lower optimizer.lr)");
 }
 
-// Compressed path, step 1: compress this rank's Δ (delta_, on the backend), exchange payload
+// Compressed path, step 1: compress this rank's Δ (delta(), on the backend), exchange payload
 // sizes (blocking, control traffic), and stage the piece padded to the largest payload.
 void OuterSync::pack_payload() {
-  const std::vector<uint8_t>& payload = compressor_->compress(delta_, uint64_t(syncs_));
+  const std::vector<uint8_t>& payload =
+      frags_[size_t(active_)].compressor->compress(delta(), uint64_t(syncs_));
   const int K = cross_.size();
   piece_sizes_ = cross_.all_gather_host(uint64_t(payload.size()));
   const uint64_t largest = *std::max_element(piece_sizes_.begin(), piece_sizes_.end());
@@ -179,29 +296,29 @@ void* OuterSync::gather_recv() {
   return cross_.device_memory() ? dev_recv_.data : static_cast<void*>(recv_.data());
 }
 
-// Compressed path, step 3: decode every rank's payload in rank order and aggregate; delta_
+// Compressed path, step 3: decode every rank's payload in rank order and aggregate; delta()
 // holds the aggregate on exit.
 void OuterSync::aggregate_payloads() {
-  const size_t N = delta_.numel;
+  FragmentState& f = frags_[size_t(active_)];
   const int K = cross_.size();
   if (cross_.device_memory())
     backend_.download(recv_.data(), dev_recv_.slice(0, size_t(piece_ / 4) * size_t(K)));
-  aggregator_->reset();
+  f.aggregator->reset();
   for (int r = 0; r < K; ++r) {
     try {
-      aggregator_->add(recv_.data() + size_t(r) * size_t(piece_), size_t(piece_sizes_[size_t(r)]));
+      f.aggregator->add(recv_.data() + size_t(r) * size_t(piece_), size_t(piece_sizes_[size_t(r)]));
     } catch (const Error& e) {
       throw Error("outer sync " + std::to_string(syncs_ + 1) + ": the payload of rank " +
                   std::to_string(r) + " of " + std::to_string(K) + " [" + cross_.name() +
                   "] is invalid: " + e.what());
     }
   }
-  aggregator_->finish(delta_, K);
+  f.aggregator->finish(delta(), K);
 
-  const compress::EncodeStats& es = compressor_->stats();
+  const compress::EncodeStats& es = f.compressor->stats();
   last_ = OuterSyncStats{};
   last_.compressed = true;
-  last_.elements = N;
+  last_.elements = f.part.numel;
   last_.kept = es.kept;
   last_.payload_bytes = es.bytes;
   last_.piece_bytes = piece_;
@@ -209,28 +326,42 @@ void OuterSync::aggregate_payloads() {
   last_.table_bytes = es.table_bytes;
   last_.index_bytes = es.index_bytes;
   last_.value_bytes = es.value_bytes;
-  if (ccfg_.error_feedback) last_.ef_norm = compressor_->error_norm();
+  if (ccfg_.error_feedback) last_.ef_norm = f.compressor->error_norm();
 }
 
 void OuterSync::dense_stats() {
-  const uint64_t bytes = delta_.numel * (wire_.data ? 2u : 4u);
+  const uint64_t bytes = delta().numel * (wire_.data ? 2u : 4u);
   last_ = OuterSyncStats{};
-  last_.elements = last_.kept = delta_.numel;
+  last_.elements = last_.kept = delta().numel;
   last_.payload_bytes = last_.piece_bytes = last_.value_bytes = bytes;
 }
 
 double OuterSync::apply(Buf params, bool merge) {
   total_ += last_;
-  const double norm = std::sqrt(backend_.sum_squares(delta_));
-  outer_sgd_step(backend_, global_, momentum_, delta_, cfg_.lr, cfg_.momentum, cfg_.nesterov);
-  if (merge) {
-    // θ_local ← α·θ_local + (1 − α)·θ_global (lerp(θ_global, θ_local, α), ALGORITHMS.md §7).
-    const float a = static_cast<float>(cfg_.merge_alpha);
-    backend_.axpby(params, 1.0f - a, global_, a);
-  } else {
-    backend_.copy(params, global_);
+  const Buf d = delta();
+  const double norm = std::sqrt(backend_.sum_squares(d));
+  const float a = static_cast<float>(cfg_.merge_alpha);
+  size_t at = 0;
+  for (const FragmentRange& r : frags_[size_t(active_)].part.ranges) {
+    const Buf g = global_.slice(r.offset, r.numel);
+    outer_sgd_step(backend_, g, momentum_.slice(r.offset, r.numel), d.slice(at, r.numel), cfg_.lr,
+                   cfg_.momentum, cfg_.nesterov);
+    const Buf local = params.slice(r.offset, r.numel);
+    if (merge)  // θ_local ← α·θ_local + (1 − α)·θ_global (lerp(θ_global, θ_local, α), §7)
+      backend_.axpby(local, 1.0f - a, g, a);
+    else
+      backend_.copy(local, g);
+    at += r.numel;
   }
   ++syncs_;
+  ++frags_[size_t(active_)].syncs;
+  last_fragment_ = active_;
+  // The bytes of this fragment's collective (a started one is accounted at completion). A
+  // caller that reset the communicator's stats meanwhile gets what was counted since.
+  const uint64_t now = outer_sent_bytes();
+  last_sent_ = now >= sent_at_begin_ ? now - sent_at_begin_ : now;
+  peak_sent_ = std::max(peak_sent_, last_sent_);
+  total_sent_ += last_sent_;
   return norm;
 }
 
@@ -242,36 +373,58 @@ void OuterSync::check_not_in_flight(const char* what) const {
 
 // ------------------------------------------------------------------ blocking sync
 
-double OuterSync::sync(Buf params) {
-  check_not_in_flight("sync()");
+double OuterSync::sync_fragment(Buf params, int j) {
+  begin(j, "sync()");
   pseudo_gradient(params);
-  if (compressor_) {
+  if (compressed_) {
     pack_payload();
     cross_.all_gather_bytes(gather_send(), size_t(piece_), gather_recv());
     aggregate_payloads();
   } else if (wire_.data) {
     // Collective: dense all-reduce mean (optionally in bf16 on the wire).
-    backend_.copy(wire_, delta_);
-    cross_.all_reduce(wire_, ReduceOp::Mean);
-    backend_.copy(delta_, wire_);
+    backend_.copy(dense_wire(), delta());
+    cross_.all_reduce(dense_wire(), ReduceOp::Mean);
+    backend_.copy(delta(), dense_wire());
     dense_stats();
   } else {
-    cross_.all_reduce(delta_, ReduceOp::Mean);
+    cross_.all_reduce(delta(), ReduceOp::Mean);
     dense_stats();
   }
   return apply(params, /*merge=*/false);
 }
 
+double OuterSync::sync(Buf params) {
+  if (fragments() == 1) return sync_fragment(params, 0);
+  check_not_in_flight("sync()");
+  // Every fragment in turn; the figures of the whole are the sums (‖Δ‖ and ‖e‖ over every
+  // element).
+  OuterSyncStats all;
+  double delta_sq = 0.0, ef_sq = 0.0;
+  uint64_t sent = 0;
+  for (int j = 0; j < fragments(); ++j) {
+    const double norm = sync_fragment(params, j);
+    delta_sq += norm * norm;
+    all += last_;
+    sent += last_sent_;
+    if (last_.ef_norm >= 0) ef_sq += last_.ef_norm * last_.ef_norm;
+  }
+  all.ef_norm = last_.ef_norm >= 0 ? std::sqrt(ef_sq) : -1.0;
+  last_ = all;
+  last_fragment_ = -1;
+  last_sent_ = sent;  // the peak stays per fragment sync
+  return std::sqrt(delta_sq);
+}
+
 // ------------------------------------------------------------------ overlapped sync
 
-void OuterSync::start(Buf params) {
-  check_not_in_flight("start()");
+void OuterSync::start(Buf params, int j) {
+  begin(j, "start()");
   pseudo_gradient(params);
-  if (compressor_) {
+  if (compressed_) {
     pack_payload();
     request_ = cross_.start_all_gather_bytes(gather_send(), size_t(piece_), gather_recv());
   } else {
-    if (wire_.data) backend_.copy(wire_, delta_);
+    if (wire_.data) backend_.copy(dense_wire(), delta());
     request_ = cross_.start_all_reduce(dense_wire(), ReduceOp::Mean);
   }
   started_at_ = Clock::now();
@@ -299,10 +452,10 @@ double OuterSync::finish(Buf params) {
   last_overlap_.blocked_seconds = std::chrono::duration<double>(t1 - t0).count();
   last_overlap_.comm_seconds = std::chrono::duration<double>(completed_at_ - started_at_).count();
   total_overlap_ += last_overlap_;
-  if (compressor_) {
+  if (compressed_) {
     aggregate_payloads();
   } else {
-    if (wire_.data) backend_.copy(delta_, wire_);
+    if (wire_.data) backend_.copy(delta(), dense_wire());
     dense_stats();
   }
   return apply(params, /*merge=*/true);

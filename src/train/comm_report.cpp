@@ -65,6 +65,16 @@ std::string comm_report_table(const nlohmann::json& r) {
                      r["outer_syncs"].get<int>(), r["steps"].get<uint64_t>(),
                      r["comm_seconds"].get<double>(),
                      format_bytes(r["control_sent_bytes"].get<double>()));
+  // DiLoCo runs: how the model was split for the syncs, and the largest single sync next to
+  // the total (fragments divide the peak bandwidth, not the total).
+  if (r.contains("fragments") && r["fragments"].is_object()) {
+    const nlohmann::json& f = r["fragments"];
+    const int p = f["fragments"].get<int>();
+    out += fmt::format("\nouter-sync fragments: {} ({}); peak {} per sync, {} over {} syncs", p,
+                       p == 1 ? "the whole model every sync" : "strided layers, staggered syncs",
+                       format_bytes(f["peak_sync_sent_bytes"].get<double>()),
+                       format_bytes(f["sync_sent_bytes"].get<double>()), f["syncs"].get<int>());
+  }
   // DiLoCo runs say whether the outer syncs overlapped the inner steps, and how well.
   if (r.contains("overlap") && r["overlap"].is_object()) {
     const nlohmann::json& o = r["overlap"];

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -63,6 +64,13 @@ std::string first_non_finite(Backend& backend, const LlamaModel& model, Buf buff
   for (const auto& v : model.layout().views)
     if (!backend.all_finite(buffer.slice(v.offset, v.numel))) return v.name;
   return {};
+}
+
+// Elements of the largest outer-sync fragment (the whole model with one fragment).
+size_t largest_fragment(const OuterSync& outer) {
+  size_t n = 0;
+  for (int j = 0; j < outer.fragments(); ++j) n = std::max(n, outer.fragment(j).numel);
+  return n;
 }
 
 // On the backend: the buffer never crosses to the host (Backend::fingerprint).
@@ -143,6 +151,7 @@ void save_checkpoint(const Config& config, const std::string& root, Communicator
     keep.push_back(download_f32(backend, outer->momentum()));
     w.add("outer.momentum", keep.back());
     meta["outer_syncs_done"] = outer->syncs_done();
+    meta["outer_fragment_syncs"] = outer->fragment_syncs();  // reporting (per-fragment counts)
     keep.push_back(outer->error_feedback());  // empty without error feedback
     if (!keep.back().empty()) w.add("outer.error_feedback", keep.back());
     meta["outer_error_feedback"] = !keep.back().empty();
@@ -231,6 +240,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
         restore_f32(c, "outer.global", *backend, outer->global_params());
         restore_f32(c, "outer.momentum", *backend, outer->momentum());
         outer->set_syncs_done(m.at("outer_syncs_done").get<int>());
+        if (m.contains("outer_fragment_syncs"))
+          outer->set_fragment_syncs(m.at("outer_fragment_syncs").get<std::vector<int>>());
         if (!outer->error_feedback().empty() || c.has("outer.error_feedback")) {
           const auto& e = c.tensor("outer.error_feedback").f32();
           outer->restore_error_feedback(std::vector<float>(e.begin(), e.end()));
@@ -266,6 +277,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                      : std::string(),
                train_stream.describe());
 
+  if (outer && outer->fragments() > 1)
+    spdlog::info(
+        "outer-sync fragments: {} (fragment j: layers j, j+{}, ...; syncs at steps "
+        "j*{} mod {}), largest {} of {} parameters",
+        outer->fragments(), outer->fragments(), dc.outer.interval / outer->fragments(),
+        dc.outer.interval, largest_fragment(*outer), model.num_params());
   if (outer && dc.outer.overlap_steps > 0)
     spdlog::info(
         "outer-sync overlap: each sync completes {} inner steps after it starts, "
@@ -310,7 +327,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
         world, hash_params(*backend, outer->global_params()),
         "the global parameters after outer sync " + std::to_string(outer->syncs_done()));
     const CommStats now = model_traffic(topo);
+    // Which fragment synced: its index, or "all" for the final sync of every fragment.
+    const int frag = outer->last_fragment();
     nlohmann::json rec = {{"outer_step", outer->syncs_done()},
+                          {"fragment", frag >= 0 ? nlohmann::json(frag) : nlohmann::json("all")},
+                          {"sync_sent_bytes", outer->last_sync_sent_bytes()},
                           {"pseudo_grad_norm", delta_norm},
                           {"compression", outer->last_stats().to_json()},
                           {"comm", (now - traffic_at_last_sync).to_json()},
@@ -371,14 +392,18 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
         const double norm = outer->finish(model.params());
         outer_records.push_back(outer_record(norm, overlap_started_step, step + 1));
       }
-      // Blocking: plain DiLoCo (τ = 0), the final sync, and a due sync that would have to
-      // complete at once anyway (no step to overlap with, so no merge).
-      const bool due = outer->due(step + 1);
-      if (last || stopping || (due && (outer->overlap_steps() == 0 || complete_now))) {
+      // Blocking: plain DiLoCo (τ = 0), the final sync (every fragment), and a due sync
+      // that would have to complete at once anyway (no step to overlap with, so no merge).
+      // With fragments, at most one fragment is due per step (fragments.hpp).
+      const int due = outer->due_fragment(step + 1);
+      if (last || stopping) {
         const double norm = outer->sync(model.params());
         outer_records.push_back(outer_record(norm, -1, step + 1));
-      } else if (due) {
-        outer->start(model.params());
+      } else if (due >= 0 && (outer->overlap_steps() == 0 || complete_now)) {
+        const double norm = outer->sync_fragment(model.params(), due);
+        outer_records.push_back(outer_record(norm, -1, step + 1));
+      } else if (due >= 0) {
+        outer->start(model.params(), due);
         overlap_started_step = step + 1;
       }
     }
@@ -457,6 +482,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   // Overlapped outer syncs (Streaming DiLoCo): how much of their communication time was
   // hidden behind inner steps (rank 0's timings).
   if (outer) comm["overlap"] = outer->overlap_json();
+  // Fragments (Streaming DiLoCo): how the model was split, and the largest single sync's
+  // bytes (the peak bandwidth), next to the total.
+  if (outer) comm["fragments"] = outer->fragments_json();
 
   result.params_hash = hash_params(*backend, model.params());
   result.final_val_loss = last_val;

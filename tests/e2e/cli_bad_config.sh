@@ -61,6 +61,11 @@ expect_bad 'distributed.outer.momentum = 1' -- "$SRC/configs/tiny-diloco.json" -
 expect_bad 'distributed.outer.overlap_steps = 20' 'must be < distributed.outer.interval = 20' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.overlap_steps=20
 expect_bad 'distributed.outer.overlap_steps = -1' 'must be >= 0' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.overlap_steps=-1
 expect_bad 'distributed.outer.merge_alpha = 2' 'must be in [0, 1]' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.merge_alpha=2
+# Streaming DiLoCo fragments: p <= n_layers (4), p divides H (20), τ < H/p.
+expect_bad 'distributed.outer.fragments = 5' 'must be <= model.n_layers = 4' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.fragments=5
+expect_bad 'distributed.outer.fragments = 3' 'must divide distributed.outer.interval = 20' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.fragments=3
+expect_bad 'distributed.outer.fragments = 0' 'must be >= 1' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.fragments=0
+expect_bad 'distributed.outer.overlap_steps = 5' 'must be < distributed.outer.interval / distributed.outer.fragments = 5' -- "$SRC/configs/tiny-streaming.json" --set distributed.outer.fragments=4
 # Missing data file.
 expect_bad 'data.train = "'"$T"'/nope.bin"' 'matches no file' -- "$CONFIG" --set "data.train=$T/nope.bin"
 # Malformed JSON: file, line and column.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checkpoints and exact resume, end to end (tiny model, 8 steps, checkpoint every 4):
 #  - for single-process, DDP (mpirun -np 2), DiLoCo, SparseLoCo (error feedback), MuLoCo
-#    (Muon) (mpirun -np 2, outer.interval 2) and overlapped DiLoCo (interval 3, overlap 2):
+#    (Muon) (mpirun -np 2, outer.interval 2), overlapped DiLoCo (interval 3, overlap 2) and
+#    Streaming DiLoCo fragments (2 fragments; dense with overlap, and SparseLoCo):
 #    an uninterrupted 8-step run (A) and a run with checkpoint.interval=4 (B) that is killed
 #    (SIGKILL, single process) right after its step-4 checkpoint, then resumed with
 #    `--resume latest` into the same run directory: the losses of steps 5..8 in B's
@@ -144,6 +145,15 @@ mpi_case muloco "$SRC/configs/tiny-muloco.json" --set distributed.outer.interval
 # checkpoints too, to take the same path.
 mpi_case streaming "$SRC/configs/tiny-streaming.json" --set distributed.outer.interval=3 \
   --set distributed.outer.overlap_steps=2 --set checkpoint.interval=4
+# Streaming fragments (2 fragments of the 2 layers, H 4, τ 1): fragment 1 starts at 2 and
+# completes at 3, fragment 0 is due at 4 together with the checkpoint (so it blocks), then
+# 6 → 7 and the final sync of both at 8. Dense, and compressed with per-fragment error
+# feedback (H 2: fragment 1 syncs at the odd steps, fragment 0 at the even ones).
+mpi_case fragments "$SRC/configs/tiny-streaming-fragments.json" \
+  --set distributed.outer.interval=4 --set distributed.outer.overlap_steps=1 \
+  --set checkpoint.interval=4
+mpi_case fragments-sparse "$SRC/configs/tiny-sparseloco.json" --set distributed.outer.interval=2 \
+  --set distributed.outer.fragments=2
 
 if [[ $fails -ne 0 ]]; then
   echo "$fails failure(s)"

@@ -100,6 +100,10 @@ struct OuterConfig {
   int overlap_steps = 0;
   // α at completion: θ_local ← α·θ_local + (1 − α)·θ_global (unused when overlap_steps = 0).
   double merge_alpha = 0.5;
+  // Streaming DiLoCo fragments (ALGORITHMS.md §7; loco/dist/fragments.hpp): p groups of
+  // strided layers, fragment j synced at the steps t ≡ j·H/p (mod H). 1 = the whole model
+  // every H steps (plain DiLoCo). Must divide interval and be <= model.n_layers.
+  int fragments = 1;
 };
 
 // Compression of DiLoCo's pseudo-gradients (ALGORITHMS.md §4, §5): error feedback →

@@ -30,6 +30,18 @@
 // While in flight, θ_global, the momentum, Δ and the payload buffers belong to the sync: the
 // inner steps touch only θ_local and the inner optimizer state. sync() (the blocking path,
 // τ = 0 and the final sync) is unchanged: θ_local ← θ_global, no merge.
+//
+// Fragments (Streaming DiLoCo, outer.fragments = p > 1; partition and schedule in
+// loco/dist/fragments.hpp): every sync above runs over one fragment's elements only. θ_global,
+// the momentum and θ_local stay flat buffers, of which a fragment is a set of ranges: the
+// pseudo-gradient is computed straight into a packed staging buffer (delta_, one backend
+// copy + axpby per range), the collective runs over those fragment elements, and the outer
+// step and the merge write back range by range. With compression each fragment has its own
+// plan (make_plan over the fragment's tensors, offsets relative to the packed buffer) and
+// error-feedback state, so the state stays one value per element. One sync (of any fragment)
+// is in flight at a time: τ < H/p makes a fragment's sync complete before the next one is
+// due. sync() syncs every fragment in turn (the final sync); p = 1 is one fragment of every
+// element, [0, N), and runs exactly the operations of plain DiLoCo.
 #pragma once
 #include <chrono>
 #include <memory>
@@ -39,6 +51,7 @@
 #include "loco/backend/backend.hpp"
 #include "loco/config/config.hpp"
 #include "loco/dist/communicator.hpp"
+#include "loco/dist/fragments.hpp"
 #include "loco/model/param_layout.hpp"
 
 namespace loco {
@@ -96,26 +109,37 @@ struct OverlapStats {
 
 class OuterSync {
  public:
-  // Snapshots θ_global from `params` (identical on every rank at construction). Dense path.
+  // Snapshots θ_global from `params` (identical on every rank at construction). Dense path,
+  // one fragment (cfg.fragments must be 1: fragments need the layout).
   OuterSync(const OuterConfig& cfg, Backend& backend, Communicator& cross, Buf params);
-  // With compression; `layout` gives the tensors (chunking) of the flat parameter buffer.
+  // With compression and/or fragments; `layout` gives the tensors (chunking, and the layers
+  // of the fragments) of the flat parameter buffer.
   OuterSync(const OuterConfig& cfg, const CompressionConfig& compression, const ParamLayout& layout,
             Backend& backend, Communicator& cross, Buf params);
   ~OuterSync();
   OuterSync(const OuterSync&) = delete;
   OuterSync& operator=(const OuterSync&) = delete;
 
-  bool due(int steps_done) const { return steps_done % cfg_.interval == 0; }
-  // One blocking outer step: reads θ_local from `params`, writes the new θ_global back into
-  // it. Returns the L2 norm of the averaged pseudo-gradient (for the metrics line).
-  double sync(Buf params);
+  // The fragment due after `steps_done` completed inner steps, −1 when none (fragments.hpp).
+  int due_fragment(int steps_done) const;
+  bool due(int steps_done) const { return due_fragment(steps_done) >= 0; }
+  int fragments() const { return int(frags_.size()); }
+  const Fragment& fragment(int j) const { return frags_.at(size_t(j)).part; }
 
-  // Overlapped outer step, in three calls (see the top of this file). start() reads θ_local
-  // from `params` and starts the collective; poll() progresses it (cheap; call it between
-  // inner steps); finish() completes it, applies the outer step and merges θ_global into
-  // `params` with merge_alpha. Returns what sync() returns. sync() and start() refuse to run
-  // while a sync is in flight.
-  void start(Buf params);
+  // One blocking outer step of every fragment, in fragment order (p = 1: the DiLoCo sync):
+  // reads θ_local from `params`, writes the new θ_global back into it. Returns the L2 norm
+  // of the averaged pseudo-gradient (for the metrics line); last_stats() is then the sum
+  // over the fragments' syncs, last_fragment() is −1 when p > 1 ("all").
+  double sync(Buf params);
+  // One blocking outer step of fragment j: only its elements of `params` change.
+  double sync_fragment(Buf params, int j);
+
+  // Overlapped outer step of fragment j, in three calls (see the top of this file). start()
+  // reads θ_local from `params` and starts the collective; poll() progresses it (cheap; call
+  // it between inner steps); finish() completes it, applies the outer step and merges
+  // θ_global into the fragment's elements of `params` with merge_alpha. Returns what sync()
+  // returns. sync(), sync_fragment() and start() refuse to run while a sync is in flight.
+  void start(Buf params, int j = 0);
   void poll();
   double finish(Buf params);
   bool in_flight() const { return request_ != nullptr; }
@@ -126,19 +150,38 @@ class OuterSync {
   // For the run summary: {"enabled", "overlap_steps", "merge_alpha", + total_overlap()}.
   nlohmann::json overlap_json() const;
 
+  // The fragment of the last completed sync (−1: every fragment, the final sync with p > 1).
+  int last_fragment() const { return last_fragment_; }
+  // Completed syncs per fragment (sync() counts one for each fragment).
+  std::vector<int> fragment_syncs() const;
+  // Checkpoint resume: the per-fragment counts (reporting only; the schedule is a function
+  // of the step). Ignored when the size is not fragments() (a checkpoint of another p).
+  void set_fragment_syncs(const std::vector<int>& n);
+  // Bytes this rank sent in the outer-sync collectives (cross group, ring formulas): the last
+  // completed sync's (sync(): the sum over its fragments), and the largest single fragment
+  // sync's — with p fragments about 1/p of the whole model's (the final sync() counts as p
+  // syncs, one per fragment).
+  uint64_t last_sync_sent_bytes() const { return last_sent_; }
+  uint64_t peak_sync_sent_bytes() const { return peak_sent_; }
+  // For the run summary: {"fragments", "rule", "schedule", "per_fragment": [{"index",
+  // "layers", "elements", "syncs"}], "peak_sync_sent_bytes", "sync_sent_bytes"}.
+  nlohmann::json fragments_json() const;
+
   Buf global_params() const { return global_; }
   Buf momentum() const { return momentum_; }
   int syncs_done() const { return syncs_; }
-  bool compressed() const { return compressor_ != nullptr; }
+  bool compressed() const { return compressed_; }
   // The last sync's figures, and their sum over every sync so far (ef_norm: the last one).
   const OuterSyncStats& last_stats() const { return last_; }
   const OuterSyncStats& total_stats() const { return total_; }
   // For the run summary: settings + total_stats() (bits per kept element, density, ...).
   nlohmann::json summary_json() const;
-  // The error-feedback accumulator (host, flat layout); empty without error feedback.
+  // The error-feedback accumulator (host, flat layout: every fragment's state at its
+  // elements' places); empty without error feedback.
   std::vector<float> error_feedback() const;  // downloaded from the backend
-  // Checkpoint resume: the accumulator (per rank) and, with it, syncs_done() (random_k's
-  // indices derive from the sync number) must be restored for an exact continuation.
+  // Checkpoint resume: the accumulator (per rank, flat layout) and, with it, syncs_done()
+  // (random_k's indices derive from the sync number) must be restored for an exact
+  // continuation.
   void restore_error_feedback(const std::vector<float>& e);
   // Checkpoint resume: the number of syncs done so far (θ_global and the momentum are
   // restored by uploading into global_params() / momentum()).
@@ -147,32 +190,49 @@ class OuterSync {
  private:
   using Clock = std::chrono::steady_clock;
 
-  // The pieces of a sync, shared by sync() and start()/finish():
-  void pseudo_gradient(Buf params);  // delta_ = θ_global − θ_local, checked finite
+  // One fragment and its own compression state (null on the dense path).
+  struct FragmentState {
+    Fragment part;
+    std::unique_ptr<compress::DeviceCompressor> compressor;
+    std::unique_ptr<compress::DeviceAggregator> aggregator;  // reads compressor's plan
+    int syncs = 0;
+  };
+
+  // Allocates θ_global (a copy of `params`), the momentum and the staging for `parts`.
+  void init(Buf params, std::vector<Fragment> parts);
+  // The pieces of a sync of fragment active_, shared by sync() and start()/finish():
+  void begin(int j, const char* what);  // checks, selects fragment j, snapshots the bytes
+  void pseudo_gradient(Buf params);     // delta() = θ_global − θ_local, packed, checked finite
   // Compressed path: pack → (collective on send_/recv_ or their device copies) → aggregate.
-  // These calls are the seam where a device-side compressor can replace the host one.
-  void pack_payload();        // compress delta_, exchange sizes, stage the padded piece
+  // On the backend: only the kept elements visit the host (loco/compress/device_compressor.hpp).
+  void pack_payload();        // compress delta(), exchange sizes, stage the padded piece
   void* gather_send();        // where the collective reads this rank's piece
   void* gather_recv();        // where it writes all K pieces
-  void aggregate_payloads();  // decode every piece, aggregate into delta_, fill last_
-  Buf dense_wire() const { return wire_.data ? wire_ : delta_; }
+  void aggregate_payloads();  // decode every piece, aggregate into delta(), fill last_
+  Buf delta() const;          // the active fragment's packed pseudo-gradient (delta_ prefix)
+  Buf dense_wire() const;     // what the dense all-reduce reduces: delta() or its bf16 copy
   void dense_stats();
-  // Outer step on θ_global from the averaged delta_, then θ_local: a copy of θ_global, or
-  // (merge) α·θ_local + (1 − α)·θ_global. Returns ‖Δ‖.
+  // Outer step on the fragment's θ_global from the averaged delta(), then its θ_local: a
+  // copy of θ_global, or (merge) α·θ_local + (1 − α)·θ_global. Returns ‖Δ‖.
   double apply(Buf params, bool merge);
+  uint64_t outer_sent_bytes() const;  // cross_'s model-collective bytes sent so far
   void check_not_in_flight(const char* what) const;
 
   OuterConfig cfg_;
   CompressionConfig ccfg_;
   Backend& backend_;
   Communicator& cross_;
-  Buf global_, momentum_, delta_, wire_;  // F32 ×3; wire_ is BF16 when wire_dtype = bf16
-  int syncs_ = 0;
+  // θ_global and v: F32, flat. delta_ (F32) and wire_ (BF16 when wire_dtype = bf16): the
+  // packed staging of one fragment, as large as the largest fragment.
+  Buf global_, momentum_, delta_, wire_;
+  std::vector<FragmentState> frags_;
+  int active_ = 0;         // the fragment of the sync in progress
+  int last_fragment_ = 0;  // the fragment of the last completed sync (−1: all)
+  bool compressed_ = false;
+  int syncs_ = 0;  // fragment syncs done (random_k's key)
   OuterSyncStats last_, total_;
-  // Compressed path (host memory).
-  // On the backend: only the kept elements visit the host (loco/compress/device_compressor.hpp).
-  std::unique_ptr<compress::DeviceCompressor> compressor_;
-  std::unique_ptr<compress::DeviceAggregator> aggregator_;
+  uint64_t sent_at_begin_ = 0, last_sent_ = 0, peak_sent_ = 0, total_sent_ = 0;
+  // Compressed path: the staged pieces (host memory).
   std::vector<uint8_t> send_, recv_;
   Buf dev_send_, dev_recv_;            // I32 staging when the communicator wants device memory
   std::vector<uint64_t> piece_sizes_;  // this sync's payload size per rank
