@@ -346,8 +346,9 @@ const uint32_t* as_indices(const int32_t* p) { return reinterpret_cast<const uin
 // Every flat index below `limit`: a bad one would read or write outside the buffer.
 void indices_below(const OpArgs& args, const uint32_t* flat, size_t n, size_t limit) {
   for (size_t i = 0; i < n; ++i)
-    args.require(flat[i] < limit, "flat[" + std::to_string(i) + "] = " + std::to_string(flat[i]) +
-                                      " is outside [0, " + std::to_string(limit) + ")");
+    if (flat[i] >= limit)  // the message only when needed: this loop runs over every index
+      args.require(false, "flat[" + std::to_string(i) + "] = " + std::to_string(flat[i]) +
+                              " is outside [0, " + std::to_string(limit) + ")");
 }
 
 }  // namespace
@@ -371,13 +372,13 @@ void CpuBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t
   // Validate every row before touching memory: the table decides where we read and write.
   for (size_t c = 0; c < num_chunks; ++c) {
     const ops::ChunkRow g = ops::unpack_chunk_row(table + c * ops::kChunkRowInts);
-    const std::string where = "chunk " + std::to_string(c) + ": ";
-    args.require(g.h >= 1 && g.w >= 1 && g.w <= g.stride && g.size() <= max_chunk,
-                 where + "bad shape " + std::to_string(g.h) + "x" + std::to_string(g.w));
-    args.require(g.flat(g.size() - 1) < x.numel, where + "reaches past x");
+    auto where = [c] { return "chunk " + std::to_string(c) + ": "; };  // built on failure only
+    if (!(g.h >= 1 && g.w >= 1 && g.w <= g.stride && g.size() <= max_chunk))
+      args.require(false, where() + "bad shape " + std::to_string(g.h) + "x" + std::to_string(g.w));
+    if (g.flat(g.size() - 1) >= x.numel) args.require(false, where() + "reaches past x");
     const uint64_t kept = std::min<uint64_t>(g.k, g.size());
-    args.require(g.kept_start + kept <= offsets.numel && g.kept_start + kept <= flat.numel,
-                 where + "output range past offsets/flat");
+    if (g.kept_start + kept > offsets.numel || g.kept_start + kept > flat.numel)
+      args.require(false, where() + "output range past offsets/flat");
   }
   args.require(offsets.dtype == DType::I32 && flat.dtype == DType::I32,
                "offsets and flat must be i32");

@@ -284,6 +284,7 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
   uint64_t step = 0;
   const double s =
       median_seconds(backend, 5, [&] { payload = compressor.compress(delta, step++).size(); });
+  const compress::DeviceCompressor::Timings phases = compressor.timings();  // the last call
   Buf copy = backend.alloc(delta.numel, DType::F32);
   const double copy_s = median_seconds(backend, 5, [&] { backend.copy(copy, delta); });
   backend.release(copy);
@@ -298,6 +299,12 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
           {"payload_bytes", payload},
           {"copy_ms", 1e3 * copy_s},
           {"ratio_to_copy", copy_s > 0 ? s / copy_s : 0.0},
+          {"phases_ms",
+           {{"select", 1e3 * phases.select_s},
+            {"gather", 1e3 * phases.gather_s},
+            {"quantize_host", 1e3 * phases.quantize_s},
+            {"ef_update", 1e3 * phases.ef_update_s},
+            {"pack_host", 1e3 * phases.pack_s}}},
           {"share_of_step", s / step_s}};
 }
 
@@ -518,6 +525,13 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
           c["chunk"].get<long long>(), c["quantizer"].get<std::string>().c_str(),
           c["error_feedback"].get<bool>() ? "on" : "off",
           group_digits(c["payload_bytes"].get<long long>()).c_str());
+      const json& p = c["phases_ms"];
+      std::printf(
+          "  %-14s select %.2f | gather %.2f | quantise (host) %.2f | EF update %.2f | "
+          "pack (host) %.2f ms\n",
+          "", p["select"].get<double>(), p["gather"].get<double>(),
+          p["quantize_host"].get<double>(), p["ef_update"].get<double>(),
+          p["pack_host"].get<double>());
     }
     if (timed) {
       std::printf("\n  per step (synchronised around every op; totals differ from above)\n");

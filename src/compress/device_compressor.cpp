@@ -1,6 +1,7 @@
 // The compression pipeline on backend memory (loco/compress/device_compressor.hpp).
 #include "loco/compress/device_compressor.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -112,6 +113,13 @@ const std::vector<uint8_t>& DeviceCompressor::compress(Buf delta, uint64_t step)
     throw Error("compression: the pseudo-gradient must be f32 with " + std::to_string(plan_.total) +
                 " elements, got " + dtype_name(delta.dtype) + " with " +
                 std::to_string(delta.numel));
+  using Clock = std::chrono::steady_clock;
+  auto lap = [t = Clock::now()](double& into) mutable {
+    const auto now = Clock::now();
+    into = std::chrono::duration<double>(now - t).count();
+    t = now;
+  };
+  timings_ = Timings{};
   Buf x = delta;
   if (!error_.empty()) {
     backend_.ef_accumulate(error_, delta, plan_.settings.beta);  // t = β·e + Δ, kept in e
@@ -139,21 +147,26 @@ const std::vector<uint8_t>& DeviceCompressor::compress(Buf delta, uint64_t step)
       select_on_host(host_dense_.data(), key);
       break;
   }
+  backend_.synchronize();
+  lap(timings_.select_s);
   const size_t kept = sel_.kept();
   q_.value.resize(kept);
+  const Buf values = values_.slice(0, kept), flat = flat_.slice(0, kept);
   if (kept > 0) {
-    const Buf values = values_.slice(0, kept), flat = flat_.slice(0, kept);
     backend_.gather(values, x, flat);
     backend_.download(q_.value.data(), values);
-    quantize_gathered(plan_, sel_, q_);  // q_.value becomes D, what every receiver decodes
-    if (!error_.empty()) {
-      backend_.upload(values, q_.value.data());
-      backend_.scatter_subtract(error_, flat, values);  // e = t − D at the kept elements
-    }
-  } else {
-    quantize_gathered(plan_, sel_, q_);
   }
+  lap(timings_.gather_s);
+  quantize_gathered(plan_, sel_, q_);  // q_.value becomes D, what every receiver decodes
+  lap(timings_.quantize_s);
+  if (kept > 0 && !error_.empty()) {
+    backend_.upload(values, q_.value.data());
+    backend_.scatter_subtract(error_, flat, values);  // e = t − D at the kept elements
+    backend_.synchronize();
+  }
+  lap(timings_.ef_update_s);
   encode_into(plan_, sel_, q_, key, payload_, &stats_);
+  lap(timings_.pack_s);
   return payload_;
 }
 

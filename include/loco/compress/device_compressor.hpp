@@ -35,6 +35,16 @@ class DeviceCompressor {
   // plan().total elements in backend memory. The bytes stay valid until the next call.
   const std::vector<uint8_t>& compress(Buf delta, uint64_t step);
   const EncodeStats& stats() const { return stats_; }
+  // Wall time of the last compress() by phase (the backend is synchronised at each phase
+  // boundary by the transfers that end it), for `loco bench --compression`.
+  struct Timings {
+    double select_s = 0;     // EF accumulate + selection + offsets to the host
+    double gather_s = 0;     // kept values gathered and downloaded
+    double quantize_s = 0;   // host: statistics, tables, codes
+    double ef_update_s = 0;  // D uploaded, e ← t − D at the kept elements
+    double pack_s = 0;       // host: wire format
+  };
+  const Timings& timings() const { return timings_; }
   const Selection& selection() const { return sel_; }
   const Quantized& quantized() const { return q_; }
 
@@ -56,6 +66,7 @@ class DeviceCompressor {
   Quantized q_;
   std::vector<uint8_t> payload_;
   EncodeStats stats_;
+  Timings timings_;
   std::vector<uint32_t> host_flat_;
   std::vector<float> host_dense_;  // global_topk only
 };

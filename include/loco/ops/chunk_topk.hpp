@@ -101,12 +101,22 @@ inline void chunk_topk(const ChunkRow& g, const float* x, uint32_t* offsets, uin
   }
 }
 
+// GCC contracts a·b + c across statements into an fma where the target has one
+// (-ffp-contract=fast is its default); clang only within one expression. Functions whose
+// roundings are part of their contract opt out.
+#if defined(__GNUC__) && !defined(__clang__)
+#define LOCO_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define LOCO_NO_FP_CONTRACT
+#endif
+
 // e = fl(fl(β·e) + Δ): two roundings, never fused (the EF identity in compress.hpp needs the
 // stored t to be exactly this value on every backend).
-inline void ef_accumulate(float* e, const float* delta, float beta, size_t n) {
+LOCO_NO_FP_CONTRACT inline void ef_accumulate(float* e, const float* delta, float beta,
+                                              size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    volatile float decayed = beta * e[i];  // volatile: no contraction into an fma
+    const float decayed = beta * e[i];
     e[i] = decayed + delta[i];
   }
 }
