@@ -13,8 +13,8 @@
 #include "loco/core/hash.hpp"
 #include "loco/core/rng.hpp"
 #include "loco/model/param_layout.hpp"
-#include "loco/ops/chunk_topk.hpp"
 #include "loco/ops/bf16.hpp"
+#include "loco/ops/chunk_topk.hpp"
 
 namespace loco::compress {
 
@@ -22,31 +22,44 @@ namespace loco::compress {
 
 const char* selector_name(Selector s) {
   switch (s) {
-    case Selector::None: return "none";
-    case Selector::ChunkedTopK: return "chunked_topk";
-    case Selector::GlobalTopK: return "global_topk";
-    case Selector::RandomK: return "random_k";
+    case Selector::None:
+      return "none";
+    case Selector::ChunkedTopK:
+      return "chunked_topk";
+    case Selector::GlobalTopK:
+      return "global_topk";
+    case Selector::RandomK:
+      return "random_k";
   }
   return "unknown";
 }
 
 const char* quantizer_name(Quantizer q) {
   switch (q) {
-    case Quantizer::F32: return "none";
-    case Quantizer::BF16: return "bf16";
-    case Quantizer::Q8: return "8bit";
-    case Quantizer::Q4: return "4bit";
-    case Quantizer::Q2: return "2bit";
+    case Quantizer::F32:
+      return "none";
+    case Quantizer::BF16:
+      return "bf16";
+    case Quantizer::Q8:
+      return "8bit";
+    case Quantizer::Q4:
+      return "4bit";
+    case Quantizer::Q2:
+      return "2bit";
   }
   return "unknown";
 }
 
 const char* index_coding_name(IndexCoding c) {
   switch (c) {
-    case IndexCoding::Auto: return "auto";
-    case IndexCoding::Fixed: return "fixed";
-    case IndexCoding::Rice: return "rice";
-    case IndexCoding::Bitmap: return "bitmap";
+    case IndexCoding::Auto:
+      return "auto";
+    case IndexCoding::Fixed:
+      return "fixed";
+    case IndexCoding::Rice:
+      return "rice";
+    case IndexCoding::Bitmap:
+      return "bitmap";
   }
   return "unknown";
 }
@@ -57,45 +70,74 @@ const char* aggregation_name(Aggregation a) {
 
 int value_bits(Quantizer q) {
   switch (q) {
-    case Quantizer::F32: return 32;
-    case Quantizer::BF16: return 16;
-    case Quantizer::Q8: return 8;
-    case Quantizer::Q4: return 4;
-    case Quantizer::Q2: return 2;
+    case Quantizer::F32:
+      return 32;
+    case Quantizer::BF16:
+      return 16;
+    case Quantizer::Q8:
+      return 8;
+    case Quantizer::Q4:
+      return 4;
+    case Quantizer::Q2:
+      return 2;
   }
   return 32;
 }
 
 int quant_levels(Quantizer q) {
   switch (q) {
-    case Quantizer::Q8: return 256;
-    case Quantizer::Q4: return 16;
-    case Quantizer::Q2: return 4;
-    default: return 0;
+    case Quantizer::Q8:
+      return 256;
+    case Quantizer::Q4:
+      return 16;
+    case Quantizer::Q2:
+      return 4;
+    default:
+      return 0;
   }
 }
 
 Settings settings_from_config(const CompressionConfig& c) {
   Settings s;
-  if (c.selector == "none") s.selector = Selector::None;
-  else if (c.selector == "chunked_topk") s.selector = Selector::ChunkedTopK;
-  else if (c.selector == "global_topk") s.selector = Selector::GlobalTopK;
-  else if (c.selector == "random_k") s.selector = Selector::RandomK;
-  else throw Error("distributed.compression.selector = \"" + c.selector + "\": unknown selector");
-  if (c.quantizer == "none") s.quantizer = Quantizer::F32;
-  else if (c.quantizer == "bf16") s.quantizer = Quantizer::BF16;
-  else if (c.quantizer == "8bit") s.quantizer = Quantizer::Q8;
-  else if (c.quantizer == "4bit") s.quantizer = Quantizer::Q4;
-  else if (c.quantizer == "2bit") s.quantizer = Quantizer::Q2;
-  else throw Error("distributed.compression.quantizer = \"" + c.quantizer + "\": unknown quantizer");
-  if (c.index_coding == "auto") s.index_coding = IndexCoding::Auto;
-  else if (c.index_coding == "fixed") s.index_coding = IndexCoding::Fixed;
-  else if (c.index_coding == "rice") s.index_coding = IndexCoding::Rice;
-  else if (c.index_coding == "bitmap") s.index_coding = IndexCoding::Bitmap;
-  else throw Error("distributed.compression.index_coding = \"" + c.index_coding + "\": unknown coding");
-  if (c.aggregation == "mean_selected") s.aggregation = Aggregation::MeanSelected;
-  else if (c.aggregation == "mean_all") s.aggregation = Aggregation::MeanAll;
-  else throw Error("distributed.compression.aggregation = \"" + c.aggregation + "\": unknown");
+  if (c.selector == "none")
+    s.selector = Selector::None;
+  else if (c.selector == "chunked_topk")
+    s.selector = Selector::ChunkedTopK;
+  else if (c.selector == "global_topk")
+    s.selector = Selector::GlobalTopK;
+  else if (c.selector == "random_k")
+    s.selector = Selector::RandomK;
+  else
+    throw Error("distributed.compression.selector = \"" + c.selector + "\": unknown selector");
+  if (c.quantizer == "none")
+    s.quantizer = Quantizer::F32;
+  else if (c.quantizer == "bf16")
+    s.quantizer = Quantizer::BF16;
+  else if (c.quantizer == "8bit")
+    s.quantizer = Quantizer::Q8;
+  else if (c.quantizer == "4bit")
+    s.quantizer = Quantizer::Q4;
+  else if (c.quantizer == "2bit")
+    s.quantizer = Quantizer::Q2;
+  else
+    throw Error("distributed.compression.quantizer = \"" + c.quantizer + "\": unknown quantizer");
+  if (c.index_coding == "auto")
+    s.index_coding = IndexCoding::Auto;
+  else if (c.index_coding == "fixed")
+    s.index_coding = IndexCoding::Fixed;
+  else if (c.index_coding == "rice")
+    s.index_coding = IndexCoding::Rice;
+  else if (c.index_coding == "bitmap")
+    s.index_coding = IndexCoding::Bitmap;
+  else
+    throw Error("distributed.compression.index_coding = \"" + c.index_coding +
+                "\": unknown coding");
+  if (c.aggregation == "mean_selected")
+    s.aggregation = Aggregation::MeanSelected;
+  else if (c.aggregation == "mean_all")
+    s.aggregation = Aggregation::MeanAll;
+  else
+    throw Error("distributed.compression.aggregation = \"" + c.aggregation + "\": unknown");
   s.chunk = c.chunk;
   s.topk = c.topk;
   s.error_feedback = c.error_feedback;
@@ -138,8 +180,8 @@ uint32_t chunk_k(uint32_t C, int topk, int chunk_side) {
 Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
   if (s.chunk < 1 || s.chunk > 256) throw Error("compression: chunk side must be in [1, 256]");
   if (s.topk < 1 || s.topk > s.chunk * s.chunk)
-    throw Error("compression: topk = " + std::to_string(s.topk) + " must be in [1, chunk² = " +
-                std::to_string(s.chunk * s.chunk) + "]");
+    throw Error("compression: topk = " + std::to_string(s.topk) +
+                " must be in [1, chunk² = " + std::to_string(s.chunk * s.chunk) + "]");
   Plan p;
   p.settings = s;
   p.tensors = std::move(tensors);
@@ -321,10 +363,14 @@ void select_random_k(const Plan& plan, uint64_t key, Selection& out) {
 
 void select(const Plan& plan, const float* x, uint64_t key, Selection& out) {
   switch (plan.settings.selector) {
-    case Selector::None: return select_all(plan, out);
-    case Selector::ChunkedTopK: return select_chunked_topk(plan, x, out);
-    case Selector::GlobalTopK: return select_global_topk(plan, x, out);
-    case Selector::RandomK: return select_random_k(plan, key, out);
+    case Selector::None:
+      return select_all(plan, out);
+    case Selector::ChunkedTopK:
+      return select_chunked_topk(plan, x, out);
+    case Selector::GlobalTopK:
+      return select_global_topk(plan, x, out);
+    case Selector::RandomK:
+      return select_random_k(plan, key, out);
   }
 }
 
@@ -363,12 +409,23 @@ void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
   const size_t kept = sel.kept();
   out.code.resize(kept);
   out.table_kind.assign(nt, TableKind::None);
-  out.table.clear();
+  // Table sizes depend only on the counts, so every tensor's slot is known up front and the
+  // tensors are quantised in parallel (each one's statistics stay sequential: same bits).
+  auto kept_in = [&](size_t t) {
+    return size_t(sel.start[plan.first_chunk[t + 1]] - sel.start[plan.first_chunk[t]]);
+  };
+  auto uses_means = [L](size_t n) { return L <= 16 || n >= size_t(16) * size_t(L); };
   out.table_start.assign(nt + 1, 0);
-
   for (size_t t = 0; t < nt; ++t) {
-    const size_t c0 = plan.first_chunk[t], c1 = plan.first_chunk[t + 1];
-    const size_t k0 = sel.start[c0], k1 = sel.start[c1], n = k1 - k0;
+    const size_t n = kept_in(t);
+    const size_t entries = (L == 0 || n == 0) ? 0 : uses_means(n) ? size_t(L) : 2;
+    out.table_start[t + 1] = out.table_start[t] + entries;
+  }
+  out.table.assign(out.table_start[nt], 0.0f);
+
+#pragma omp parallel for schedule(dynamic, 1) if (kept >= 65536)
+  for (size_t t = 0; t < nt; ++t) {
+    const size_t k0 = sel.start[plan.first_chunk[t]], n = kept_in(t);
     float* v = out.value.data() + k0;
     uint32_t* code = out.code.data() + k0;
     if (qz == Quantizer::F32) {
@@ -396,23 +453,22 @@ void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
         ++lcount[q];
       }
       std::vector<float> table(L);
-      const bool means = L <= 16 || n >= size_t(16) * size_t(L);
-      if (means) {
+      float* slot = out.table.data() + out.table_start[t];
+      if (uses_means(n)) {
         out.table_kind[t] = TableKind::Means;
         for (int q = 0; q < L; ++q)
           table[q] = lcount[q] ? static_cast<float>(lsum[q] / double(lcount[q]))
                                : static_cast<float>(mu + (q + 0.5 - 0.5 * L) * step);
-        out.table.insert(out.table.end(), table.begin(), table.end());
+        std::copy(table.begin(), table.end(), slot);
       } else {
         out.table_kind[t] = TableKind::Uniform;
         const float shift = static_cast<float>(mu), fstep = static_cast<float>(step);
         uniform_table(shift, fstep, L, table.data());
-        out.table.push_back(shift);
-        out.table.push_back(fstep);
+        slot[0] = shift;
+        slot[1] = fstep;
       }
       for (size_t i = 0; i < n; ++i) v[i] = table[code[i]];
     }
-    out.table_start[t + 1] = out.table.size();
   }
 }
 
@@ -494,8 +550,8 @@ void Aggregator::finish(float* out, int workers) const {
 
 double index_entropy_bits(uint32_t C, uint32_t k) {
   if (k == 0 || k >= C) return 0.0;
-  const double lb = (std::lgamma(C + 1.0) - std::lgamma(k + 1.0) - std::lgamma(C - k + 1.0)) /
-                    std::log(2.0);
+  const double lb =
+      (std::lgamma(C + 1.0) - std::lgamma(k + 1.0) - std::lgamma(C - k + 1.0)) / std::log(2.0);
   return lb / k;
 }
 

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include "loco/core/error.hpp"
@@ -16,11 +17,16 @@ namespace loco::compress {
 
 const char* wire_index_coding_name(WireIndexCoding c) {
   switch (c) {
-    case WireIndexCoding::Implied: return "implied";
-    case WireIndexCoding::Fixed: return "fixed";
-    case WireIndexCoding::RiceChunk: return "rice (per chunk)";
-    case WireIndexCoding::RiceTensor: return "rice (per tensor)";
-    case WireIndexCoding::Bitmap: return "bitmap";
+    case WireIndexCoding::Implied:
+      return "implied";
+    case WireIndexCoding::Fixed:
+      return "fixed";
+    case WireIndexCoding::RiceChunk:
+      return "rice (per chunk)";
+    case WireIndexCoding::RiceTensor:
+      return "rice (per tensor)";
+    case WireIndexCoding::Bitmap:
+      return "bitmap";
   }
   return "unknown";
 }
@@ -92,7 +98,11 @@ struct Where {
 class BitReader {
  public:
   BitReader(const uint8_t* data, size_t nbytes, size_t base, const char* name, const Where& where)
-      : p_(data), nbytes_(nbytes), nbits_(uint64_t(nbytes) * 8), base_(base), name_(name),
+      : p_(data),
+        nbytes_(nbytes),
+        nbits_(uint64_t(nbytes) * 8),
+        base_(base),
+        name_(name),
         where_(where) {}
 
   uint64_t get(int n) {  // n <= 32
@@ -230,6 +240,132 @@ IndexCost index_cost(const Plan& plan, const Selection& sel, size_t t) {
 
 // ------------------------------------------------------------------ encode
 
+namespace {
+
+// One tensor's section (header, table, index stream, value stream), appended to `out`, which
+// holds nothing else: sections are independent, so encode_into builds them in parallel.
+void encode_section(const Plan& plan, const Selection& sel, const Quantized& q, size_t t,
+                    bool implied, bool explicit_counts, int vbits, std::vector<uint8_t>& out,
+                    EncodeStats& st) {
+  const Settings& s = plan.settings;
+  const int L = quant_levels(s.quantizer);
+  const size_t c0 = plan.first_chunk[t], c1 = plan.first_chunk[t + 1];
+  const uint64_t k0 = sel.start[c0], kept = sel.start[c1] - k0;
+  // Index coding for this tensor.
+  WireIndexCoding coding = WireIndexCoding::Implied;
+  int tensor_param = 0;
+  if (!implied) {
+    const IndexCost ic = index_cost(plan, sel, t);
+    const uint64_t rice = std::min(ic.rice_chunk, ic.rice_tensor);
+    const WireIndexCoding rice_kind =
+        ic.rice_tensor <= ic.rice_chunk ? WireIndexCoding::RiceTensor : WireIndexCoding::RiceChunk;
+    switch (s.index_coding) {
+      case IndexCoding::Fixed:
+        coding = WireIndexCoding::Fixed;
+        break;
+      case IndexCoding::Rice:
+        coding = rice_kind;
+        break;
+      case IndexCoding::Bitmap:
+        coding = WireIndexCoding::Bitmap;
+        break;
+      case IndexCoding::Auto: {
+        coding = WireIndexCoding::Fixed;
+        uint64_t best = ic.fixed;
+        if (rice < best) coding = rice_kind, best = rice;
+        if (ic.bitmap < best) coding = WireIndexCoding::Bitmap, best = ic.bitmap;
+        break;
+      }
+    }
+    if (coding == WireIndexCoding::RiceTensor) tensor_param = ic.rice_tensor_param;
+  }
+  const TableKind tk = q.table_kind.empty() ? TableKind::None : q.table_kind[t];
+  const size_t tsz = q.table_start.empty() ? 0 : q.table_start[t + 1] - q.table_start[t];
+
+  LOCO_CHECK(kept <= UINT32_MAX, "a tensor keeps fewer than 2^32 elements");
+  const size_t section = out.size();
+  put_le<uint32_t>(out, uint32_t(kept));
+  out.push_back(uint8_t(coding));
+  out.push_back(uint8_t(tensor_param));
+  out.push_back(uint8_t(tk));
+  out.push_back(0);
+  put_le<uint32_t>(out, 0);  // index bytes, patched below
+  st.header_bytes += kWireTensorHeaderBytes;
+  for (size_t i = 0; i < tsz; ++i) put_le<float>(out, q.table[q.table_start[t] + i]);
+  st.table_bytes += tsz * 4;
+
+  // Index stream.
+  const size_t index_begin = out.size();
+  if (!implied) {
+    BitWriter bw(out);
+    if (explicit_counts)
+      for (size_t c = c0; c < c1; ++c)
+        bw.put(sel.start[c + 1] - sel.start[c], count_bits(plan.chunks[c].size()));
+    std::array<uint64_t, kMaxRiceParam + 1> cost{};
+    for (size_t c = c0; c < c1; ++c) {
+      const uint32_t C = plan.chunks[c].size();
+      const uint32_t n = uint32_t(sel.start[c + 1] - sel.start[c]);
+      if (!needs_offsets(n, C)) continue;
+      const uint32_t* o = sel.offset.data() + sel.start[c];
+      switch (coding) {
+        case WireIndexCoding::Fixed: {
+          const int w = offset_bits(C);
+          for (uint32_t j = 0; j < n; ++j) bw.put(o[j], w);
+          break;
+        }
+        case WireIndexCoding::RiceChunk:
+        case WireIndexCoding::RiceTensor: {
+          int p = tensor_param;
+          if (coding == WireIndexCoding::RiceChunk) {
+            rice_costs(o, n, cost);
+            p = best_param(cost, std::min(kMaxRiceParam, offset_bits(C)));
+            bw.put(uint64_t(p), 4);
+          }
+          uint32_t prev = 0;
+          for (uint32_t j = 0; j < n; ++j) {
+            const uint32_t g = j == 0 ? o[0] : o[j] - prev - 1;
+            prev = o[j];
+            bw.ones(g >> p);
+            bw.put(0, 1);
+            bw.put(g, p);
+          }
+          break;
+        }
+        case WireIndexCoding::Bitmap: {
+          uint32_t j = 0;
+          for (uint32_t pos = 0; pos < C; pos += 32) {
+            const uint32_t end = std::min<uint32_t>(pos + 32, C);
+            uint32_t word = 0;
+            while (j < n && o[j] < end) word |= 1u << (o[j++] - pos);
+            bw.put(word, int(end - pos));
+          }
+          break;
+        }
+        case WireIndexCoding::Implied:
+          break;
+      }
+    }
+    bw.flush();
+  }
+  const size_t index_bytes = out.size() - index_begin;
+  LOCO_CHECK(index_bytes <= UINT32_MAX, "index stream fits 32 bits");
+  patch_le<uint32_t>(out, section + 8, uint32_t(index_bytes));
+  st.index_bytes += index_bytes;
+
+  // Value stream.
+  const size_t value_begin = out.size();
+  {
+    BitWriter bw(out);
+    const uint32_t* code = q.code.data() + k0;
+    for (uint64_t i = 0; i < kept; ++i) bw.put(code[i], vbits);
+    bw.flush();
+  }
+  st.value_bytes += out.size() - value_begin;
+  (void)L;
+}
+
+}  // namespace
+
 void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uint64_t key,
                  std::vector<uint8_t>& out, EncodeStats* stats) {
   const Settings& s = plan.settings;
@@ -239,7 +375,6 @@ void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uin
   const bool implied = s.selector == Selector::None || s.selector == Selector::RandomK;
   const bool explicit_counts = s.selector == Selector::GlobalTopK;
   const int vbits = value_bits(s.quantizer);
-  const int L = quant_levels(s.quantizer);
   EncodeStats st;
   st.elements = plan.total;
   st.kept = sel.kept();
@@ -261,118 +396,36 @@ void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uin
   put_le<uint64_t>(out, 0);  // checksum, patched below
   st.header_bytes += kWireHeaderBytes;
 
+  // Sections in parallel (each into its own buffer; the bytes do not depend on the thread
+  // count), then concatenated in tensor order.
+  std::vector<std::vector<uint8_t>> sections(nt);
+  std::vector<EncodeStats> section_stats(nt);
+  std::exception_ptr error;  // an exception must not leave an OpenMP region
+#pragma omp parallel for schedule(dynamic, 1) if (sel.kept() >= 65536)
   for (size_t t = 0; t < nt; ++t) {
-    const size_t c0 = plan.first_chunk[t], c1 = plan.first_chunk[t + 1];
-    const uint64_t k0 = sel.start[c0], kept = sel.start[c1] - k0;
-    // Index coding for this tensor.
-    WireIndexCoding coding = WireIndexCoding::Implied;
-    int tensor_param = 0;
-    if (!implied) {
-      const IndexCost ic = index_cost(plan, sel, t);
-      const uint64_t rice = std::min(ic.rice_chunk, ic.rice_tensor);
-      const WireIndexCoding rice_kind =
-          ic.rice_tensor <= ic.rice_chunk ? WireIndexCoding::RiceTensor : WireIndexCoding::RiceChunk;
-      switch (s.index_coding) {
-        case IndexCoding::Fixed: coding = WireIndexCoding::Fixed; break;
-        case IndexCoding::Rice: coding = rice_kind; break;
-        case IndexCoding::Bitmap: coding = WireIndexCoding::Bitmap; break;
-        case IndexCoding::Auto: {
-          coding = WireIndexCoding::Fixed;
-          uint64_t best = ic.fixed;
-          if (rice < best) coding = rice_kind, best = rice;
-          if (ic.bitmap < best) coding = WireIndexCoding::Bitmap, best = ic.bitmap;
-          break;
-        }
-      }
-      if (coding == WireIndexCoding::RiceTensor) tensor_param = ic.rice_tensor_param;
+    try {
+      encode_section(plan, sel, q, t, implied, explicit_counts, vbits, sections[t],
+                     section_stats[t]);
+    } catch (...) {
+#pragma omp critical(loco_encode_error)
+      if (!error) error = std::current_exception();
     }
-    const TableKind tk = q.table_kind.empty() ? TableKind::None : q.table_kind[t];
-    const size_t tsz = q.table_start.empty() ? 0 : q.table_start[t + 1] - q.table_start[t];
-
-    LOCO_CHECK(kept <= UINT32_MAX, "a tensor keeps fewer than 2^32 elements");
-    const size_t section = out.size();
-    put_le<uint32_t>(out, uint32_t(kept));
-    out.push_back(uint8_t(coding));
-    out.push_back(uint8_t(tensor_param));
-    out.push_back(uint8_t(tk));
-    out.push_back(0);
-    put_le<uint32_t>(out, 0);  // index bytes, patched below
-    st.header_bytes += kWireTensorHeaderBytes;
-    for (size_t i = 0; i < tsz; ++i) put_le<float>(out, q.table[q.table_start[t] + i]);
-    st.table_bytes += tsz * 4;
-
-    // Index stream.
-    const size_t index_begin = out.size();
-    if (!implied) {
-      BitWriter bw(out);
-      if (explicit_counts)
-        for (size_t c = c0; c < c1; ++c)
-          bw.put(sel.start[c + 1] - sel.start[c], count_bits(plan.chunks[c].size()));
-      std::array<uint64_t, kMaxRiceParam + 1> cost{};
-      for (size_t c = c0; c < c1; ++c) {
-        const uint32_t C = plan.chunks[c].size();
-        const uint32_t n = uint32_t(sel.start[c + 1] - sel.start[c]);
-        if (!needs_offsets(n, C)) continue;
-        const uint32_t* o = sel.offset.data() + sel.start[c];
-        switch (coding) {
-          case WireIndexCoding::Fixed: {
-            const int w = offset_bits(C);
-            for (uint32_t j = 0; j < n; ++j) bw.put(o[j], w);
-            break;
-          }
-          case WireIndexCoding::RiceChunk:
-          case WireIndexCoding::RiceTensor: {
-            int p = tensor_param;
-            if (coding == WireIndexCoding::RiceChunk) {
-              rice_costs(o, n, cost);
-              p = best_param(cost, std::min(kMaxRiceParam, offset_bits(C)));
-              bw.put(uint64_t(p), 4);
-            }
-            uint32_t prev = 0;
-            for (uint32_t j = 0; j < n; ++j) {
-              const uint32_t g = j == 0 ? o[0] : o[j] - prev - 1;
-              prev = o[j];
-              bw.ones(g >> p);
-              bw.put(0, 1);
-              bw.put(g, p);
-            }
-            break;
-          }
-          case WireIndexCoding::Bitmap: {
-            uint32_t j = 0;
-            for (uint32_t pos = 0; pos < C; pos += 32) {
-              const uint32_t end = std::min<uint32_t>(pos + 32, C);
-              uint32_t word = 0;
-              while (j < n && o[j] < end) word |= 1u << (o[j++] - pos);
-              bw.put(word, int(end - pos));
-            }
-            break;
-          }
-          case WireIndexCoding::Implied: break;
-        }
-      }
-      bw.flush();
-    }
-    const size_t index_bytes = out.size() - index_begin;
-    LOCO_CHECK(index_bytes <= UINT32_MAX, "index stream fits 32 bits");
-    patch_le<uint32_t>(out, section + 8, uint32_t(index_bytes));
-    st.index_bytes += index_bytes;
-
-    // Value stream.
-    const size_t value_begin = out.size();
-    {
-      BitWriter bw(out);
-      const uint32_t* code = q.code.data() + k0;
-      for (uint64_t i = 0; i < kept; ++i) bw.put(code[i], vbits);
-      bw.flush();
-    }
-    st.value_bytes += out.size() - value_begin;
-    (void)L;
+  }
+  if (error) std::rethrow_exception(error);
+  size_t total = out.size();
+  for (const auto& sec : sections) total += sec.size();
+  out.reserve(total);
+  for (size_t t = 0; t < nt; ++t) {
+    out.insert(out.end(), sections[t].begin(), sections[t].end());
+    st.header_bytes += section_stats[t].header_bytes;
+    st.table_bytes += section_stats[t].table_bytes;
+    st.index_bytes += section_stats[t].index_bytes;
+    st.value_bytes += section_stats[t].value_bytes;
   }
   patch_le<uint64_t>(out, 16, uint64_t(out.size()));
   const uint64_t seed = hash_bytes(out.data(), 40);
-  patch_le<uint64_t>(out, 40, hash_bytes(out.data() + kWireHeaderBytes,
-                                         out.size() - kWireHeaderBytes, seed));
+  patch_le<uint64_t>(
+      out, 40, hash_bytes(out.data() + kWireHeaderBytes, out.size() - kWireHeaderBytes, seed));
   st.bytes = out.size();
   if (stats) *stats = st;
 }
@@ -391,7 +444,8 @@ namespace {
 // One pass over the payload. kApply = false validates only (no sink calls, random-k offsets
 // not regenerated); kApply = true decodes a payload that already passed validation.
 template <bool kApply, class Sink>
-void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const DecodeOptions& opt) {
+void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink,
+           const DecodeOptions& opt) {
   const Settings& s = plan.settings;
   Where where;
   where.plan = &plan;
@@ -438,14 +492,16 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
     fail(where, "header says " + std::to_string(total) + " bytes but " + std::to_string(bytes) +
                     " arrived (truncated or padded payload)");
   if (get_le<uint64_t>(p + 24) != plan.fingerprint)
-    fail(where, "plan fingerprint differs: the sender chunks a different model or uses "
-                "different chunk/topk settings");
+    fail(where,
+         "plan fingerprint differs: the sender chunks a different model or uses "
+         "different chunk/topk settings");
   const uint64_t key = get_le<uint64_t>(p + 32);
   if (s.selector != Selector::RandomK && key != 0)
     fail(where, "random-k key set for a non-random selector");
   if (opt.verify_checksum) {
     const uint64_t seed = hash_bytes(p, 40);
-    if (hash_bytes(p + kWireHeaderBytes, bytes - kWireHeaderBytes, seed) != get_le<uint64_t>(p + 40))
+    if (hash_bytes(p + kWireHeaderBytes, bytes - kWireHeaderBytes, seed) !=
+        get_le<uint64_t>(p + 40))
       fail(where, "checksum mismatch: the payload was corrupted");
   }
 
@@ -462,7 +518,8 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
     const size_t c0 = plan.first_chunk[t], c1 = plan.first_chunk[t + 1];
     need(pos, kWireTensorHeaderBytes, "the tensor header");
     const uint32_t kept = get_le<uint32_t>(p + pos);
-    const uint8_t coding = p[pos + 4], rparam = p[pos + 5], tkind = p[pos + 6], reserved = p[pos + 7];
+    const uint8_t coding = p[pos + 4], rparam = p[pos + 5], tkind = p[pos + 6],
+                  reserved = p[pos + 7];
     const uint32_t index_bytes = get_le<uint32_t>(p + pos + 8);
     pos += kWireTensorHeaderBytes;
     const size_t numel = plan.tensors[t].numel();
@@ -473,26 +530,30 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
     if (implied != (coding == uint8_t(WireIndexCoding::Implied)))
       fail(where, std::string("index coding ") + wire_index_coding_name(WireIndexCoding(coding)) +
                       " does not fit selector " + selector_name(s.selector));
-    if (rparam > kMaxRiceParam ||
-        (coding != uint8_t(WireIndexCoding::RiceTensor) && rparam != 0))
+    if (rparam > kMaxRiceParam || (coding != uint8_t(WireIndexCoding::RiceTensor) && rparam != 0))
       fail(where, "rice parameter " + std::to_string(rparam) + " is invalid for this coding");
     if (implied && index_bytes != 0)
-      fail(where, "implied indices but an index stream of " + std::to_string(index_bytes) +
-                      " bytes");
+      fail(where,
+           "implied indices but an index stream of " + std::to_string(index_bytes) + " bytes");
     uint64_t implied_kept = 0;
-    if (s.selector == Selector::None) implied_kept = numel;
-    else if (s.selector != Selector::GlobalTopK) implied_kept = plan.k_start[c1] - plan.k_start[c0];
+    if (s.selector == Selector::None)
+      implied_kept = numel;
+    else if (s.selector != Selector::GlobalTopK)
+      implied_kept = plan.k_start[c1] - plan.k_start[c0];
     if (s.selector != Selector::GlobalTopK && kept != implied_kept)
-      fail(where, "kept " + std::to_string(kept) + ", the selector keeps " +
-                      std::to_string(implied_kept));
+      fail(where,
+           "kept " + std::to_string(kept) + ", the selector keeps " + std::to_string(implied_kept));
 
     // Table.
     TableKind want = TableKind::None;
     size_t tsz = 0;
     if (L > 0 && kept > 0) {
-      if (tkind == uint8_t(TableKind::Means)) want = TableKind::Means, tsz = size_t(L);
-      else if (tkind == uint8_t(TableKind::Uniform)) want = TableKind::Uniform, tsz = 2;
-      else fail(where, "table kind " + std::to_string(tkind) + " is invalid for b-bit values");
+      if (tkind == uint8_t(TableKind::Means))
+        want = TableKind::Means, tsz = size_t(L);
+      else if (tkind == uint8_t(TableKind::Uniform))
+        want = TableKind::Uniform, tsz = 2;
+      else
+        fail(where, "table kind " + std::to_string(tkind) + " is invalid for b-bit values");
     } else if (tkind != uint8_t(TableKind::None)) {
       fail(where, "table kind " + std::to_string(tkind) + " where no table belongs");
     }
@@ -524,8 +585,10 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
       const uint32_t code = uint32_t(vr.get(vbits));
       float v;
       if (L > 0) return table[code];
-      if (vbits == 16) v = ops::bf16_bits_to_float(uint16_t(code));
-      else v = std::bit_cast<float>(code);
+      if (vbits == 16)
+        v = ops::bf16_bits_to_float(uint16_t(code));
+      else
+        v = std::bit_cast<float>(code);
       if (!std::isfinite(v))
         fail(where, "value at byte " + std::to_string(vr.byte_pos()) +
                         " is not finite (the sender's pseudo-gradient is not finite?)");
@@ -538,7 +601,8 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
         const uint32_t C = g.size();
         const uint32_t n = s.selector == Selector::None ? C : g.k;
         if constexpr (kApply) {
-          if (s.selector == Selector::RandomK) random_k_offsets(key, c, C, n, offs.data(), mark.data());
+          if (s.selector == Selector::RandomK)
+            random_k_offsets(key, c, C, n, offs.data(), mark.data());
           else
             for (uint32_t j = 0; j < n; ++j) offs[j] = j;
         }
@@ -554,10 +618,8 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
       for (size_t c = c0; c < c1; ++c) {
         where.chunk = c - c0;
         const uint32_t C = plan.chunks[c].size();
-        const uint32_t n =
-            explicit_counts ? uint32_t(ir.get(count_bits(C))) : plan.chunks[c].k;
-        if (n > C)
-          fail(where, "count " + std::to_string(n) + " > chunk size " + std::to_string(C));
+        const uint32_t n = explicit_counts ? uint32_t(ir.get(count_bits(C))) : plan.chunks[c].k;
+        if (n > C) fail(where, "count " + std::to_string(n) + " > chunk size " + std::to_string(C));
         sum += n;
         if (sum > kept)
           fail(where, "chunk counts add up to more than kept = " + std::to_string(kept));
@@ -565,8 +627,8 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
       }
       where.chunk = SIZE_MAX;
       if (sum != kept)
-        fail(where, "chunk counts add up to " + std::to_string(sum) + ", kept = " +
-                        std::to_string(kept));
+        fail(where,
+             "chunk counts add up to " + std::to_string(sum) + ", kept = " + std::to_string(kept));
       for (size_t c = c0; c < c1; ++c) {
         where.chunk = c - c0;
         const ChunkGeom& g = plan.chunks[c];
@@ -594,8 +656,8 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
               if (WireIndexCoding(coding) == WireIndexCoding::RiceChunk) {
                 rp = int(ir.get(4));
                 if (rp > offset_bits(C))
-                  fail(where, "rice parameter " + std::to_string(rp) + " too large for chunk size " +
-                                  std::to_string(C));
+                  fail(where, "rice parameter " + std::to_string(rp) +
+                                  " too large for chunk size " + std::to_string(C));
               }
               const uint64_t max_q = uint64_t(C - 1) >> rp;
               uint64_t next = 0;  // smallest admissible offset
@@ -629,7 +691,8 @@ void parse(const Plan& plan, const uint8_t* p, size_t bytes, Sink&& sink, const 
                                 std::to_string(n));
               break;
             }
-            case WireIndexCoding::Implied: break;
+            case WireIndexCoding::Implied:
+              break;
           }
         }
         for (uint32_t j = 0; j < n; ++j) {
@@ -652,7 +715,8 @@ template <class Sink>
 void decode_impl(const Plan& plan, const uint8_t* payload, size_t bytes, Sink&& sink,
                  const DecodeOptions& opt) {
   if (payload == nullptr && bytes > 0) throw Error("compressed payload: null data");
-  parse<false>(plan, payload, bytes, [](size_t, float) {}, opt);
+  parse<false>(
+      plan, payload, bytes, [](size_t, float) {}, opt);
   // Validated: the second pass cannot fail (checksum already checked).
   DecodeOptions again = opt;
   again.verify_checksum = false;
@@ -663,30 +727,35 @@ void decode_impl(const Plan& plan, const uint8_t* payload, size_t bytes, Sink&& 
 
 void decode(const Plan& plan, const uint8_t* payload, size_t bytes,
             const std::function<void(size_t, float)>& sink, DecodeOptions opt) {
-  decode_impl(plan, payload, bytes, [&](size_t i, float v) { sink(i, v); }, opt);
+  decode_impl(
+      plan, payload, bytes, [&](size_t i, float v) { sink(i, v); }, opt);
 }
 
 void decode_dense(const Plan& plan, const uint8_t* payload, size_t bytes, float* out,
                   DecodeOptions opt) {
   // Validate before touching `out`.
-  parse<false>(plan, payload, bytes, [](size_t, float) {}, opt);
+  parse<false>(
+      plan, payload, bytes, [](size_t, float) {}, opt);
   std::fill(out, out + plan.total, 0.0f);
   DecodeOptions again = opt;
   again.verify_checksum = false;
-  parse<true>(plan, payload, bytes, [out](size_t i, float v) { out[i] = v; }, again);
+  parse<true>(
+      plan, payload, bytes, [out](size_t i, float v) { out[i] = v; }, again);
 }
 
 void decode_accumulate(const Plan& plan, const uint8_t* payload, size_t bytes, float* sum,
                        uint16_t* count, DecodeOptions opt) {
   if (count)
-    decode_impl(plan, payload, bytes,
-                [sum, count](size_t i, float v) {
-                  sum[i] += v;
-                  ++count[i];
-                },
-                opt);
+    decode_impl(
+        plan, payload, bytes,
+        [sum, count](size_t i, float v) {
+          sum[i] += v;
+          ++count[i];
+        },
+        opt);
   else
-    decode_impl(plan, payload, bytes, [sum](size_t i, float v) { sum[i] += v; }, opt);
+    decode_impl(
+        plan, payload, bytes, [sum](size_t i, float v) { sum[i] += v; }, opt);
 }
 
 }  // namespace loco::compress
