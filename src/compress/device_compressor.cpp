@@ -196,28 +196,50 @@ void DeviceAggregator::reset() {
 }
 
 void DeviceAggregator::add(const uint8_t* payload, size_t bytes) {
-  if (added_ >= int(INT32_MAX)) throw Error("compression: too many payloads to aggregate");
-  host_flat_.clear();
-  host_values_.clear();
-  // decode() validates the whole payload before the first sink call.
-  decode(plan_, payload, bytes, [this](size_t flat, float value) {
-    host_flat_.push_back(uint32_t(flat));
-    host_values_.push_back(value);
-  });
-  const size_t n = host_flat_.size();
+  add_all({Payload{payload, bytes}});
+}
+
+void DeviceAggregator::add_all(const std::vector<Payload>& payloads) {
+  const size_t K = payloads.size();
+  if (size_t(added_) + K > size_t(INT32_MAX))
+    throw Error("compression: too many payloads to aggregate");
+  if (host_flat_.size() < K) {
+    host_flat_.resize(K);
+    host_values_.resize(K);
+  }
+  // Decode (and validate) every payload first, in parallel: decode_sparse throws before it
+  // yields anything from a malformed payload, and nothing is accumulated unless all are good.
+  std::vector<std::string> errors(K);
+#pragma omp parallel for schedule(dynamic, 1) if (K > 1)
+  for (size_t r = 0; r < K; ++r) {
+    try {
+      decode_sparse(plan_, payloads[r].data, payloads[r].bytes, host_flat_[r], host_values_[r]);
+    } catch (const std::exception& e) {  // must not leave the OpenMP region
+      errors[r] = e.what();
+    }
+  }
+  for (size_t r = 0; r < K; ++r)
+    if (!errors[r].empty()) throw PayloadError(r, errors[r]);
+  for (size_t r = 0; r < K; ++r) {  // in order: every element's sum is formed payload by payload
+    scatter(host_flat_[r], host_values_[r]);
+    ++added_;
+  }
+}
+
+void DeviceAggregator::scatter(const std::vector<uint32_t>& flat,
+                               const std::vector<float>& values) {
+  const size_t n = flat.size();
   if (n > flat_.numel) {  // a payload keeps at most max_kept() elements per plan; be safe
     backend_.release(flat_);
     backend_.release(values_);
     flat_ = backend_.alloc(n, DType::I32);
     values_ = backend_.alloc(n, DType::F32);
   }
-  if (n > 0) {
-    const Buf flat = flat_.slice(0, n), values = values_.slice(0, n);
-    backend_.upload(flat, host_flat_.data());
-    backend_.upload(values, host_values_.data());
-    backend_.scatter_accumulate(sum_, count_, flat, values);
-  }
-  ++added_;
+  if (n == 0) return;
+  const Buf f = flat_.slice(0, n), v = values_.slice(0, n);
+  backend_.upload(f, flat.data());
+  backend_.upload(v, values.data());
+  backend_.scatter_accumulate(sum_, count_, f, v);
 }
 
 void DeviceAggregator::finish(Buf out, int workers) {

@@ -731,6 +731,24 @@ void decode(const Plan& plan, const uint8_t* payload, size_t bytes,
       plan, payload, bytes, [&](size_t i, float v) { sink(i, v); }, opt);
 }
 
+void decode_sparse(const Plan& plan, const uint8_t* payload, size_t bytes,
+                   std::vector<uint32_t>& flat, std::vector<float>& values, DecodeOptions opt) {
+  LOCO_CHECK(plan.total <= size_t(UINT32_MAX), "decode_sparse: flat indices are uint32");
+  flat.clear();
+  values.clear();
+  const size_t most =
+      plan.settings.selector == Selector::None ? plan.total : size_t(plan.k_start.back());
+  flat.reserve(most);
+  values.reserve(most);
+  decode_impl(
+      plan, payload, bytes,
+      [&](size_t i, float v) {
+        flat.push_back(uint32_t(i));
+        values.push_back(v);
+      },
+      opt);
+}
+
 void decode_dense(const Plan& plan, const uint8_t* payload, size_t bytes, float* out,
                   DecodeOptions opt) {
   // Validate before touching `out`.

@@ -304,14 +304,16 @@ void OuterSync::aggregate_payloads() {
   if (cross_.device_memory())
     backend_.download(recv_.data(), dev_recv_.slice(0, size_t(piece_ / 4) * size_t(K)));
   f.aggregator->reset();
-  for (int r = 0; r < K; ++r) {
-    try {
-      f.aggregator->add(recv_.data() + size_t(r) * size_t(piece_), size_t(piece_sizes_[size_t(r)]));
-    } catch (const Error& e) {
-      throw Error("outer sync " + std::to_string(syncs_ + 1) + ": the payload of rank " +
-                  std::to_string(r) + " of " + std::to_string(K) + " [" + cross_.name() +
-                  "] is invalid: " + e.what());
-    }
+  std::vector<compress::DeviceAggregator::Payload> pieces(static_cast<size_t>(K));
+  for (int r = 0; r < K; ++r)
+    pieces[size_t(r)] = {recv_.data() + size_t(r) * size_t(piece_),
+                         size_t(piece_sizes_[size_t(r)])};
+  try {
+    f.aggregator->add_all(pieces);  // decoded in parallel, accumulated in rank order
+  } catch (const compress::PayloadError& e) {
+    throw Error("outer sync " + std::to_string(syncs_ + 1) + ": the payload of rank " +
+                std::to_string(e.index) + " of " + std::to_string(K) + " [" + cross_.name() +
+                "] is invalid: " + e.what());
   }
   f.aggregator->finish(delta(), K);
 

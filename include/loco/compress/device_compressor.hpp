@@ -71,6 +71,13 @@ class DeviceCompressor {
   std::vector<float> host_dense_;  // global_topk only
 };
 
+// A malformed payload among several (DeviceAggregator::add_all): `index` says which.
+class PayloadError : public Error {
+ public:
+  PayloadError(size_t index, const std::string& what) : Error(what), index(index) {}
+  size_t index;
+};
+
 // Receive side: sums decoded payloads in the order they are added, then divides (the rules
 // of Aggregator), in backend memory. Each payload is decoded and validated on the host into
 // (flat index, value) pairs, which are uploaded and scattered.
@@ -84,6 +91,14 @@ class DeviceAggregator {
   void reset();
   // loco::Error when the payload is malformed (see wire.hpp); nothing is accumulated then.
   void add(const uint8_t* payload, size_t bytes);
+  // Several payloads, accumulated in the order given (the same sums as add() one by one);
+  // they are decoded and validated on the host in parallel first, so a malformed one throws
+  // PayloadError (which one) before anything is accumulated.
+  struct Payload {
+    const uint8_t* data = nullptr;
+    size_t bytes = 0;
+  };
+  void add_all(const std::vector<Payload>& payloads);
   // out (F32, plan.total, backend memory) = the aggregate; `workers` = K (mean_all).
   void finish(Buf out, int workers);
 
@@ -91,9 +106,11 @@ class DeviceAggregator {
   const Plan& plan_;
   Aggregation how_;
   Backend& backend_;
+  void scatter(const std::vector<uint32_t>& flat, const std::vector<float>& values);
+
   Buf sum_, count_, flat_, values_;
-  std::vector<uint32_t> host_flat_;
-  std::vector<float> host_values_;
+  std::vector<std::vector<uint32_t>> host_flat_;  // one per payload being added
+  std::vector<std::vector<float>> host_values_;
   int added_ = 0;
 };
 

@@ -87,6 +87,11 @@ struct DecodeOptions {
 // throws before any sink call).
 void decode(const Plan& plan, const uint8_t* payload, size_t bytes,
             const std::function<void(size_t, float)>& sink, DecodeOptions opt = {});
+// The kept elements as (flat index, value) pairs in payload order (tensors, chunks, offsets
+// ascending), replacing the vectors' contents; plan.total must be < 2^32. What a device
+// aggregator uploads and scatters.
+void decode_sparse(const Plan& plan, const uint8_t* payload, size_t bytes,
+                   std::vector<uint32_t>& flat, std::vector<float>& values, DecodeOptions opt = {});
 // out[0, plan.total) = the decoded values, 0 where nothing was kept.
 void decode_dense(const Plan& plan, const uint8_t* payload, size_t bytes, float* out,
                   DecodeOptions opt = {});
