@@ -110,6 +110,9 @@ cudaError_t loco_scale_f32(float* x, float a, size_t n, cudaStream_t s);  // x *
 cudaError_t loco_axpby_f32(float* y, float a, const float* x, float b, size_t n, cudaStream_t s);
 // *flag (device int) = 1 if any element is NaN/Inf, else 0 (the launcher clears it first).
 cudaError_t loco_all_finite_f32(int* flag, const float* x, size_t n, cudaStream_t s);
+// Muon momentum (f32, n elements): m = s*g + beta*m; u = nesterov ? s*g + beta*m : m.
+cudaError_t loco_muon_momentum(float* m, float* u, const float* g, float beta, float grad_scale,
+                               int nesterov, size_t n, cudaStream_t s);
 // Batched Frobenius normalisation (Muon): x holds `batch` matrices of `each` f32 back to
 // back; each is divided by (its norm + eps), norms summed in double in a fixed order.
 // scratch: loco_frobenius_normalize_scratch(each, batch) doubles.

@@ -32,10 +32,11 @@ HOST=(g++ -std=c++20 -O1 -g -fopenmp -DLOCO_HAVE_CUDA=1 -I"$CUDA_INC" -I"$ROOT/i
 for f in kernels/*.cu kernels/*.cuh; do
   python3 tests/emu/kernel_to_cpp.py "$f" "$OUT/k/$(basename "$f")"
 done
-compile() {  # compile OUT SRC FLAGS... (skips up-to-date objects)
+compile() {  # compile OUT SRC FLAGS... (skips objects newer than the source and every header)
   local out=$1 src=$2
   shift 2
-  if [[ ! -f $out || $src -nt $out || tests/emu/cuda_emu.hpp -nt $out ]]; then
+  if [[ ! -f $out || $src -nt $out ||
+        -n $(find include kernels tests/support tests/emu -newer "$out" -print -quit) ]]; then
     echo "  compile $(basename "$src")"
     "$@" -c "$src" -o "$out"
   fi

@@ -326,6 +326,20 @@ void CpuBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, i
   }
 }
 
+// The same three passes Muon made before this op existed (bit for bit the CPU reference).
+void CpuBackend::muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) {
+  const OpArgs args("muon_momentum");
+  const size_t n = m.numel;
+  args.require(u.numel >= n && g.numel >= n,
+               "u and g must hold m's " + std::to_string(n) + " elements");
+  float* pm = args.f32(m, n, "m");
+  float* pu = args.f32(u, n, "u");
+  const float* pg = args.f32(g, n, "g");
+  ops::axpby(pm, grad_scale, pg, beta, n);  // m = s·g + β·m
+  std::memcpy(pu, pm, n * sizeof(float));
+  if (nesterov) ops::axpby(pu, grad_scale, pg, beta, n);  // u = s·g + β·m
+}
+
 void CpuBackend::frobenius_normalize(Buf x, size_t each, int batch, float eps) {
   const OpArgs args("frobenius_normalize");
   args.require(batch >= 0, "negative batch " + std::to_string(batch));

@@ -169,6 +169,9 @@ class TimedBackend final : public Backend {
     timed("gemm_batched",
           [&] { be_.gemm_batched(trans_a, trans_b, M, N, K, batch, alpha, A, B, beta, C, D); });
   }
+  void muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) override {
+    timed("muon_momentum", [&] { be_.muon_momentum(m, u, g, beta, grad_scale, nesterov); });
+  }
   void frobenius_normalize(Buf x, size_t each, int batch, float eps) override {
     timed("frobenius_normalize", [&] { be_.frobenius_normalize(x, each, batch, eps); });
   }

@@ -764,6 +764,18 @@ void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, 
                         args.op());
 }
 
+void CudaBackend::muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) {
+  const Args args("muon_momentum");
+  const size_t n = m.numel;
+  args.require(u.numel >= n && g.numel >= n,
+               "u and g must hold m's " + std::to_string(n) + " elements");
+  float* pm = args.f32(m, n, "m");
+  float* pu = args.f32(u, n, "u");
+  const float* pg = args.f32(g, n, "g");
+  activate();
+  args.launched(loco_muon_momentum(pm, pu, pg, beta, grad_scale, nesterov ? 1 : 0, n, stream_));
+}
+
 void CudaBackend::frobenius_normalize(Buf x, size_t each, int batch, float eps) {
   const Args args("frobenius_normalize");
   args.require(batch >= 0, "negative batch " + std::to_string(batch));

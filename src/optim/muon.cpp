@@ -141,9 +141,8 @@ void Muon::step(Buf params, Buf grads, double lr, float grad_scale) {
         const ParamView& view = layout_.views[i];
         Buf g = grads.slice(view.offset, numel);
         Buf m = momentum_.slice(state_offset_[i], numel), u = x_.slice(j * numel, numel);
-        backend_.axpby(m, grad_scale, g, beta);                          // m ← β·m + g
-        backend_.copy(u, m);                                             // u ← m
-        if (cfg_.muon_nesterov) backend_.axpby(u, grad_scale, g, beta);  // u ← g + β·m
+        // m ← β·m + g;  u ← g + β·m (Nesterov) or m
+        backend_.muon_momentum(m, u, g, beta, grad_scale, cfg_.muon_nesterov);
       }
       newton_schulz_batched(backend_, x_, group.rows, group.cols, static_cast<int>(count),
                             static_cast<float>(cfg_.ns_a), static_cast<float>(cfg_.ns_b),

@@ -125,6 +125,9 @@ class Backend {
   };
   virtual void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
                             Strided A, Strided B, float beta, Strided C, Strided D) = 0;
+  // Muon's momentum for one matrix, F32 (one pass instead of axpby, copy, axpby):
+  //   m ← β·m + s·g;  u ← s·g + β·m (Nesterov, with the new m) or u ← m.
+  virtual void muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) = 0;
   // x holds `batch` matrices of `each` F32 elements back to back: each one is divided by
   // (its Frobenius norm + eps), the norm summed in double.
   virtual void frobenius_normalize(Buf x, size_t each, int batch, float eps) = 0;

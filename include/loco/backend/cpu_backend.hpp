@@ -51,6 +51,7 @@ class CpuBackend final : public Backend {
                 float beta, Buf C) override;
   void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
                     Strided A, Strided B, float beta, Strided C, Strided D) override;
+  void muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) override;
   void frobenius_normalize(Buf x, size_t each, int batch, float eps) override;
   void ef_accumulate(Buf e, Buf delta, float beta) override;
   void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override;

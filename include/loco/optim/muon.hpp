@@ -1,7 +1,8 @@
 // Muon (ALGORITHMS.md §3): momentum, then Newton–Schulz orthogonalisation of the update, for
 // the 2-D hidden matrices (ParamKind::Matrix); AdamW for embeddings, LM head and norm gains.
-// Device-free: every operation goes through the Backend (gemm_f32, axpby, scale, copy,
-// sum_squares, adamw_update), so the same code runs on the CPU and CUDA backends.
+// Device-free: every operation goes through the Backend (muon_momentum, frobenius_normalize,
+// gemm_batched, copy, axpby, adamw_update; newton_schulz below uses gemm_f32), so the same
+// code runs on the CPU and CUDA backends.
 #pragma once
 #include <cstdint>
 #include <string>
