@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -107,7 +108,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
        {"steps", "micro_batch", "grad_accum", "seq_len", "eval_interval", "eval_batches",
         "log_interval", "seed", "nan_policy"}},
       {"output", {"dir"}},
-      {"distributed", {"method", "replica_size", "timeout_s", "outer", "compression"}},
+      {"distributed", {"method", "replica_size", "timeout_s", "outer", "compression", "link"}},
       {"checkpoint", {"interval", "keep_last", "dir"}},
   };
   REQUIRE(j.size() == expected_keys.size());
@@ -437,6 +438,60 @@ TEST_CASE("outer-sync fragments: fragments is validated against the layers and H
   ddp["distributed"]["outer"]["overlap_steps"] = 0;
   REQUIRE_THROWS_WITH(
       from(ddp), LOCO_CONTAINS("distributed.outer.fragments = 2") && LOCO_CONTAINS("\"diloco\""));
+}
+
+TEST_CASE("distributed.link: a simulated slow link for DiLoCo's outer syncs", "[config]") {
+  // Defaults: off.
+  const Config d = from(json::object());
+  CHECK(d.distributed.link.bandwidth_mbps == 0.0);
+  CHECK(d.distributed.link.latency_ms == 0.0);
+  CHECK_FALSE(d.distributed.link.enabled());
+  CHECK(config_to_json(d)["distributed"]["link"] ==
+        json::parse(R"({"bandwidth_mbps": 0.0, "latency_ms": 0.0})"));
+
+  const json diloco = json::parse(R"({"distributed": {"method": "diloco",
+      "link": {"bandwidth_mbps": 100, "latency_ms": 50}}})");
+  const Config c = from(diloco);
+  CHECK(c.distributed.link.bandwidth_mbps == 100.0);
+  CHECK(c.distributed.link.latency_ms == 50.0);
+  CHECK(c.distributed.link.enabled());
+  CHECK(config_to_json(from(config_to_json(c))) == config_to_json(c));
+  // Either one alone turns the simulation on (bandwidth 0 = unlimited: latency only).
+  json lat = diloco;
+  lat["distributed"]["link"]["bandwidth_mbps"] = 0;
+  CHECK(from(lat).distributed.link.enabled());
+
+  auto with = [&](const char* key, const json& v) {
+    json j = diloco;
+    j["distributed"]["link"][key] = v;
+    return j;
+  };
+  REQUIRE_THROWS_WITH(
+      from(with("bandwidth_mbps", -1)),
+      LOCO_CONTAINS("cfg.json: distributed.link.bandwidth_mbps = -1: must be >= 0"));
+  REQUIRE_THROWS_WITH(from(with("latency_ms", -0.5)),
+                      LOCO_CONTAINS("cfg.json: distributed.link.latency_ms = -0.5: must be >= 0"));
+  for (double bad :
+       {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
+    REQUIRE_THROWS_WITH(from(with("bandwidth_mbps", bad)),
+                        LOCO_CONTAINS("distributed.link.bandwidth_mbps: expected a finite number"));
+    REQUIRE_THROWS_WITH(from(with("latency_ms", bad)),
+                        LOCO_CONTAINS("distributed.link.latency_ms: expected a finite number"));
+  }
+  REQUIRE_THROWS_WITH(from(with("bandwidth_mbps", "fast")),
+                      LOCO_CONTAINS("distributed.link.bandwidth_mbps: expected a number"));
+  REQUIRE_THROWS_WITH(from(with("jitter_ms", 1)), LOCO_CONTAINS("distributed.link.jitter_ms"));
+  // DDP has no outer-sync group: rejected, naming the key that is set.
+  json ddp = diloco;
+  ddp["distributed"]["method"] = "ddp";
+  REQUIRE_THROWS_WITH(from(ddp), LOCO_CONTAINS("distributed.link.bandwidth_mbps = 100") &&
+                                     LOCO_CONTAINS("method \"ddp\" has no outer sync"));
+  ddp["distributed"]["link"]["bandwidth_mbps"] = 0;
+  REQUIRE_THROWS_WITH(
+      from(ddp), LOCO_CONTAINS("distributed.link.latency_ms = 50") && LOCO_CONTAINS("\"diloco\""));
+  // Off (both 0) is fine with DDP.
+  ddp["distributed"]["link"]["latency_ms"] = 0;
+  CHECK_FALSE(from(ddp).distributed.link.enabled());
 }
 
 TEST_CASE("schedule parameters must fit in training.steps", "[config]") {

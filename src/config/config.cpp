@@ -228,12 +228,19 @@ void fields(V& v, CompressionConfig& c) {
 }
 
 template <class V>
+void fields(V& v, LinkConfig& l) {
+  v.field("bandwidth_mbps", l.bandwidth_mbps, at_least(0.0));
+  v.field("latency_ms", l.latency_ms, at_least(0.0));
+}
+
+template <class V>
 void fields(V& v, DistributedConfig& d) {
   v.field("method", d.method, one_of({"ddp", "diloco"}));
   v.field("replica_size", d.replica_size, greater_than(0));
   v.field("timeout_s", d.timeout_s, greater_than(0.0));
   v.section("outer", d.outer);
   v.section("compression", d.compression);
+  v.section("link", d.link);
 }
 
 template <class V>
@@ -325,6 +332,19 @@ void check_consistency(const Config& c, const std::string& source) {
     fail("distributed.outer.overlap_steps", num(o.overlap_steps),
          "overlaps the outer sync of method \"diloco\"; with method " +
              render_value(c.distributed.method) + " it must be 0");
+
+  // The simulated link slows the outer-sync group down; DDP has none (its one group is the
+  // fast intra-node link), and slowing its every-step all-reduce down instead would make the
+  // same key mean two different links.
+  const LinkConfig& l = c.distributed.link;
+  if (l.enabled() && c.distributed.method != "diloco") {
+    const bool bw = l.bandwidth_mbps > 0.0;
+    fail(bw ? "distributed.link.bandwidth_mbps" : "distributed.link.latency_ms",
+         num(bw ? l.bandwidth_mbps : l.latency_ms),
+         "simulates the outer-sync link between DiLoCo replicas; method " +
+             render_value(c.distributed.method) +
+             " has no outer sync: use method \"diloco\" or leave distributed.link at 0");
+  }
 
   const TrainingConfig& t = c.training;
   if (t.seq_len > m.max_seq_len)

@@ -90,6 +90,14 @@ std::string comm_report_table(const nlohmann::json& r) {
     else
       out += "\nouter-sync overlap off: every outer sync blocks the inner steps";
   }
+  // A simulated slow link (distributed.link): the times above include its delays.
+  if (r.contains("link") && r["link"].is_object()) {
+    const nlohmann::json& l = r["link"];
+    out += fmt::format(
+        "\n{} on the outer-sync group ({:.2f} s of simulated link time; the ranks "
+        "share one machine, the times are not a real network's)",
+        l["description"].get<std::string>(), l["simulated_seconds"].get<double>());
+  }
   return out;
 }
 

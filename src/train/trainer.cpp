@@ -14,6 +14,7 @@
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
 #include "loco/dist/outer_sync.hpp"
+#include "loco/dist/simulated_link.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
@@ -182,6 +183,15 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   const auto t_start = Clock::now();
 
   Topology topo = make_topology(dc, world);
+  // A simulated slow link for the outer syncs only: the replica (DDP) group stays the fast
+  // intra-node link. Wrapped before OuterSync takes the communicator.
+  const SimulatedLinkCommunicator* link = nullptr;
+  if (dc.link.enabled()) {
+    auto wrapped = std::make_unique<SimulatedLinkCommunicator>(
+        std::move(topo.cross), LinkModel{dc.link.bandwidth_mbps, dc.link.latency_ms});
+    link = wrapped.get();
+    topo.cross = std::move(wrapped);
+  }
   auto backend = make_backend(config.backend);
   LlamaModel model(config.model, *backend);
   model.init_weights(config.training.seed);
@@ -277,6 +287,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                      : std::string(),
                train_stream.describe());
 
+  if (link)
+    spdlog::info(
+        "outer-sync link SIMULATED: {} (the replicas' all-reduces and all-gathers take "
+        "at least latency + 8*bytes/bandwidth; the ranks actually share this machine)",
+        link->link().describe());
   if (outer && outer->fragments() > 1)
     spdlog::info(
         "outer-sync fragments: {} (fragment j: layers j, j+{}, ...; syncs at steps "
@@ -485,6 +500,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   // Fragments (Streaming DiLoCo): how the model was split, and the largest single sync's
   // bytes (the peak bandwidth), next to the total.
   if (outer) comm["fragments"] = outer->fragments_json();
+  // A simulated link: say so next to the figures, so nobody takes them for a real network's.
+  if (link) comm["link"] = link->to_json();
 
   result.params_hash = hash_params(*backend, model.params());
   result.final_val_loss = last_val;
@@ -503,6 +520,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                     {"wall_time_s", result.wall_seconds},
                     {"tokens_per_s", result.tokens / std::max(seconds_since(t_loop), 1e-9)},
                     {"comm", comm}};
+  if (link) result.summary["simulated_link"] = comm["link"]["description"];
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
     spdlog::info("\n{}", comm_report_table(comm));

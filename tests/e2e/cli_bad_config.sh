@@ -66,6 +66,12 @@ expect_bad 'distributed.outer.fragments = 5' 'must be <= model.n_layers = 4' -- 
 expect_bad 'distributed.outer.fragments = 3' 'must divide distributed.outer.interval = 20' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.fragments=3
 expect_bad 'distributed.outer.fragments = 0' 'must be >= 1' -- "$SRC/configs/tiny-diloco.json" --set distributed.outer.fragments=0
 expect_bad 'distributed.outer.overlap_steps = 5' 'must be < distributed.outer.interval / distributed.outer.fragments = 5' -- "$SRC/configs/tiny-streaming.json" --set distributed.outer.fragments=4
+# Simulated slow link: values >= 0 and finite; DDP has no outer-sync group to slow down.
+expect_bad 'distributed.link.bandwidth_mbps = -5' 'must be >= 0' -- "$SRC/configs/tiny-diloco.json" --set distributed.link.bandwidth_mbps=-5
+expect_bad 'distributed.link.latency_ms = -1' 'must be >= 0' -- "$SRC/configs/tiny-diloco.json" --set distributed.link.latency_ms=-1
+expect_bad 'distributed.link.latency_ms' 'expected a number' -- "$SRC/configs/tiny-diloco.json" --set distributed.link.latency_ms=nan
+expect_bad 'distributed.link.bandwidth_mbps' 'expected a number' -- "$SRC/configs/tiny-diloco.json" --set distributed.link.bandwidth_mbps=1e999
+expect_bad 'distributed.link.bandwidth_mbps = 100' 'method "ddp" has no outer sync' -- "$CONFIG" --set distributed.link.bandwidth_mbps=100
 # Missing data file.
 expect_bad 'data.train = "'"$T"'/nope.bin"' 'matches no file' -- "$CONFIG" --set "data.train=$T/nope.bin"
 # Malformed JSON: file, line and column.

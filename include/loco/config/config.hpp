@@ -125,6 +125,17 @@ struct CompressionConfig {
   bool compressed() const { return selector != "none" || quantizer != "none"; }
 };
 
+// A simulated slow link for the outer-sync (cross-replica) group: its all-reduces and
+// all-gathers take latency + 8·bytes/bandwidth at least (loco/dist/simulated_link.hpp), so
+// what overlapping the outer sync buys can be measured with every rank on one machine.
+// Both 0 (the default): no simulation. Needs method "diloco" (DDP has no outer-sync group).
+struct LinkConfig {
+  double bandwidth_mbps = 0.0;  // megabits per second; 0 = unlimited (latency only)
+  double latency_ms = 0.0;      // per collective
+
+  bool enabled() const { return bandwidth_mbps > 0.0 || latency_ms > 0.0; }
+};
+
 struct DistributedConfig {
   // "ddp": gradients all-reduced every step across all ranks (the baseline);
   // "diloco": replicas train locally and sync pseudo-gradients every outer.interval steps.
@@ -134,6 +145,7 @@ struct DistributedConfig {
   double timeout_s = 120.0;  // a collective slower than this aborts the run
   OuterConfig outer;
   CompressionConfig compression;
+  LinkConfig link;
 };
 
 // Periodic checkpoints (loco/io/checkpoint.hpp): <dir>/step-<N>/rank-<r>.bin + <dir>/latest.
