@@ -295,14 +295,8 @@ void select_chunked_topk(const Plan& plan, const float* x, Selection& out) {
     std::vector<uint32_t> mag(plan.max_chunk), scratch(plan.max_chunk);
 #pragma omp for schedule(static)
     for (size_t c = 0; c < nc; ++c) {
-      const ChunkGeom& g = plan.chunks[c];
-      ops::ChunkRow row;
-      row.base = g.base;
-      row.stride = uint32_t(g.stride);
-      row.h = g.h;
-      row.w = g.w;
-      row.k = g.k;
-      ops::chunk_topk(row, x, out.offset.data() + out.start[c], mag.data(), scratch.data());
+      ops::chunk_topk(plan.chunks[c].row(), x, out.offset.data() + out.start[c], mag.data(),
+                      scratch.data());
     }
   }
 }

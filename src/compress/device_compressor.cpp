@@ -48,15 +48,8 @@ DeviceCompressor::DeviceCompressor(Plan plan, Backend& backend)
     if (plan_.settings.selector == Selector::ChunkedTopK) {
       std::vector<int32_t> table(plan_.chunks.size() * ops::kChunkRowInts);
       for (size_t c = 0; c < plan_.chunks.size(); ++c) {
-        const ChunkGeom& g = plan_.chunks[c];
-        ops::ChunkRow row;
-        row.base = g.base;
-        row.stride = uint32_t(g.stride);
-        row.h = g.h;
-        row.w = g.w;
-        row.k = g.k;
-        row.kept_start = plan_.k_start[c];
-        ops::pack_chunk_row(row, table.data() + c * ops::kChunkRowInts);
+        ops::pack_chunk_row(plan_.chunks[c].row(plan_.k_start[c]),
+                            table.data() + c * ops::kChunkRowInts);
       }
       chunk_table_ = backend_.alloc(table.size(), DType::I32);
       backend_.upload(chunk_table_, table.data());

@@ -38,6 +38,7 @@
 #include "loco/train/comm_report.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
+#include "support/mpi_scratch.hpp"
 
 using namespace loco;
 using nlohmann::json;
@@ -216,46 +217,6 @@ json tiny_json() {
           {"momentum", 0.9},
           {"nesterov", true},
           {"fragments", 2}}}}}};
-}
-
-class TmpDir {
- public:
-  explicit TmpDir(Communicator& world) : world_(world) {
-    char buf[4096] = {0};
-    if (world.rank() == 0) {
-      std::string tmpl = (std::filesystem::temp_directory_path() / "loco-mpi-frag-XXXXXX");
-      std::vector<char> t(tmpl.begin(), tmpl.end());
-      t.push_back('\0');
-      if (::mkdtemp(t.data()) != nullptr) std::strncpy(buf, t.data(), sizeof buf - 1);
-    }
-    world.broadcast_host(buf, sizeof buf, 0);
-    path_ = buf;
-  }
-  ~TmpDir() {
-    if (world_.rank() == 0 && !path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  std::string run_dir(const std::string& name) const {
-    const std::string d = path_ + "/" + name;
-    if (world_.rank() == 0) std::filesystem::create_directories(d);
-    return d;
-  }
-  bool ok() const { return !path_.empty(); }
-
- private:
-  Communicator& world_;
-  std::string path_;
-};
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
 }
 
 }  // namespace
@@ -483,7 +444,7 @@ TEST_CASE("training with fragments: staggered syncs, final sync of all, exact an
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-frag");
   REQUIRE(tmp.ok());
 
   // H = 4, p = 2 over 9 steps: fragment 1 due at 2 and 6, fragment 0 at 4 and 8; step 9
@@ -541,7 +502,7 @@ TEST_CASE("training with fragments: staggered syncs, final sync of all, exact an
         if (world->rank() == 0) {
           std::vector<int> steps;
           std::vector<json> frags;
-          for (const json& rec : read_jsonl(dir + "/metrics.jsonl")) {
+          for (const json& rec : testing::read_jsonl(dir + "/metrics.jsonl")) {
             if (rec.contains("outer_earlier")) {
               steps.push_back(rec["step"].get<int>());
               frags.push_back(rec["outer_earlier"]["fragment"]);

@@ -13,10 +13,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/backend/cpu_backend.hpp"
 #include "loco/compress/compress.hpp"
@@ -29,6 +28,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
+#include "support/mpi_scratch.hpp"
 
 using namespace loco;
 using nlohmann::json;
@@ -73,7 +73,8 @@ uint64_t hash_floats(const float* p, size_t n) { return hash_bytes(p, n * sizeof
 // θ_local of rank r before sync s: θ_global moved by a rank- and sync-dependent step.
 std::vector<float> local_params(const std::vector<float>& global, int r, int s) {
   std::vector<float> out = global;
-  const std::vector<float> step = normal_vector(global.size(), 1000u * uint64_t(r) + uint64_t(s), 0.01);
+  const std::vector<float> step =
+      normal_vector(global.size(), 1000u * uint64_t(r) + uint64_t(s), 0.01);
   for (size_t i = 0; i < out.size(); ++i) out[i] -= step[i];
   return out;
 }
@@ -112,49 +113,14 @@ json tiny_json() {
 }
 
 json sparseloco_compression() {
-  return {{"error_feedback", true}, {"beta", 0.95},       {"selector", "chunked_topk"},
-          {"topk", 64},             {"chunk", 64},        {"quantizer", "2bit"},
-          {"index_coding", "auto"}, {"aggregation", "mean_selected"}};
-}
-
-class TmpDir {
- public:
-  explicit TmpDir(Communicator& world) : world_(world) {
-    char buf[4096] = {0};
-    if (world.rank() == 0) {
-      std::string tmpl = (std::filesystem::temp_directory_path() / "loco-mpi-sparse-XXXXXX");
-      std::vector<char> t(tmpl.begin(), tmpl.end());
-      t.push_back('\0');
-      if (::mkdtemp(t.data()) != nullptr) std::strncpy(buf, t.data(), sizeof buf - 1);
-    }
-    world.broadcast_host(buf, sizeof buf, 0);
-    path_ = buf;
-  }
-  ~TmpDir() {
-    if (world_.rank() == 0 && !path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  std::string run_dir(const std::string& name) const {
-    const std::string d = path_ + "/" + name;
-    if (world_.rank() == 0) std::filesystem::create_directories(d);
-    return d;
-  }
-  bool ok() const { return !path_.empty(); }
-
- private:
-  Communicator& world_;
-  std::string path_;
-};
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
+  return {{"error_feedback", true},
+          {"beta", 0.95},
+          {"selector", "chunked_topk"},
+          {"topk", 64},
+          {"chunk", 64},
+          {"quantizer", "2bit"},
+          {"index_coding", "auto"},
+          {"aggregation", "mean_selected"}};
 }
 
 double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
@@ -234,8 +200,7 @@ TEST_CASE("compressed OuterSync: identical θ on every rank, equal to a simulati
       uint64_t expected_sent = 0;
       for (int step = 0; step < 3; ++step) {
         // This rank's inner steps.
-        const std::vector<float> global(sync.global_params().f32(),
-                                        sync.global_params().f32() + N);
+        const std::vector<float> global(sync.global_params().f32(), sync.global_params().f32() + N);
         const std::vector<float> mine = local_params(global, r, step);
         be.upload(params, mine.data());
         sync.sync(params);
@@ -265,8 +230,7 @@ TEST_CASE("compressed OuterSync: identical θ on every rank, equal to a simulati
         CHECK(sync.last_stats().kept == sims[size_t(r)].stats().kept);
         CHECK(hash_floats(params.f32(), N) == hash_floats(g.f32(), N));
         CHECK(hash_floats(sync.global_params().f32(), N) == hash_floats(g.f32(), N));
-        if (v.cc.error_feedback)
-          CHECK(sync.error_feedback() == sims[size_t(r)].error());
+        if (v.cc.error_feedback) CHECK(sync.error_feedback() == sims[size_t(r)].error());
         // Bitwise-identical θ on every rank.
         const auto hashes = world->all_gather_host(hash_floats(params.f32(), N));
         CHECK(mismatching_ranks(hashes).empty());
@@ -341,7 +305,7 @@ TEST_CASE("SparseLoCo training: identical θ on every rank, all-gather accountin
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-sparse");
   REQUIRE(tmp.ok());
   json j = tiny_json();
   j["distributed"]["compression"] = sparseloco_compression();
@@ -382,13 +346,14 @@ TEST_CASE("SparseLoCo training: identical θ on every rank, all-gather accountin
     // Per-sync records: the all-gather of that sync moved ring_allgather_bytes(piece, K).
     int syncs = 0;
     uint64_t sum_pieces = 0;
-    for (const json& rec : read_jsonl(dir + "/metrics.jsonl")) {
+    for (const json& rec : testing::read_jsonl(dir + "/metrics.jsonl")) {
       if (!rec.contains("outer")) continue;
       ++syncs;
       const json& o = rec["outer"];
       const uint64_t piece = o["compression"]["piece_bytes"].get<uint64_t>();
       sum_pieces += piece;
-      CHECK(o["comm"]["all_gather"]["sent_bytes"].get<uint64_t>() == ring_allgather_bytes(piece, K));
+      CHECK(o["comm"]["all_gather"]["sent_bytes"].get<uint64_t>() ==
+            ring_allgather_bytes(piece, K));
       CHECK(o["compression"]["ef_norm"].get<double>() > 0.0);
       CHECK(o["compression"]["payload_bytes"].get<uint64_t>() <= piece);
     }
@@ -397,13 +362,14 @@ TEST_CASE("SparseLoCo training: identical θ on every rank, all-gather accountin
   }
 }
 
-TEST_CASE("SparseLoCo at 100 % density, no quantisation, beta 0, mean_all equals DiLoCo (lr 1, "
-          "momentum 0) in training",
-          "[sparse][train][mpi]") {
+TEST_CASE(
+    "SparseLoCo at 100 % density, no quantisation, beta 0, mean_all equals DiLoCo (lr 1, "
+    "momentum 0) in training",
+    "[sparse][train][mpi]") {
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-sparse");
   REQUIRE(tmp.ok());
   const json base = tiny_json();
   const TrainResult dl = train(config_from_json(base, "diloco"), tmp.run_dir("diloco"), *world);
@@ -411,9 +377,9 @@ TEST_CASE("SparseLoCo at 100 % density, no quantisation, beta 0, mean_all equals
     {
       INFO("error feedback " << ef);
       json j = base;
-      j["distributed"]["compression"] = {{"error_feedback", ef}, {"beta", 0.0},
+      j["distributed"]["compression"] = {{"error_feedback", ef},       {"beta", 0.0},
                                          {"selector", "chunked_topk"}, {"topk", 4096},
-                                         {"quantizer", "none"}, {"aggregation", "mean_all"}};
+                                         {"quantizer", "none"},        {"aggregation", "mean_all"}};
       const TrainResult sp =
           train(config_from_json(j, "sparse"), tmp.run_dir(ef ? "sparse-ef" : "sparse"), *world);
       CHECK(sp.steps_done == 6);

@@ -36,6 +36,7 @@
 #include "loco/ops/bf16.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
+#include "support/mpi_scratch.hpp"
 
 using namespace loco;
 using nlohmann::json;
@@ -133,46 +134,6 @@ json tiny_json() {
         {"replica_size", 1},
         {"timeout_s", kTimeout},
         {"outer", {{"interval", 3}, {"lr", 0.7}, {"momentum", 0.9}, {"nesterov", true}}}}}};
-}
-
-class TmpDir {
- public:
-  explicit TmpDir(Communicator& world) : world_(world) {
-    char buf[4096] = {0};
-    if (world.rank() == 0) {
-      std::string tmpl = (std::filesystem::temp_directory_path() / "loco-mpi-stream-XXXXXX");
-      std::vector<char> t(tmpl.begin(), tmpl.end());
-      t.push_back('\0');
-      if (::mkdtemp(t.data()) != nullptr) std::strncpy(buf, t.data(), sizeof buf - 1);
-    }
-    world.broadcast_host(buf, sizeof buf, 0);
-    path_ = buf;
-  }
-  ~TmpDir() {
-    if (world_.rank() == 0 && !path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  std::string run_dir(const std::string& name) const {
-    const std::string d = path_ + "/" + name;
-    if (world_.rank() == 0) std::filesystem::create_directories(d);
-    return d;
-  }
-  bool ok() const { return !path_.empty(); }
-
- private:
-  Communicator& world_;
-  std::string path_;
-};
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
 }
 
 }  // namespace
@@ -610,7 +571,7 @@ TEST_CASE(
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-stream");
   REQUIRE(tmp.ok());
 
   // H = 3 over 7 steps: syncs start at 3 and 6. τ = 1: the first completes at 4; the second
@@ -668,7 +629,7 @@ TEST_CASE(
       }
 
       if (world->rank() == 0) {
-        const auto recs = read_jsonl(dir1 + "/metrics.jsonl");
+        const auto recs = testing::read_jsonl(dir1 + "/metrics.jsonl");
         std::vector<int> sync_steps, started, earlier_started;
         for (const json& rec : recs) {
           if (!rec.contains("outer")) continue;
@@ -688,7 +649,7 @@ TEST_CASE(
         CHECK(earlier_started == std::vector<int>{6});
         // τ = 0: the blocking syncs at 3, 6 and 7, without overlap records.
         std::vector<int> steps0;
-        for (const json& rec : read_jsonl(dir0 + "/metrics.jsonl"))
+        for (const json& rec : testing::read_jsonl(dir0 + "/metrics.jsonl"))
           if (rec.contains("outer")) {
             steps0.push_back(rec["step"].get<int>());
             CHECK_FALSE(rec["outer"].contains("overlap"));

@@ -19,10 +19,9 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/backend/cpu_backend.hpp"
 #include "loco/config/config.hpp"
@@ -31,6 +30,7 @@
 #include "loco/dist/outer_sync.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
+#include "support/mpi_scratch.hpp"
 
 using namespace loco;
 using nlohmann::json;
@@ -53,40 +53,6 @@ std::string source_dir() {
 uint64_t ring_ar(uint64_t S, int K) {
   return static_cast<uint64_t>(std::llround(2.0 * (K - 1) * static_cast<double>(S) / K));
 }
-
-// A scratch directory made by rank 0 (the only rank that writes run files), its path
-// broadcast to every rank; removed by rank 0 at the end of the test case.
-class TmpDir {
- public:
-  explicit TmpDir(Communicator& world) : world_(world) {
-    char buf[4096] = {0};
-    if (world.rank() == 0) {
-      std::string tmpl = (std::filesystem::temp_directory_path() / "loco-mpi-train-XXXXXX");
-      std::vector<char> t(tmpl.begin(), tmpl.end());
-      t.push_back('\0');
-      if (::mkdtemp(t.data()) != nullptr) std::strncpy(buf, t.data(), sizeof buf - 1);
-    }
-    world.broadcast_host(buf, sizeof buf, 0);
-    path_ = buf;
-  }
-  ~TmpDir() {
-    if (world_.rank() == 0 && !path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  // A run directory below the scratch directory (created on rank 0).
-  std::string run_dir(const std::string& name) const {
-    const std::string d = path_ + "/" + name;
-    if (world_.rank() == 0) std::filesystem::create_directories(d);
-    return d;
-  }
-  bool ok() const { return !path_.empty(); }
-
- private:
-  Communicator& world_;
-  std::string path_;
-};
 
 // The tiny job every test starts from; callers patch the JSON before it is validated.
 json tiny_json() {
@@ -184,15 +150,6 @@ json read_json_file(const std::string& path) {
   return json::parse(in);
 }
 
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------ DDP
@@ -201,7 +158,7 @@ TEST_CASE("DDP over K ranks equals one process with K times the batch", "[train]
   quiet();
   auto world = make_mpi_world(kTimeout);
   const int K = world->size(), r = world->rank();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-train");
   REQUIRE(tmp.ok());
 
   // AdamW with clipping and warmup + cosine: the full inner pipeline. And plain SGD, where a
@@ -253,7 +210,7 @@ TEST_CASE("DiLoCo with H = 1, outer lr 1, momentum 0 and inner SGD equals DDP",
   quiet();
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-train");
   REQUIRE(tmp.ok());
 
   json j = tiny_json();
@@ -296,7 +253,7 @@ TEST_CASE("DiLoCo with local steps diverges from DDP but keeps every rank's θ i
   quiet();
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-train");
   REQUIRE(tmp.ok());
 
   json j = tiny_json();
@@ -439,9 +396,8 @@ TEST_CASE("OuterSync averages rank-dependent pseudo-gradients and applies the ou
       CHECK(sync.syncs_done() == 2);
 
       // Bitwise-identical θ on every rank after each sync.
-      const auto hashes = world->all_gather_host(
-          std::hash<std::string>{}(std::string(reinterpret_cast<const char*>(params.data),
-                                               params.bytes())));
+      const auto hashes = world->all_gather_host(std::hash<std::string>{}(
+          std::string(reinterpret_cast<const char*>(params.data), params.bytes())));
       CHECK(mismatching_ranks(hashes).empty());
 
       // Two dense all-reduces of n elements of the wire dtype.
@@ -462,7 +418,7 @@ TEST_CASE("communication figures equal the ring formulas", "[train][comm][mpi]")
   quiet();
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-train");
   REQUIRE(tmp.ok());
   const int S = 5, H = 2;  // syncs after steps 2, 4 and 5 (the last step always syncs)
   const uint64_t syncs = (S + H - 1) / H;
@@ -523,7 +479,7 @@ TEST_CASE("communication figures equal the ring formulas", "[train][comm][mpi]")
       // One metrics record per step; the syncing ones carry that sync's traffic.
       if (world->rank() == 0) {
         std::vector<json> steps;
-        for (const json& rec : read_jsonl(dir + "/metrics.jsonl"))
+        for (const json& rec : testing::read_jsonl(dir + "/metrics.jsonl"))
           if (rec.contains("loss")) steps.push_back(rec);
         CHECK(steps.size() == size_t(S));
         std::vector<int> synced_at;
@@ -555,7 +511,7 @@ TEST_CASE("2 replicas of 2 ranks behave as 2-worker DiLoCo with twice the batch"
     WARN("replica test needs exactly 4 ranks (this run has " << K << "): skipped");
     return;
   }
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-train");
   REQUIRE(tmp.ok());
   const int S = 6, H = 2;
 
@@ -580,11 +536,10 @@ TEST_CASE("2 replicas of 2 ranks behave as 2-worker DiLoCo with twice the batch"
   auto pair = world->split(r < 2 ? 0 : -1, r);
   CHECK((pair != nullptr) == (r < 2));
   if (pair) CHECK(pair->size() == 2);
-  const RefResult ref = run_on_sub_and_share(*world, pair.get(), to_config(j2),
-                                             tmp.run_dir("pair"));
+  const RefResult ref =
+      run_on_sub_and_share(*world, pair.get(), to_config(j2), tmp.run_dir("pair"));
 
-  INFO("replicas losses: " << show(rep.step_losses) << "\n 2-rank losses:  "
-                           << show(ref.losses));
+  INFO("replicas losses: " << show(rep.step_losses) << "\n 2-rank losses:  " << show(ref.losses));
   CHECK(rep.steps_done == S);
   CHECK(ref.steps_done == S);
   CHECK(max_rel_diff(rep.step_losses, ref.losses) <= 1e-5);
@@ -613,7 +568,7 @@ TEST_CASE("a replica_size that does not divide the world is refused on every ran
   quiet();
   auto world = make_mpi_world(kTimeout);
   const int K = world->size();
-  TmpDir tmp(*world);
+  testing::TmpDir tmp(*world, "loco-mpi-train");
   REQUIRE(tmp.ok());
   json j = tiny_json();
   j["distributed"] = {{"method", "diloco"}, {"replica_size", K + 1}, {"timeout_s", kTimeout}};

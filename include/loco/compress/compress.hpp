@@ -56,13 +56,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
+#include "loco/ops/chunk_topk.hpp"
 
 namespace loco {
 struct ParamLayout;
@@ -76,12 +76,12 @@ enum class Quantizer : uint8_t { F32 = 0, BF16 = 1, Q8 = 2, Q4 = 3, Q2 = 4 };
 enum class IndexCoding : uint8_t { Auto = 0, Fixed = 1, Rice = 2, Bitmap = 3 };
 enum class Aggregation : uint8_t { MeanSelected = 0, MeanAll = 1 };
 
-const char* selector_name(Selector s);        // "none", "chunked_topk", ...
-const char* quantizer_name(Quantizer q);      // "none", "bf16", "8bit", "4bit", "2bit"
+const char* selector_name(Selector s);         // "none", "chunked_topk", ...
+const char* quantizer_name(Quantizer q);       // "none", "bf16", "8bit", "4bit", "2bit"
 const char* index_coding_name(IndexCoding c);  // "auto", "fixed", "rice", "bitmap"
-const char* aggregation_name(Aggregation a);  // "mean_selected", "mean_all"
-int value_bits(Quantizer q);                  // bits per value on the wire: 32, 16, 8, 4, 2
-int quant_levels(Quantizer q);                // 256, 16, 4 for b-bit; 0 otherwise
+const char* aggregation_name(Aggregation a);   // "mean_selected", "mean_all"
+int value_bits(Quantizer q);                   // bits per value on the wire: 32, 16, 8, 4, 2
+int quant_levels(Quantizer q);                 // 256, 16, 4 for b-bit; 0 otherwise
 
 struct Settings {
   Selector selector = Selector::None;
@@ -115,6 +115,10 @@ struct ChunkGeom {
   uint32_t k = 0;  // k(C): kept by chunked_topk / random_k
   uint32_t size() const { return h * w; }
   size_t flat(uint32_t p) const { return base + size_t(p / w) * stride + p % w; }
+  // The same chunk as the backends read it (kept elements written from `kept_start` on).
+  ops::ChunkRow row(uint64_t kept_start = 0) const {
+    return ops::ChunkRow{base, uint32_t(stride), h, w, k, kept_start};
+  }
 };
 
 // The chunking of a whole buffer for given settings: identical on every rank.
@@ -123,10 +127,10 @@ struct Plan {
   std::vector<TensorShape> tensors;
   std::vector<size_t> first_chunk;  // per tensor, size tensors + 1
   std::vector<ChunkGeom> chunks;
-  std::vector<uint64_t> k_start;    // prefix sums of chunks[i].k, size chunks + 1
-  size_t total = 0;                 // elements (tensors must tile [0, total) exactly)
-  uint32_t max_chunk = 0;           // largest chunk size
-  uint64_t fingerprint = 0;         // hash of chunking + settings that shape the payload
+  std::vector<uint64_t> k_start;  // prefix sums of chunks[i].k, size chunks + 1
+  size_t total = 0;               // elements (tensors must tile [0, total) exactly)
+  uint32_t max_chunk = 0;         // largest chunk size
+  uint64_t fingerprint = 0;       // hash of chunking + settings that shape the payload
 };
 Plan make_plan(std::vector<TensorShape> tensors, const Settings& settings);
 
@@ -152,10 +156,10 @@ void select(const Plan& plan, const float* x, uint64_t key, Selection& out);
 enum class TableKind : uint8_t { None = 0, Means = 1, Uniform = 2 };
 
 struct Quantized {
-  std::vector<uint32_t> code;   // per kept element: level, bf16 bits or fp32 bits
-  std::vector<float> value;     // per kept element: D, exactly what every receiver decodes
+  std::vector<uint32_t> code;         // per kept element: level, bf16 bits or fp32 bits
+  std::vector<float> value;           // per kept element: D, exactly what every receiver decodes
   std::vector<TableKind> table_kind;  // per tensor
-  std::vector<float> table;     // per tensor: L level means, or (shift, step)
+  std::vector<float> table;           // per tensor: L level means, or (shift, step)
   std::vector<size_t> table_start;    // per tensor, size tensors + 1
 };
 void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized& out);
@@ -176,11 +180,11 @@ void ef_subtract(const Plan& plan, const Selection& sel, const float* value, flo
 // ------------------------------------------------------------------ the send side
 struct EncodeStats {
   uint64_t elements = 0, kept = 0;
-  uint64_t bytes = 0;          // the whole payload
-  uint64_t header_bytes = 0;   // payload header + per-tensor headers
-  uint64_t table_bytes = 0;    // quantiser tables
-  uint64_t index_bytes = 0;    // index streams (counts, offsets, padding to bytes)
-  uint64_t value_bytes = 0;    // value streams (padding to bytes included)
+  uint64_t bytes = 0;         // the whole payload
+  uint64_t header_bytes = 0;  // payload header + per-tensor headers
+  uint64_t table_bytes = 0;   // quantiser tables
+  uint64_t index_bytes = 0;   // index streams (counts, offsets, padding to bytes)
+  uint64_t value_bytes = 0;   // value streams (padding to bytes included)
 };
 
 // Owns the error-feedback accumulator; one compress() per outer sync.
