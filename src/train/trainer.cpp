@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <vector>
@@ -88,6 +89,46 @@ void require_agreement(Communicator& world, uint64_t value, const std::string& w
   for (int r : bad) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
   throw Error("ranks disagree on " + what + ": rank(s) " + ranks + " differ from the others " +
               "(every rank must run the same config, data and code)");
+}
+
+// What every rank learns at a sync point (one exchange over every rank).
+struct SyncPoint {
+  uint64_t fingerprint = 0;  // θ_global's, agreed by every rank
+  bool stop = false;         // some rank was asked to stop
+  double mean_loss = 0.0;    // mean over the ranks (= over the replicas) of their replica's loss
+};
+
+// One all-gather of {θ_global fingerprint, stop flag, replica loss} per rank. Ranks that hold
+// another θ_global than the others: every rank throws the same message naming them.
+SyncPoint agree_at_sync_point(Communicator& world, uint64_t fingerprint, bool stop, double loss,
+                              int syncs_done) {
+  uint64_t loss_bits = 0;
+  std::memcpy(&loss_bits, &loss, sizeof loss);
+  const std::vector<uint64_t> all =
+      world.all_gather_host(std::vector<uint64_t>{fingerprint, stop ? 1u : 0u, loss_bits});
+  const size_t K = size_t(world.size());
+  std::vector<uint64_t> prints(K);
+  SyncPoint out;
+  double sum = 0.0;
+  for (size_t r = 0; r < K; ++r) {
+    prints[r] = all[3 * r];
+    out.stop = out.stop || all[3 * r + 1] != 0;
+    double l = 0.0;
+    std::memcpy(&l, &all[3 * r + 2], sizeof l);
+    sum += l;
+  }
+  out.fingerprint = fingerprint;
+  out.mean_loss = sum / double(K);
+  const auto bad = mismatching_ranks(prints);
+  if (!bad.empty()) {
+    std::string ranks;
+    for (int r : bad) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    throw CollectiveError("ranks disagree on the global parameters after outer sync " +
+                          std::to_string(syncs_done) + ": rank(s) " + ranks +
+                          " differ from the others (every rank must run the same config, data "
+                          "and code)");
+  }
+  return out;
 }
 
 // The model-sync collectives (not the small host ones) of this rank's communicators.
@@ -283,6 +324,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
 
   if (!is_root) spdlog::set_level(spdlog::level::warn);
   for (const std::string& line : runtime.describe()) spdlog::info("{}", line);
+  if (topo.num_replicas > 1)
+    spdlog::info(
+        "step lines show replica 0's loss (replicas talk only at outer syncs); the mean over "
+        "the {} replicas follows at each sync; a stop request takes effect at the next sync",
+        topo.num_replicas);
   spdlog::info("loco: {} | {} | backend {} | {} parameters | {} worker(s){} | {}", config.name,
                dc.method, backend->name(), model.num_params(), topo.world_size,
                dc.method == "diloco" ? fmt::format(" as {} replica(s) of {}, H = {}",
@@ -340,20 +386,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // The metrics record of a completed sync. θ_global must then be bitwise identical on every
   // rank; θ_local is not compared: after a merge it legitimately differs between replicas
   // (after a blocking sync it is a copy of θ_global). started_step < 0: a blocking sync.
+  // (θ_global's agreement across ranks is checked at the sync point, below.)
   auto outer_record = [&](double delta_norm, int started_step, int step_done) {
-    const uint64_t global_hash = hash_params(*backend, outer->global_params());
-    require_agreement(
-        world, global_hash,
-        "the global parameters after outer sync " + std::to_string(outer->syncs_done()));
     const CommStats now = model_traffic(topo);
     // Which fragment synced: its index, or "all" for the final sync of every fragment.
     const int frag = outer->last_fragment();
     nlohmann::json rec = {{"outer_step", outer->syncs_done()},
                           {"fragment", frag >= 0 ? nlohmann::json(frag) : nlohmann::json("all")},
                           {"sync_sent_bytes", outer->last_sync_sent_bytes()},
-                          // Backend::fingerprint of θ_global, equal on every rank (checked
-                          // just above; a mismatch stops the run).
-                          {"global_fingerprint", fmt::format("{:016x}", global_hash)},
                           {"pseudo_grad_norm", delta_norm},
                           {"compression", outer->last_stats().to_json()},
                           {"comm", (now - traffic_at_last_sync).to_json()},
@@ -368,6 +408,19 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     traffic_at_last_sync = now;
     return rec;
   };
+  // Between outer syncs the replicas share nothing: inner steps talk only inside their replica
+  // (DDP's gradient all-reduce, the replica's mean loss and stop flag). What the replicas must
+  // agree on travels with the syncs: at each sync point (a completed outer sync, or a
+  // checkpoint) one small exchange over every rank carries θ_global's fingerprint, the stop
+  // flags and each replica's loss. A stop request therefore takes effect at the next sync
+  // point: within H inner steps (H/p with fragments), or the checkpoint interval if shorter.
+  const bool several_replicas = topo.num_replicas > 1;
+  bool stop_pending = false;  // asked inside this replica, not yet agreed across replicas
+  // Traffic over communicators that span replicas, from the first to the last step.
+  auto cross_replica_traffic = [&] {
+    return several_replicas ? world.stats() + topo.cross->stats() : CommStats{};
+  };
+  const CommStats cross_replica_at_start = cross_replica_traffic();
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
     backend->zero(model.grads());
@@ -394,15 +447,15 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                    step + 1, bad_grad);
 
     const bool last = step + 1 == tc.steps;
-    // One small host collective per step: the mean loss and whether any rank was asked to
-    // stop, so that every rank stops after the same step.
+    // Inside the replica, every step: its mean loss, and whether any of its ranks was asked to
+    // stop. With one replica (DDP included) that is every rank, so the stop is agreed at once.
     std::vector<double> shared{loss, stop_requested() ? 1.0 : 0.0};
-    world.all_reduce_host(shared, ReduceOp::Sum);
-    loss = shared[0] / topo.world_size;
-    const bool stopping = shared[1] > 0 && !last;
+    if (topo.replica->size() > 1) topo.replica->all_reduce_host(shared, ReduceOp::Sum);
+    loss = shared[0] / topo.replica_size;
+    stop_pending = stop_pending || shared[1] > 0;
+    bool stopping = !several_replicas && stop_pending && !last;
 
-    const bool checkpoint_due =
-        ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping);
+    bool checkpoint_due = ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping);
     std::vector<nlohmann::json> outer_records;
     if (outer) {
       outer->poll();
@@ -429,12 +482,35 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
         overlap_started_step = step + 1;
       }
     }
+
+    // The sync point: one exchange over every rank (see above the loop).
+    double replicas_mean_loss = loss;
+    if (!outer_records.empty() || (checkpoint_due && several_replicas)) {
+      const SyncPoint agreed = agree_at_sync_point(
+          world, outer ? hash_params(*backend, outer->global_params()) : 0, stop_pending, loss,
+          outer ? outer->syncs_done() : 0);
+      replicas_mean_loss = agreed.mean_loss;
+      result.sync_mean_losses.push_back(agreed.mean_loss);
+      if (!outer_records.empty()) {
+        outer_records.back()["global_fingerprint"] = fmt::format("{:016x}", agreed.fingerprint);
+        outer_records.back()["replicas_mean_loss"] = agreed.mean_loss;
+      }
+      if (several_replicas && agreed.stop && !last && !stopping) {
+        stopping = true;
+        // A checkpoint never holds a sync in flight (resume stays exact): complete it now.
+        if (outer && outer->in_flight()) {
+          const double norm = outer->finish(model.params());
+          outer_records.push_back(outer_record(norm, overlap_started_step, step + 1));
+        }
+        checkpoint_due = ckpt_every > 0;
+      }
+    }
     model.params_changed();
     const double step_seconds = seconds_since(t_step);
 
     result.steps_done = step + 1;
     result.tokens += tokens_per_step;
-    result.final_train_loss = loss;
+    result.final_train_loss = replicas_mean_loss;
     result.step_losses.push_back(loss);
     if (!std::isfinite(loss)) {
       const std::string what = "loss is " + std::to_string(loss) + " at step " +
@@ -466,13 +542,19 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                                {"comm_sent_bytes", model_traffic(topo).total().sent_bytes}};
       // One sync per step, except at the end of an overlapped run: the in-flight sync
       // completes ("outer_earlier"), then the final blocking one ("outer").
+      if (several_replicas && !outer_records.empty())
+        record["replicas_mean_loss"] = replicas_mean_loss;
       if (!outer_records.empty()) record["outer"] = outer_records.back();
       if (outer_records.size() > 1) record["outer_earlier"] = outer_records.front();
       metrics->write(record);
     }
-    if ((step + 1) % tc.log_interval == 0 || last)
-      spdlog::info("{}", progress.line(step + 1, loss, lr, gn.norm, step_seconds,
-                                       seconds_since(t_loop)));
+    // With several replicas the line's loss is replica 0's (this rank's); at a sync the mean
+    // over the replicas follows.
+    const bool sync_line = several_replicas && !outer_records.empty();
+    if ((step + 1) % tc.log_interval == 0 || last || sync_line)
+      spdlog::info("{}{}",
+                   progress.line(step + 1, loss, lr, gn.norm, step_seconds, seconds_since(t_loop)),
+                   sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
     if (checkpoint_due) checkpoint_now(step + 1, loss);
     if (stopping) {
       spdlog::warn("stop requested: stopped after step {}", step + 1);
@@ -481,6 +563,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     }
   }
 
+  const CommStats cross_replica = cross_replica_traffic() - cross_replica_at_start;
   // Communication report: per worker, max over ranks (ring figures are equal on every rank
   // of a group, but replicas of different sizes could differ).
   CommStats traffic = model_traffic(topo);
@@ -508,7 +591,23 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // bytes (the peak bandwidth), next to the total.
   if (outer) comm["fragments"] = outer->fragments_json();
   // A simulated link: say so next to the figures, so nobody takes them for a real network's.
-  if (link) comm["link"] = link->to_json();
+  if (link) {
+    comm["link"] = link->to_json();
+    if (runtime.world_link)
+      comm["link"]["simulated_seconds"] =
+          link->simulated_seconds() + runtime.world_link->simulated_seconds();
+  }
+  // Every collective (model or host) over a communicator spanning more than one replica,
+  // between the first and the last step: what crosses the slow links.
+  const CommCounters xr = cross_replica.total();
+  comm["cross_replica"] = {
+      {"calls", xr.calls},
+      {"bytes", xr.sent_bytes},
+      {"seconds", xr.seconds},
+      {"by_kind", cross_replica.to_json()},
+      {"note",
+       "collectives over communicators that span replicas (the world and the outer-sync "
+       "group; none with one replica), first to last step, this rank; bytes = sent"}};
 
   result.params_hash = hash_params(*backend, model.params());
   result.final_val_loss = last_val;

@@ -17,11 +17,15 @@ struct Runtime;
 struct TrainResult {
   int steps_done = 0;
   long long tokens = 0;
-  double final_train_loss = 0.0;
+  double final_train_loss = 0.0;  // at the last step, mean over the replicas
   double final_val_loss = -1.0;  // < 0 when there is no validation data
   double wall_seconds = 0.0;
   bool stopped_early = false;
-  std::vector<double> step_losses;  // mean over all ranks, one per step
+  // One per step: the mean over this rank's replica (over every rank with DDP).
+  std::vector<double> step_losses;
+  // One per sync point (each outer sync, and checkpoints with several replicas): the mean over
+  // every rank of its replica's loss at that step.
+  std::vector<double> sync_mean_losses;
   uint64_t params_hash = 0;         // of this rank's final parameters
   nlohmann::json summary;           // what summary.json holds ("comm" included)
 };
