@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -180,7 +182,18 @@ int main(int argc, char** argv) {
     if (*export_hf.sub) return export_hf.run();
     if (*eval.sub) return eval.run();
     world = loco::make_mpi_world(/*timeout_s=*/120.0);
-    if (*train) return run_train(train_args, *world);
+    if (*train) {
+      const int code = run_train(train_args, *world);
+      // Stopped by SIGTERM/SIGINT: under mpirun that means the launcher is tearing the job
+      // down and would not answer MPI_Finalize (the ranks would hang there until its
+      // SIGKILL, losing the exit code). Everything is written; leave without finalizing.
+      if (loco::stop_signal() == SIGTERM || loco::stop_signal() == SIGINT) {
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::_Exit(code);
+      }
+      return code;
+    }
   } catch (const std::exception& e) {
     const bool multi_rank = world && world->size() > 1;
     const std::string where = multi_rank ? fmt::format("rank {}: ", world->rank()) : "";

@@ -90,8 +90,16 @@ RunDirectory::RunDirectory(std::string dir, std::string checkpoint_root, bool re
   }
 
   if (resuming || existing_ == ExistingRun::Overwrite) return;
-  const auto previous = previous_run_files(dir_, checkpoint_root_);
+  std::vector<std::string> previous;
+  try {
+    previous = previous_run_files(dir_, checkpoint_root_);
+  } catch (...) {
+    ::close(lock_fd_);  // a constructor that throws runs no destructor
+    throw;
+  }
   if (previous.empty()) return;
+  ::close(lock_fd_);
+  lock_fd_ = -1;
   std::string list;
   for (size_t i = 0; i < previous.size() && i < 5; ++i) list += (i ? ", " : "") + previous[i];
   if (previous.size() > 5) list += ", ...";

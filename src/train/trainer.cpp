@@ -633,6 +633,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                    z["wire_bits_per_kept_element"].get<double>());
     }
   }
+  // No rank leaves before rank 0 has written summary.json: a launcher may kill the job as
+  // soon as one rank exits with a non-zero code (a stop by a signal).
+  world.barrier();
   return result;
 }
 
