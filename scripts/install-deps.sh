@@ -13,6 +13,7 @@ packages=(
   libxxhash-dev                        # tests cross-check our XXH64 (checkpoint checksums)
   bible-kjv                            # the corpus's source (data/ already holds the text)
   gnuplot-nox                          # plots in scripts/compare.sh
+  iproute2 procps                      # scripts/netns-cluster.sh (ip, tc) and its test (pgrep)
 )
 if [[ "${LOCO_WITH_TORCH:-0}" == 1 ]]; then
   packages+=(python3-torch)            # only for scripts/bench-cpu.sh's PyTorch reference

@@ -19,6 +19,7 @@
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
+#include "loco/runtime/runtime.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/init_from.hpp"
 #include "loco/train/memory_plan.hpp"
@@ -170,8 +171,15 @@ void restore_f32(const Checkpoint& c, const std::string& name, Backend& backend,
 
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
                   const std::string& resume, ExistingRun existing) {
+  Runtime runtime = make_runtime(config, world);
+  return train(config, run_dir, runtime, resume, existing);
+}
+
+TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
+                  const std::string& resume, ExistingRun existing) {
   const auto& tc = config.training;
   const auto& dc = config.distributed;
+  Communicator& world = *runtime.world;
   const bool is_root = world.rank() == 0;
   const auto t_start = Clock::now();
 
@@ -192,17 +200,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     fail_together(world, error, "cannot start");
   }
 
-  Topology topo = make_topology(dc, world);
-  // A simulated slow link for the outer syncs only: the replica (DDP) group stays the fast
-  // intra-node link. Wrapped before OuterSync takes the communicator.
-  const SimulatedLinkCommunicator* link = nullptr;
-  if (dc.link.enabled()) {
-    auto wrapped = std::make_unique<SimulatedLinkCommunicator>(
-        std::move(topo.cross), LinkModel{dc.link.bandwidth_mbps, dc.link.latency_ms});
-    link = wrapped.get();
-    topo.cross = std::move(wrapped);
-  }
-  auto backend = make_backend(config.backend);
+  // What the composition root built: the backend on this rank's device, the replica (DDP)
+  // and cross (outer-sync) groups, the simulated link (if any) around the cross group.
+  Topology& topo = runtime.topo;
+  std::unique_ptr<Backend>& backend = runtime.backend;
+  const SimulatedLinkCommunicator* link = runtime.link;
   // Before allocating: a config that asks for more memory than there is stops here, naming
   // the keys (activations live on the device with CUDA; the token buffers on the host).
   check_memory_plan("this run",
@@ -367,6 +369,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   }
 
   if (!is_root) spdlog::set_level(spdlog::level::warn);
+  for (const std::string& line : runtime.describe()) spdlog::info("{}", line);
   spdlog::info("loco: {} | {} | backend {} | {} parameters | {} worker(s){} | {}", config.name,
                dc.method, backend->name(), model.num_params(), topo.world_size,
                dc.method == "diloco" ? fmt::format(" as {} replica(s) of {}, H = {}",
@@ -617,7 +620,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                     {"final_val_loss", last_val >= 0 ? nlohmann::json(last_val) : nullptr},
                     {"wall_time_s", result.wall_seconds},
                     {"tokens_per_s", result.tokens / std::max(seconds_since(t_loop), 1e-9)},
-                    {"comm", comm}};
+                    {"comm", comm},
+                    {"launch", runtime.launch_json()}};
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");

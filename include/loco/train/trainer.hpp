@@ -3,16 +3,17 @@
 // lines and a summary.json in the run directory.
 #pragma once
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/config/config.hpp"
 #include "loco/dist/communicator.hpp"
 #include "loco/train/run_dir.hpp"
 
 namespace loco {
+
+struct Runtime;
 
 struct TrainResult {
   int steps_done = 0;
@@ -45,6 +46,12 @@ struct TrainResult {
 // training data or seq_len than the checkpoint's is refused unless data.on_resume_change is
 // "restart". A checkpoint at training.steps means there is nothing to do: nothing is written
 // and the result says so (nothing_to_do).
+//
+// The backend, its device and the communicators come from the composition root
+// (loco/runtime/runtime.hpp); the first form builds them from `config` over `world`.
+TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
+                  const std::string& resume = "",
+                  ExistingRun existing = ExistingRun::Refuse);
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
                   const std::string& resume = "", ExistingRun existing = ExistingRun::Refuse);
 
