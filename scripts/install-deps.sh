@@ -14,6 +14,7 @@ packages=(
   bible-kjv                            # the corpus's source (data/ already holds the text)
   gnuplot-nox                          # plots in scripts/compare.sh
   iproute2 procps                      # scripts/netns-cluster.sh (ip, tc) and its test (pgrep)
+  python3                              # the emulator's kernel rewrite and test checks
 )
 if [[ "${LOCO_WITH_TORCH:-0}" == 1 ]]; then
   packages+=(python3-torch)            # only for scripts/bench-cpu.sh's PyTorch reference

@@ -117,7 +117,10 @@ Runtime make_runtime(const Config& config, Communicator& world) {
     throw CollectiveError(
         "distributed.outer.transport = \"nccl\" needs the CUDA backend (backend \"" +
         config.backend + "\" resolved to \"cpu\"): use \"mpi\" or \"auto\"");
-  const bool nccl_cross = cuda && transport == "nccl" && layout.num_replicas > 1;
+  // The outer sync goes over NCCL whenever asked, even within one replica (a single-GPU
+  // DiLoCo run then runs exactly the multi-GPU code path); a replica group of one rank never
+  // communicates and gets no communicator of its own.
+  const bool nccl_cross = cuda && transport == "nccl" && dc.method == "diloco";
 
   // This rank's device, then every rank's facts, so that every check below is made on the
   // same data on every rank.
@@ -205,11 +208,12 @@ Runtime make_runtime(const Config& config, Communicator& world) {
   std::unique_ptr<Communicator> cross = world.split(layout.rank_in_replica, layout.replica_index);
 
   rt.replica_transport = layout.replica_size == 1 ? "none" : "mpi";
-  rt.outer_transport = layout.num_replicas == 1 ? "none" : "mpi";
+  rt.outer_transport = dc.method != "diloco" || layout.num_replicas == 1 ? "none" : "mpi";
+  if (nccl_cross) rt.outer_transport = "nccl";
   if (cuda) {
 #ifdef LOCO_HAVE_CUDA
-    // NCCL where the group has peers; a group of one needs no transport, but its buffers are
-    // device memory, so it is staged like the MPI path (it never moves a byte).
+    // A replica group of one needs no transport, but its buffers are device memory, so it is
+    // staged like the MPI path (it never moves a byte).
     if (nccl_replica) {
       replica = make_nccl_communicator(std::move(replica), device, dc.timeout_s, compute_stream);
       rt.replica_transport = "nccl";
@@ -219,7 +223,6 @@ Runtime make_runtime(const Config& config, Communicator& world) {
     if (nccl_cross) {
       // Its own stream: a started (overlapped) sync runs beside the inner steps' kernels.
       cross = make_nccl_communicator(std::move(cross), device, dc.timeout_s, nullptr);
-      rt.outer_transport = "nccl";
     } else {
       cross = make_host_staged_communicator(std::move(cross), *rt.backend);
       if (layout.num_replicas > 1) rt.outer_transport = "mpi, staged through host memory";

@@ -429,8 +429,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // rank; θ_local is not compared: after a merge it legitimately differs between replicas
   // (after a blocking sync it is a copy of θ_global). started_step < 0: a blocking sync.
   auto outer_record = [&](double delta_norm, int started_step, int step_done) {
+    const uint64_t global_hash = hash_params(*backend, outer->global_params());
     require_agreement(
-        world, hash_params(*backend, outer->global_params()),
+        world, global_hash,
         "the global parameters after outer sync " + std::to_string(outer->syncs_done()));
     const CommStats now = model_traffic(topo);
     // Which fragment synced: its index, or "all" for the final sync of every fragment.
@@ -438,6 +439,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     nlohmann::json rec = {{"outer_step", outer->syncs_done()},
                           {"fragment", frag >= 0 ? nlohmann::json(frag) : nlohmann::json("all")},
                           {"sync_sent_bytes", outer->last_sync_sent_bytes()},
+                          // Backend::fingerprint of θ_global, equal on every rank (checked
+                          // just above; a mismatch stops the run).
+                          {"global_fingerprint", fmt::format("{:016x}", global_hash)},
                           {"pseudo_grad_norm", delta_norm},
                           {"compression", outer->last_stats().to_json()},
                           {"comm", (now - traffic_at_last_sync).to_json()},

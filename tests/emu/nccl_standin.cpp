@@ -213,7 +213,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* out, int nranks, ncclUniqueId id
 
   // members[r] = NCCL rank r; the creator collects and answers. Message: an int flag
   // (0 ok, else the two clashing NCCL ranks follow) and the members.
-  std::vector<Member> members(size_t(nranks));
+  std::vector<Member> members(static_cast<size_t>(nranks));
   std::vector<int> verdict(3, 0);
   if (world_rank == f.creator) {
     members[size_t(rank)] = me;
@@ -247,7 +247,7 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* out, int nranks, ncclUniqueId id
 
   MPI_Group world_group = MPI_GROUP_NULL, group = MPI_GROUP_NULL;
   MPI_Comm_group(MPI_COMM_WORLD, &world_group);
-  std::vector<int> ranks(size_t(nranks));
+  std::vector<int> ranks(static_cast<size_t>(nranks));
   for (int i = 0; i < nranks; ++i) ranks[size_t(i)] = members[size_t(i)].world_rank;
   MPI_Group_incl(world_group, nranks, ranks.data(), &group);
   auto* comm = new ncclComm;

@@ -10,8 +10,9 @@
 //    node with enough GPUs); the replica (DDP) group over NCCL on device memory, on the
 //    backend's stream; the cross (outer-sync) group over NCCL on its own stream
 //    (distributed.outer.transport "nccl", the default on CUDA) or over MPI with the device
-//    buffers staged through page-locked host memory ("mpi"). A group of one rank sends
-//    nothing and gets no NCCL communicator. With outer.transport "mpi" and replica_size 1 no
+//    buffers staged through page-locked host memory ("mpi"). A replica group of one rank
+//    sends nothing and gets no NCCL communicator (the outer sync uses NCCL even with one
+//    replica, so one GPU runs the multi-GPU code path). With outer.transport "mpi" and replica_size 1 no
 //    NCCL communicator exists at all, so ranks may share a GPU (the start-up line says so);
 //    any layout that would put two ranks of one NCCL communicator on the same GPU is refused
 //    before anything is built, on every rank with the same message.
