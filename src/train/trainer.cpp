@@ -22,7 +22,13 @@
 #include "loco/optim/schedule.hpp"
 #include "loco/runtime/runtime.hpp"
 #include "loco/train/comm_report.hpp"
+#include "loco/train/init_from.hpp"
+#include "loco/train/memory_plan.hpp"
+#include "loco/train/metrics_log.hpp"
 #include "loco/train/progress.hpp"
+#include "loco/train/resume_checks.hpp"
+#include "loco/train/run_dir.hpp"
+#include "loco/train/startup_checks.hpp"
 #include "loco/train/stop_signal.hpp"
 
 namespace loco {
@@ -46,20 +52,6 @@ double evaluate(LlamaModel& model, TokenStream& val, int batches, int B, int T) 
   }
   return sum / batches;
 }
-
-class MetricsLog {
- public:
-  explicit MetricsLog(const std::string& path) : out_(path, std::ios::app) {
-    if (!out_) throw Error("cannot open " + path + " for writing");
-  }
-  void write(const nlohmann::json& record) {
-    out_ << record.dump() << '\n';
-    out_.flush();
-  }
-
- private:
-  std::ofstream out_;
-};
 
 // Name of the first parameter tensor whose slice of `buffer` (grads or params layout) holds a
 // NaN or inf, or "" when all are finite.
@@ -162,9 +154,8 @@ std::vector<float> download_f32(Backend& backend, Buf b) {
 void save_checkpoint(const Config& config, const std::string& root, Communicator& world,
                      Backend& backend, LlamaModel& model, InnerOptimizer& optimizer,
                      const OuterSync* outer, const TokenStream& train_stream, double loss,
-                     int64_t step, const CommStats& traffic) {
-  std::vector<double> bad{(std::isfinite(loss) && backend.all_finite(model.params())) ? 0.0
-                                                                                        : 1.0};
+                     int64_t step, const CommStats& traffic, int64_t skipped_steps) {
+  std::vector<double> bad{(std::isfinite(loss) && backend.all_finite(model.params())) ? 0.0 : 1.0};
   world.all_reduce_host(bad, ReduceOp::Sum);
   if (bad[0] > 0) {
     spdlog::warn("checkpoint at step {} skipped: non-finite parameters or loss", step);
@@ -187,6 +178,8 @@ void save_checkpoint(const Config& config, const std::string& root, Communicator
   meta["optimizer_steps_taken"] = optimizer.steps_taken();
   meta["optimizer_state"] = opt_names;
   meta["data_position"] = {{"epoch", pos.epoch}, {"cursor", pos.cursor}};
+  meta[kDataHashKey] = train_stream.tokens_hash() ^ train_stream.total_tokens();
+  meta["skipped_steps"] = skipped_steps;
   meta["comm_cumulative"] = traffic.to_json();  // informational
   if (outer) {
     keep.push_back(download_f32(backend, outer->global_params()));
@@ -218,26 +211,61 @@ void restore_f32(const Checkpoint& c, const std::string& name, Backend& backend,
 }  // namespace
 
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
-                  const std::string& resume) {
+                  const std::string& resume, ExistingRun existing) {
   Runtime runtime = make_runtime(config, world);
-  return train(config, run_dir, runtime, resume);
+  return train(config, run_dir, runtime, resume, existing);
 }
 
 TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
-                  const std::string& resume) {
+                  const std::string& resume, ExistingRun existing) {
   const auto& tc = config.training;
   const auto& dc = config.distributed;
   Communicator& world = *runtime.world;
   const bool is_root = world.rank() == 0;
   const auto t_start = Clock::now();
 
+  // The run directory first: every rank writes into the same one, and rank 0 holds it (a
+  // second run into it, or a fresh start over a finished run, is refused before any work).
+  const std::string ckpt_root = checkpoint_root(run_dir, config.checkpoint.dir);
+  require_same_run_directory(world, run_dir, ckpt_root);
+  std::optional<RunDirectory> run_files;
+  {
+    std::string error;
+    if (is_root) {
+      try {
+        run_files.emplace(run_dir, ckpt_root, !resume.empty(), existing);
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    }
+    fail_together(world, error, "cannot start");
+  }
+
   // What the composition root built: the backend on this rank's device, the replica (DDP)
   // and cross (outer-sync) groups, the simulated link (if any) around the cross group.
   Topology& topo = runtime.topo;
   std::unique_ptr<Backend>& backend = runtime.backend;
   const SimulatedLinkCommunicator* link = runtime.link;
+  // Before allocating: a config that asks for more memory than there is stops here, naming
+  // the keys (activations live on the device with CUDA; the token buffers on the host).
+  check_memory_plan("this run",
+                    plan_training_memory(config, topo.replica_size,
+                                         static_cast<int>(dtype_size(backend->activation_dtype()))),
+                    config.model, static_cast<uint64_t>(tc.micro_batch),
+                    static_cast<uint64_t>(tc.seq_len), "training.micro_batch", "training.seq_len",
+                    backend->name() == "cpu", usable_host_memory());
   LlamaModel model(config.model, *backend);
   model.init_weights(config.training.seed);
+  // model.init_from: the starting weights (a resumed run takes them from its checkpoint).
+  if (!config.model.init_from.empty() && resume.empty()) {
+    const InitialWeights w = load_initial_weights(config.model, config.model.init_from);
+    backend->upload(model.params(), w.params.data());
+    model.params_changed();
+    if (is_root) {
+      spdlog::info("model.init_from: weights from {}; optimizer state fresh", w.description);
+      for (const auto& note : w.notes) spdlog::warn("model.init_from: {}", note);
+    }
+  }
   auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), *backend);
 
   // Data: one stream per replica; the replica's ranks split each batch of R·B sequences, so
@@ -260,7 +288,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   shared_config.erase("output");
   shared_config["data"].erase("train");
   shared_config["data"].erase("val");
-  require_agreement(world, hash_string(shared_config.dump()), "the resolved config");
+  require_same_config(world, shared_config);
   require_agreement(world, train_stream.tokens_hash() ^ train_stream.total_tokens(),
                     "the training data (token content)");
   require_agreement(world, hash_params(*backend, model.params()), "the initial parameters");
@@ -272,43 +300,64 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
 
   // Resume: every rank reads its own file (after the start-up checks above, which compare
   // the freshly initialised parameters).
-  const std::string ckpt_root = checkpoint_root(run_dir, config.checkpoint.dir);
   int start_step = 0;
+  int skipped_before = 0;    // skipped steps before the checkpoint
+  std::string resumed_from;  // the step directory
+  std::string data_change;   // what changed in the training data ("" = nothing)
   if (!resume.empty()) {
     std::string resume_error;
     try {
-    const std::string step_dir = resolve_resume(resume, ckpt_root);
-    const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
-    validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
-                        c.path());
-    try {
-      const auto& m = c.meta();
-      start_step = m.at("step").get<int>();
-      restore_f32(c, kParamsTensor, *backend, model.params());
-      for (auto& [name, buf] : optimizer->state()) restore_f32(c, name, *backend, buf);
-      optimizer->set_steps_taken(m.at("optimizer_steps_taken").get<int64_t>());
-      train_stream.restore(StreamPosition{m.at("data_position").at("epoch").get<uint64_t>(),
-                                          m.at("data_position").at("cursor").get<uint64_t>()});
-      if (outer) {
-        restore_f32(c, "outer.global", *backend, outer->global_params());
-        restore_f32(c, "outer.momentum", *backend, outer->momentum());
-        outer->set_syncs_done(m.at("outer_syncs_done").get<int>());
-        if (m.contains("outer_fragment_syncs"))
-          outer->set_fragment_syncs(m.at("outer_fragment_syncs").get<std::vector<int>>());
-        if (!outer->error_feedback().empty() || c.has("outer.error_feedback")) {
-          const auto& e = c.tensor("outer.error_feedback").f32();
-          outer->restore_error_feedback(std::vector<float>(e.begin(), e.end()));
+      const auto t_read = Clock::now();
+      const std::string step_dir = resolve_resume(resume, ckpt_root);
+      resumed_from = step_dir;
+      const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
+      validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
+                          c.path());
+      data_change = training_data_change(c.meta(), config,
+                                         train_stream.tokens_hash() ^ train_stream.total_tokens());
+      if (!data_change.empty() && config.data.on_resume_change != "restart")
+        throw Error(c.path() + ": the training data changed since the checkpoint (" + data_change +
+                    "); its data position means nothing for other data. To continue training "
+                    "these weights on the new data from its beginning, set "
+                    "data.on_resume_change = \"restart\"");
+      try {
+        const auto& m = c.meta();
+        start_step = m.at("step").get<int>();
+        if (m.contains("skipped_steps")) skipped_before = m.at("skipped_steps").get<int>();
+        restore_f32(c, kParamsTensor, *backend, model.params());
+        for (auto& [name, buf] : optimizer->state()) restore_f32(c, name, *backend, buf);
+        optimizer->set_steps_taken(m.at("optimizer_steps_taken").get<int64_t>());
+        if (data_change.empty())
+          train_stream.restore(StreamPosition{m.at("data_position").at("epoch").get<uint64_t>(),
+                                              m.at("data_position").at("cursor").get<uint64_t>()});
+        if (outer) {
+          restore_f32(c, "outer.global", *backend, outer->global_params());
+          restore_f32(c, "outer.momentum", *backend, outer->momentum());
+          outer->set_syncs_done(m.at("outer_syncs_done").get<int>());
+          if (m.contains("outer_fragment_syncs"))
+            outer->set_fragment_syncs(m.at("outer_fragment_syncs").get<std::vector<int>>());
+          if (!outer->error_feedback().empty() || c.has("outer.error_feedback")) {
+            const auto& e = c.tensor("outer.error_feedback").f32();
+            outer->restore_error_feedback(std::vector<float>(e.begin(), e.end()));
+          }
         }
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(c.path() + ": malformed checkpoint metadata: " + e.what());
       }
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(c.path() + ": malformed checkpoint metadata: " + e.what());
-    }
-    if (start_step < 0 || start_step > tc.steps)
-      throw Error(c.path() + ": checkpoint step " + std::to_string(start_step) +
-                  " is outside this run's training.steps = " + std::to_string(tc.steps));
-    model.params_changed();
-    if (is_root)
-      spdlog::info("resuming from {} at step {}", step_dir, start_step);
+      if (start_step < 0 || start_step > tc.steps)
+        throw Error(c.path() + ": checkpoint step " + std::to_string(start_step) +
+                    " is outside this run's training.steps = " + std::to_string(tc.steps));
+      model.params_changed();
+      // Reading is faster than writing (which fsyncs); twice the read time is the estimate of
+      // a checkpoint write until one is measured.
+      stop_note_checkpoint(start_step, 2.0 * seconds_since(t_read));
+      if (is_root && start_step < tc.steps)
+        spdlog::info("resuming from {} at step {}", step_dir, start_step);
+      if (is_root && !data_change.empty() && start_step < tc.steps)
+        spdlog::warn(
+            "resume: the training data changed since the checkpoint ({}): reading the "
+            "new data from its beginning (data.on_resume_change = \"restart\")",
+            data_change);
     } catch (const std::exception& e) {
       resume_error = e.what();
     }
@@ -320,6 +369,44 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     const auto steps = world.all_gather_host(static_cast<uint64_t>(start_step));
     if (!mismatching_ranks(steps).empty())
       throw Error("cannot resume: the ranks' checkpoints are of different steps");
+    // A finished run: nothing to train, and nothing in the run directory changes.
+    if (start_step == tc.steps) {
+      if (is_root)
+        spdlog::info(
+            "nothing to do: {} is at step {} = training.steps; the run is complete "
+            "(raise training.steps to train further)",
+            resumed_from, start_step);
+      TrainResult done;
+      done.nothing_to_do = true;
+      done.steps_done = start_step;
+      return done;
+    }
+  }
+
+  // Every rank passed its start-up checks: only now does the run directory change (an
+  // overwritten run's files go, config.json is written, metrics.jsonl continues).
+  std::optional<MetricsLog> metrics;
+  {
+    std::string error;
+    if (is_root) {
+      try {
+        run_files->begin(config);
+        size_t dropped = 0;
+        if (!resume.empty())
+          dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
+        metrics.emplace(run_dir + "/metrics.jsonl");
+        if (!resume.empty())
+          metrics->write({{"step", start_step},
+                          {"resume",
+                           {{"from", resumed_from},
+                            {"dropped_records", dropped},
+                            {"data", data_change.empty() ? "continued" : "restarted"},
+                            {"data_change", data_change}}}});
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    }
+    fail_together(world, error, "cannot start");
   }
 
   if (!is_root) spdlog::set_level(spdlog::level::warn);
@@ -360,23 +447,24 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                  z.quantizer, z.index_coding, z.aggregation);
   }
 
-  std::optional<MetricsLog> metrics;
-  if (is_root) metrics.emplace(run_dir + "/metrics.jsonl");
-  const long long tokens_per_step =
-      static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
+  const long long tokens_per_step = static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
   std::vector<int32_t> inputs(static_cast<size_t>(R) * B * T), targets(inputs.size());
   const size_t my_offset = static_cast<size_t>(topo.rank_in_replica) * B * T;
 
   TrainResult result;
   result.steps_done = start_step;
+  result.skipped_steps = skipped_before;
   result.tokens = static_cast<long long>(start_step) * tokens_per_step;
   const int ckpt_every = config.checkpoint.interval;
   int64_t last_checkpoint = resume.empty() ? -1 : start_step;
   auto checkpoint_now = [&](int64_t step, double loss) {
     if (last_checkpoint == step) return;
+    const auto t_ckpt = Clock::now();
     save_checkpoint(config, ckpt_root, world, *backend, model, *optimizer,
-                    outer ? &*outer : nullptr, train_stream, loss, step, model_traffic(topo));
+                    outer ? &*outer : nullptr, train_stream, loss, step, model_traffic(topo),
+                    result.skipped_steps);
     last_checkpoint = step;
+    stop_note_checkpoint(step, seconds_since(t_ckpt));
   };
   ProgressPrinter progress(tc.steps, tokens_per_step);
   const auto t_loop = Clock::now();
@@ -421,8 +509,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     return several_replicas ? world.stats() + topo.cross->stats() : CommStats{};
   };
   const CommStats cross_replica_at_start = cross_replica_traffic();
+  stop_note_loop_started(ckpt_every > 0, world.rank());
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
+    stop_note_step_started(step);
     backend->zero(model.grads());
     double loss = 0.0;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
@@ -440,11 +530,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (!bad_grad.empty() && tc.nan_policy == "stop")
       throw Error("non-finite gradient in " + bad_grad + " at step " + std::to_string(step + 1) +
                   " (training.nan_policy = \"stop\"; \"skip\" drops such steps)");
-    if (bad_grad.empty())
+    if (bad_grad.empty()) {
       optimizer->step(model.params(), model.grads(), lr, gn.clip_scale);
-    else
+    } else {
+      ++result.skipped_steps;
       spdlog::warn("step {}: non-finite gradient in {}: update skipped (training.nan_policy)",
                    step + 1, bad_grad);
+    }
 
     const bool last = step + 1 == tc.steps;
     // Inside the replica, every step: its mean loss, and whether any of its ranks was asked to
@@ -539,7 +631,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                                {"step_seconds", step_seconds},
                                {"tok_per_s", tokens_per_step / std::max(step_seconds, 1e-9)},
                                {"elapsed_s", seconds_since(t_loop)},
-                               {"comm_sent_bytes", model_traffic(topo).total().sent_bytes}};
+                               {"comm_sent_bytes", model_traffic(topo).total().sent_bytes},
+                               {"skipped_steps", result.skipped_steps}};
+      if (!bad_grad.empty()) record["skipped"] = true;
       // One sync per step, except at the end of an overlapped run: the in-flight sync
       // completes ("outer_earlier"), then the final blocking one ("outer").
       if (several_replicas && !outer_records.empty())
@@ -555,6 +649,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       spdlog::info("{}{}",
                    progress.line(step + 1, loss, lr, gn.norm, step_seconds, seconds_since(t_loop)),
                    sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
+    stop_note_step_finished(seconds_since(t_step));
     if (checkpoint_due) checkpoint_now(step + 1, loss);
     if (stopping) {
       spdlog::warn("stop requested: stopped after step {}", step + 1);
@@ -610,6 +705,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
        "group; none with one replica), first to last step, this rank; bytes = sent"}};
 
   result.params_hash = hash_params(*backend, model.params());
+  result.finite = std::isfinite(result.final_train_loss) && backend->all_finite(model.params());
   result.final_val_loss = last_val;
   result.wall_seconds = seconds_since(t_start);
   result.summary = {{"name", config.name},
@@ -620,6 +716,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                     {"steps", result.steps_done},
                     {"steps_planned", tc.steps},
                     {"stopped_early", result.stopped_early},
+                    {"skipped_steps", result.skipped_steps},
+                    {"finite", result.finite},
                     {"tokens", result.tokens},
                     {"final_train_loss", result.final_train_loss},
                     {"final_val_loss", last_val >= 0 ? nlohmann::json(last_val) : nullptr},
@@ -642,6 +740,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                    z["wire_bits_per_kept_element"].get<double>());
     }
   }
+  // No rank leaves before rank 0 has written summary.json: a launcher may kill the job as
+  // soon as one rank exits with a non-zero code (a stop by a signal).
+  world.barrier();
   return result;
 }
 
