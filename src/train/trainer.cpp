@@ -509,6 +509,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     return several_replicas ? world.stats() + topo.cross->stats() : CommStats{};
   };
   const CommStats cross_replica_at_start = cross_replica_traffic();
+  // The small host collectives (loss averages, stop flags, sync points), first to last step:
+  // a rank that arrives early waits in them for its peers, so their time is time blocked.
+  const CommStats control_at_start = host_traffic(topo, world);
   stop_note_loop_started(ckpt_every > 0, world.rank());
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
@@ -659,6 +662,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   }
 
   const CommStats cross_replica = cross_replica_traffic() - cross_replica_at_start;
+  const CommCounters control = (host_traffic(topo, world) - control_at_start).total();
   // Communication report: per worker, max over ranks (ring figures are equal on every rank
   // of a group, but replicas of different sizes could differ).
   CommStats traffic = model_traffic(topo);
@@ -703,6 +707,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       {"note",
        "collectives over communicators that span replicas (the world and the outer-sync "
        "group; none with one replica), first to last step, this rank; bytes = sent"}};
+
+  comm["control"] = {
+      {"calls", control.calls},
+      {"bytes", control.sent_bytes},
+      {"seconds", control.seconds},
+      {"note",
+       "host collectives (loss averages, stop flags, sync-point exchanges) over every "
+       "communicator, first to last step, this rank; seconds include waiting for peers"}};
 
   result.params_hash = hash_params(*backend, model.params());
   result.finite = std::isfinite(result.final_train_loss) && backend->all_finite(model.params());
