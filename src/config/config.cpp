@@ -225,6 +225,7 @@ void fields(V& v, CompressionConfig& c) {
   v.field("index_coding", c.index_coding, one_of({"auto", "rice", "fixed", "bitmap"}));
   v.field("aggregation", c.aggregation, one_of({"mean_selected", "mean_all"}));
   v.field("seed", c.seed);
+  v.field("rules", c.rules, one_of({"loco", "templar"}));
 }
 
 template <class V>

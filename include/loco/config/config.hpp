@@ -119,6 +119,9 @@ struct CompressionConfig {
   std::string index_coding = "auto";      // "auto", "rice", "fixed", "bitmap"
   std::string aggregation = "mean_selected";  // or "mean_all"
   uint64_t seed = 0;                      // random_k: shared by every rank
+  // "loco" (loco/compress/compress.hpp) or "templar": the SparseLoCo reference's k per chunk,
+  // 2-bit level rule and median-norm clipping (loco/compress/templar_rules.hpp).
+  std::string rules = "loco";
 
   // True when the payload is packed and all-gathered; false = the dense all-reduce (error
   // feedback on a dense uncompressed payload is a no-op: nothing is ever left behind).
