@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "loco/core/error.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/optim/schedule.hpp"
 
 namespace loco {
@@ -125,6 +126,16 @@ Rule<std::string> non_empty() {
   return [](const std::string& x) { return x.empty() ? "must not be empty" : std::string(); };
 }
 
+// data.tokenizer: the file itself is checked where paths are resolved (load_config).
+Rule<std::string> byte_or_model_file() {
+  return [](const std::string& x) {
+    const bool model = x.size() > 6 && x.compare(x.size() - 6, 6, ".model") == 0;
+    return x == "byte" || model
+               ? std::string()
+               : "must be \"byte\" or the path of a SentencePiece .model file";
+  };
+}
+
 // ------------------------------------------------------------------ the schema
 
 const std::vector<std::string> kScheduleTypes = {"constant", "linear", "cosine", "wsd", "infinite"};
@@ -149,7 +160,7 @@ template <class V>
 void fields(V& v, DataConfig& d) {
   v.field("train", d.train, non_empty());
   v.field("val", d.val);
-  v.field("tokenizer", d.tokenizer, one_of({"byte"}));
+  v.field("tokenizer", d.tokenizer, byte_or_model_file());
 }
 
 template <class V>
@@ -773,6 +784,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     Config c = config_from_json(j, path);
     c.data.train = resolve_data_path("data.train", c.data.train, path);
     if (!c.data.val.empty()) c.data.val = resolve_data_path("data.val", c.data.val, path);
+    if (c.data.tokenizer != "byte") {
+      c.data.tokenizer = resolve_data_path("data.tokenizer", c.data.tokenizer, path);
+      check_tokenizer_fits(c, path);
+    }
     return c;
   } catch (const json::exception& e) {
     throw Error(path + ": " + e.what());

@@ -13,12 +13,14 @@
 #include "loco/core/files.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/dist/outer_sync.hpp"
 #include "loco/dist/simulated_link.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
+#include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/progress.hpp"
 #include "loco/train/stop_signal.hpp"
@@ -210,6 +212,15 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
       val_stream ? static_cast<int>(std::min<size_t>(
                        tc.eval_batches, val_stream->windows_per_worker() / std::max(1, B)))
                  : 0;
+  // Bits per byte of the validation text (the scored windows are fixed: counted once), and
+  // the tokenizer beside the run, where export-hf and eval find it.
+  const TextTokenizer tokenizer = TextTokenizer::from_spec(config.data.tokenizer);
+  const double val_bytes_per_token =  // 0: unknown (shards of another tokenizer)
+      val_stream && eval_batches > 0
+          ? validation_bytes_per_token(*val_stream, tokenizer, eval_batches, B, T).value_or(0.0)
+          : 0.0;
+  if (is_root && !tokenizer.is_byte())
+    write_file_atomic(run_dir + "/tokenizer.model", tokenizer.model_bytes());
 
   // Start-up consistency: a mismatch stops every rank with the same message.
   // (Paths may differ between nodes; the data is compared by content instead.)
@@ -443,7 +454,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     if (is_root && val_stream && eval_batches > 0 &&
         ((tc.eval_interval > 0 && (step + 1) % tc.eval_interval == 0) || last || stopping)) {
       last_val = evaluate(model, *val_stream, eval_batches, B, T);
-      metrics->write({{"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}});
+      nlohmann::json record = {
+          {"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}};
+      if (val_bytes_per_token > 0) record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+      metrics->write(record);
       spdlog::info("step {:>{}}/{} | val loss {:.4f}", step + 1,
                    std::to_string(tc.steps).size(), tc.steps, last_val);
     }
@@ -521,6 +535,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                     {"tokens_per_s", result.tokens / std::max(seconds_since(t_loop), 1e-9)},
                     {"comm", comm}};
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
+  result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
+                                 {"source", tokenizer.origin()},
+                                 {"vocab_size", tokenizer.vocab_size()}};
+  if (val_bytes_per_token > 0 && last_val >= 0) {
+    result.summary["val_bytes_per_token"] = val_bytes_per_token;
+    result.summary["final_val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+  }
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
     spdlog::info("\n{}", comm_report_table(comm));

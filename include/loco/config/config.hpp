@@ -30,7 +30,9 @@ struct ModelConfig {
 struct DataConfig {
   std::string train = "data/kjv-train.bin";  // shard path or glob
   std::string val = "data/kjv-val.bin";      // shard path or glob; empty = no validation
-  std::string tokenizer = "byte";            // only "byte" for now
+  // "byte", or the path of a SentencePiece .model file (loco/data/text_tokenizer.hpp); a run
+  // copies it to <run dir>/tokenizer.model.
+  std::string tokenizer = "byte";
 };
 
 struct OptimizerConfig {
