@@ -179,7 +179,9 @@ def plan_cells(sweep, out, stage):
         best = best_point(m, points, tune)
         cells += [Cell(sweep, m, best, s, out) for s in sweep["final_seeds"]
                   if s not in sweep["tune_seeds"]]
-    return cells
+    # Seed by seed: an interrupted sweep has every method and point at the same number of seeds.
+    order = {s: i for i, s in enumerate(sweep["tune_seeds"] + sweep["final_seeds"])}
+    return sorted(cells, key=lambda c: order[c.seed])  # stable: methods and points in order
 
 
 def final_val(summary):
