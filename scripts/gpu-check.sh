@@ -9,6 +9,7 @@
 #        BUILD_DIR=dir  build directory (default build-gpu)
 #        BUDGET_S=480   total time budget in seconds
 #        VECTOR_CHECK=0 skip the second GPU test pass with LOCO_VECTOR_KERNELS=1
+#        TRAIN_STEPS=100 steps of each 134M training run (scripts/gpu-train-check.sh)
 # Exit:  0 all passed; 1 configure/build failed; 2 a GPU test failed (or did not run);
 #        3 only CPU unit tests or the benchmark failed.
 set -uo pipefail
@@ -153,6 +154,15 @@ else
     ROWS+=("  unit: $(sed -E 's/.*Test +#[0-9]+: ([^ ]+) .*/\1/' <<<"$line")|FAIL|")
   done < <(grep -E "Test +#[0-9]+: " "$LOGS/ctest-unit.log" | grep -v "Passed")
   fi
+
+  # ---------------------------------------------------------------- training through NCCL
+  # 134M, ~100 steps: 1 rank with the outer sync over real NCCL; 2 ranks sharing the GPU with
+  # outer.transport "mpi" (DiLoCo, SparseLoCo, MuLoCo).
+  : >"$LOGS/train.log"
+  run_step "gpu-train-check.sh (134M, NCCL / shared GPU)" train.log 150 \
+    env BUILD_DIR="$BUILD" bash scripts/gpu-train-check.sh "${TRAIN_STEPS:-100}"
+  ((STEP_RC != 0)) && GPU_FAILED=1
+  tail -n 6 "$LOGS/train.log"
 
   # ---------------------------------------------------------------- benchmark
   if [[ -f scripts/bench-gpu.sh ]]; then

@@ -41,6 +41,11 @@ class OpArgs {
   void require(bool condition, const std::string& what) const {
     if (!condition) throw Error(std::string("cpu backend: ") + op_ + ": " + what);
   }
+  // Host memory only: a device buffer's pointer must never be dereferenced here.
+  void host(Buf buf, const char* arg) const {
+    require(buf.bytes() == 0 || buf.space == MemSpace::Host,
+            std::string(arg) + " is in device memory; the CPU backend works on host buffers");
+  }
   void non_negative(std::initializer_list<int> dims) const {
     for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
   }
@@ -67,6 +72,8 @@ class OpArgs {
     require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
                                      " elements, needs " + std::to_string(needed));
     require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
+    require(needed == 0 || buf.space == MemSpace::Host,
+            std::string(arg) + " is in device memory; the CPU backend works on host buffers");
   }
 
   const char* op_;
@@ -95,14 +102,17 @@ void CpuBackend::release(Buf& buf) {
 }
 
 void CpuBackend::zero(Buf buf) {
+  OpArgs("zero").host(buf, "buf");
   if (buf.bytes() > 0) std::memset(buf.data, 0, buf.bytes());
 }
 
 void CpuBackend::upload(Buf dst, const void* host_src) {
+  OpArgs("upload").host(dst, "dst");
   if (dst.bytes() > 0) std::memcpy(dst.data, host_src, dst.bytes());
 }
 
 void CpuBackend::download(void* host_dst, Buf src) {
+  OpArgs("download").host(src, "src");
   if (src.bytes() > 0) std::memcpy(host_dst, src.data, src.bytes());
 }
 
@@ -111,6 +121,8 @@ void CpuBackend::copy(Buf dst, Buf src) {
   args.require(dst.numel == src.numel, "dst has " + std::to_string(dst.numel) +
                                            " elements but src has " + std::to_string(src.numel));
   if (dst.numel == 0) return;
+  args.host(dst, "dst");
+  args.host(src, "src");
   if (dst.dtype == src.dtype) {
     std::memmove(dst.data, src.data, dst.bytes());
   } else if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {

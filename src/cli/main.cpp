@@ -12,6 +12,7 @@
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
 #include "loco/dist/communicator.hpp"
+#include "loco/runtime/runtime.hpp"
 #include "loco/train/bench.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/trainer.hpp"
@@ -41,10 +42,6 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
       throw loco::Error(args.config_path + ": distributed.replica_size = " +
                         std::to_string(dc.replica_size) + ": must divide the number of ranks (" +
                         std::to_string(world.size()) + ")");
-    std::string why_no_gpu;
-    if (config.backend == "cuda" && !loco::cuda_available(&why_no_gpu))
-      throw loco::Error(args.config_path + ": backend = \"cuda\" but no CUDA device is usable: " +
-                        why_no_gpu + " (use \"cpu\" or \"auto\")");
   } catch (const loco::Error& e) {
     config_error = e.what();
   }
@@ -59,13 +56,23 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
   }
   if (!args.out_dir.empty()) config.output.dir = args.out_dir;
   world.set_timeout_s(config.distributed.timeout_s);
+  // The composition root: backend on this rank's device, communicators. Its start-up checks
+  // fail on every rank alike, before anything is written.
+  loco::Runtime runtime;
+  try {
+    runtime = loco::make_runtime(config, world);
+  } catch (const loco::CollectiveError& e) {
+    std::fprintf(stderr, "error: %s%s\n",
+                 world.size() > 1 ? fmt::format("rank {}: ", world.rank()).c_str() : "", e.what());
+    return 2;
+  }
   if (world.rank() == 0) {
     loco::make_directories(config.output.dir);
     loco::write_file_atomic(config.output.dir + "/config.json",
                             loco::config_to_json(config).dump(2) + "\n");
   }
   loco::install_stop_handlers();
-  const loco::TrainResult r = loco::train(config, config.output.dir, world, args.resume);
+  const loco::TrainResult r = loco::train(config, config.output.dir, runtime, args.resume);
   spdlog::info("done: {} steps, {} tokens, final train loss {:.4f}{}, {:.1f} s; run directory {}",
                r.steps_done, r.tokens, r.final_train_loss,
                r.final_val_loss >= 0 ? fmt::format(", val loss {:.4f}", r.final_val_loss) : "",

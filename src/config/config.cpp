@@ -223,6 +223,7 @@ void fields(V& v, OuterConfig& o) {
   v.field("overlap_steps", o.overlap_steps, at_least(0));
   v.field("merge_alpha", o.merge_alpha, in_closed(0.0, 1.0));
   v.field("fragments", o.fragments, at_least(1));
+  v.field("transport", o.transport, one_of({"auto", "nccl", "mpi"}));
 }
 
 template <class V>
@@ -330,6 +331,10 @@ void check_consistency(const Config& c, const std::string& source) {
          "quantizer set, use compression.quantizer (\"bf16\", ...) and keep wire_dtype \"f32\"");
 
   const OuterConfig& o = c.distributed.outer;
+  if (o.transport == "nccl" && c.backend == "cpu")
+    fail("distributed.outer.transport", render_value(o.transport),
+         "NCCL carries device memory and needs backend \"cuda\"; the CPU backend's outer sync "
+         "goes over MPI (use \"auto\" or \"mpi\")");
   check_fragments(c, fail);
   if (o.fragments == 1 && o.overlap_steps >= o.interval)
     fail("distributed.outer.overlap_steps", num(o.overlap_steps),

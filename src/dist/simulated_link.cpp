@@ -114,41 +114,42 @@ void SimulatedLinkCommunicator::account(CommKind kind, uint64_t payload_bytes, d
   simulated_[size_t(kind)] += delay_for(kind, payload_bytes);
 }
 
-void SimulatedLinkCommunicator::all_reduce(Buf buf, ReduceOp op) {
+void SimulatedLinkCommunicator::do_all_reduce(Buf buf, ReduceOp op) {
   const auto t0 = Clock::now();
   inner_->all_reduce(buf, op);
   std::this_thread::sleep_until(after(t0, delay_for(CommKind::AllReduce, buf.bytes())));
   account(CommKind::AllReduce, buf.bytes(), since(t0));
 }
 
-void SimulatedLinkCommunicator::all_gather_bytes(const void* send_piece, size_t piece_bytes,
-                                                 void* recv_all) {
+void SimulatedLinkCommunicator::do_all_gather(Buf send_piece, Buf recv_all) {
+  const size_t piece_bytes = send_piece.bytes();
   const auto t0 = Clock::now();
-  inner_->all_gather_bytes(send_piece, piece_bytes, recv_all);
+  inner_->all_gather(send_piece, recv_all);
   std::this_thread::sleep_until(after(t0, delay_for(CommKind::AllGather, piece_bytes)));
   account(CommKind::AllGather, piece_bytes, since(t0));
 }
 
-std::unique_ptr<CommRequest> SimulatedLinkCommunicator::start_all_reduce(Buf buf, ReduceOp op) {
+std::unique_ptr<CommRequest> SimulatedLinkCommunicator::do_start_all_reduce(Buf buf, ReduceOp op) {
   const auto t0 = Clock::now();
   auto inner = inner_->start_all_reduce(buf, op);
   return std::make_unique<Request>(*this, std::move(inner), CommKind::AllReduce, buf.bytes(), t0,
                                    delay_for(CommKind::AllReduce, buf.bytes()));
 }
 
-std::unique_ptr<CommRequest> SimulatedLinkCommunicator::start_all_gather_bytes(
-    const void* send_piece, size_t piece_bytes, void* recv_all) {
+std::unique_ptr<CommRequest> SimulatedLinkCommunicator::do_start_all_gather(Buf send_piece,
+                                                                            Buf recv_all) {
+  const size_t piece_bytes = send_piece.bytes();
   const auto t0 = Clock::now();
-  auto inner = inner_->start_all_gather_bytes(send_piece, piece_bytes, recv_all);
+  auto inner = inner_->start_all_gather(send_piece, recv_all);
   return std::make_unique<Request>(*this, std::move(inner), CommKind::AllGather, piece_bytes, t0,
                                    delay_for(CommKind::AllGather, piece_bytes));
 }
 
 // Not throttled: broadcasts (start-up only), barriers and the host collectives are control
 // traffic, not the model sync the link is there to slow down.
-void SimulatedLinkCommunicator::broadcast_bytes(void* data, size_t bytes, int root) {
+void SimulatedLinkCommunicator::do_broadcast(Buf buf, int root) {
   const CommStats before = inner_->stats();
-  inner_->broadcast_bytes(data, bytes, root);
+  inner_->broadcast(buf, root);
   add_inner_since(before);
 }
 

@@ -20,6 +20,7 @@
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
+#include "loco/runtime/runtime.hpp"
 #include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/progress.hpp"
@@ -179,22 +180,23 @@ void restore_f32(const Checkpoint& c, const std::string& name, Backend& backend,
 
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
                   const std::string& resume) {
+  Runtime runtime = make_runtime(config, world);
+  return train(config, run_dir, runtime, resume);
+}
+
+TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
+                  const std::string& resume) {
   const auto& tc = config.training;
   const auto& dc = config.distributed;
+  Communicator& world = *runtime.world;
   const bool is_root = world.rank() == 0;
   const auto t_start = Clock::now();
 
-  Topology topo = make_topology(dc, world);
-  // A simulated slow link for the outer syncs only: the replica (DDP) group stays the fast
-  // intra-node link. Wrapped before OuterSync takes the communicator.
-  const SimulatedLinkCommunicator* link = nullptr;
-  if (dc.link.enabled()) {
-    auto wrapped = std::make_unique<SimulatedLinkCommunicator>(
-        std::move(topo.cross), LinkModel{dc.link.bandwidth_mbps, dc.link.latency_ms});
-    link = wrapped.get();
-    topo.cross = std::move(wrapped);
-  }
-  auto backend = make_backend(config.backend);
+  // What the composition root built: the backend on this rank's device, the replica (DDP)
+  // and cross (outer-sync) groups, the simulated link (if any) around the cross group.
+  Topology& topo = runtime.topo;
+  std::unique_ptr<Backend>& backend = runtime.backend;
+  const SimulatedLinkCommunicator* link = runtime.link;
   LlamaModel model(config.model, *backend);
   model.init_weights(config.training.seed);
   auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), *backend);
@@ -291,6 +293,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   }
 
   if (!is_root) spdlog::set_level(spdlog::level::warn);
+  for (const std::string& line : runtime.describe()) spdlog::info("{}", line);
   spdlog::info("loco: {} | {} | backend {} | {} parameters | {} worker(s){} | {}", config.name,
                dc.method, backend->name(), model.num_params(), topo.world_size,
                dc.method == "diloco" ? fmt::format(" as {} replica(s) of {}, H = {}",
@@ -349,8 +352,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   // rank; θ_local is not compared: after a merge it legitimately differs between replicas
   // (after a blocking sync it is a copy of θ_global). started_step < 0: a blocking sync.
   auto outer_record = [&](double delta_norm, int started_step, int step_done) {
+    const uint64_t global_hash = hash_params(*backend, outer->global_params());
     require_agreement(
-        world, hash_params(*backend, outer->global_params()),
+        world, global_hash,
         "the global parameters after outer sync " + std::to_string(outer->syncs_done()));
     const CommStats now = model_traffic(topo);
     // Which fragment synced: its index, or "all" for the final sync of every fragment.
@@ -358,6 +362,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     nlohmann::json rec = {{"outer_step", outer->syncs_done()},
                           {"fragment", frag >= 0 ? nlohmann::json(frag) : nlohmann::json("all")},
                           {"sync_sent_bytes", outer->last_sync_sent_bytes()},
+                          // Backend::fingerprint of θ_global, equal on every rank (checked
+                          // just above; a mismatch stops the run).
+                          {"global_fingerprint", fmt::format("{:016x}", global_hash)},
                           {"pseudo_grad_norm", delta_norm},
                           {"compression", outer->last_stats().to_json()},
                           {"comm", (now - traffic_at_last_sync).to_json()},
@@ -533,7 +540,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                     {"final_val_loss", last_val >= 0 ? nlohmann::json(last_val) : nullptr},
                     {"wall_time_s", result.wall_seconds},
                     {"tokens_per_s", result.tokens / std::max(seconds_since(t_loop), 1e-9)},
-                    {"comm", comm}};
+                    {"comm", comm},
+                    {"launch", runtime.launch_json()}};
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
   result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
                                  {"source", tokenizer.origin()},

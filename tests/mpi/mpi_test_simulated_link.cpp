@@ -95,12 +95,12 @@ TEST_CASE("simulated link: values bit for bit, simulated seconds from the ring b
   expected_ar += expected_seconds(link, ring_ar(n * 2, K), K);
   CHECK(comm->simulated_seconds(CommKind::AllReduce) == Approx(expected_ar).epsilon(1e-9));
 
-  // all_gather_bytes: every rank's piece in rank order.
+  // all_gather: every rank's piece in rank order.
   const size_t piece = 3001;
   std::vector<uint8_t> mine(piece), got_plain(piece * K), got(piece * K);
   for (size_t i = 0; i < piece; ++i) mine[i] = uint8_t((i * 7 + size_t(r) * 31) & 0xff);
-  plain->all_gather_bytes(mine.data(), piece, got_plain.data());
-  comm->all_gather_bytes(mine.data(), piece, got.data());
+  plain->all_gather(host_bytes(mine.data(), piece), host_bytes(got_plain.data(), got_plain.size()));
+  comm->all_gather(host_bytes(mine.data(), piece), host_bytes(got.data(), got.size()));
   CHECK(got == got_plain);
   const double ag = expected_seconds(link, ring_ag(piece, K), K);
   CHECK(comm->simulated_seconds(CommKind::AllGather) == Approx(ag).epsilon(1e-9));
@@ -193,7 +193,8 @@ TEST_CASE("simulated link: a started request completes only after the simulated 
   // A started all-gather: same order of events, values in rank order.
   const size_t piece = 1000;
   std::vector<uint8_t> mine(piece, uint8_t(r + 1)), got(piece * K);
-  auto g = comm->start_all_gather_bytes(mine.data(), piece, got.data());
+  auto g =
+      comm->start_all_gather(host_bytes(mine.data(), piece), host_bytes(got.data(), got.size()));
   if (K > 1) CHECK_FALSE(g->test());
   g->wait();
   CHECK(g->done());

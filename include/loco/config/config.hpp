@@ -3,10 +3,9 @@
 // what is allowed.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace loco {
 
@@ -62,11 +61,11 @@ struct ScheduleConfig {
   // "constant", "linear", "cosine", "wsd", "infinite"
   std::string type = "cosine";
   int warmup_steps = 50;
-  double min_lr_ratio = 0.1;     // floor, as a fraction of optimizer.lr
-  double decay_fraction = 0.2;   // wsd: last fraction of steps that decays
-  int cooldown_steps = 200;      // infinite: cosine from lr to const_lr_ratio·lr
-  double const_lr_ratio = 0.5;   // infinite: the constant phase's level
-  int anneal_steps = 100;        // infinite: final linear anneal to min_lr_ratio·lr
+  double min_lr_ratio = 0.1;    // floor, as a fraction of optimizer.lr
+  double decay_fraction = 0.2;  // wsd: last fraction of steps that decays
+  int cooldown_steps = 200;     // infinite: cosine from lr to const_lr_ratio·lr
+  double const_lr_ratio = 0.5;  // infinite: the constant phase's level
+  int anneal_steps = 100;       // infinite: final linear anneal to min_lr_ratio·lr
 };
 
 struct TrainingConfig {
@@ -92,9 +91,9 @@ struct OutputConfig {
 // pseudo-gradients Δ = θ_global − θ_local are averaged and an outer optimizer (SGD with
 // optional Nesterov momentum) updates θ_global.
 struct OuterConfig {
-  int interval = 50;       // H: inner steps between outer syncs
-  double lr = 0.7;         // η_out (1 with momentum 0 is FedAvg / local SGD)
-  double momentum = 0.9;   // μ
+  int interval = 50;      // H: inner steps between outer syncs
+  double lr = 0.7;        // η_out (1 with momentum 0 is FedAvg / local SGD)
+  double momentum = 0.9;  // μ
   bool nesterov = true;
   std::string wire_dtype = "f32";  // dtype of the dense all-reduce: "f32" or "bf16"
   // Streaming DiLoCo overlap (ALGORITHMS.md §7): the sync due at step t is started there and
@@ -106,6 +105,11 @@ struct OuterConfig {
   // strided layers, fragment j synced at the steps t ≡ j·H/p (mod H). 1 = the whole model
   // every H steps (plain DiLoCo). Must divide interval and be <= model.n_layers.
   int fragments = 1;
+  // What carries the outer sync between replicas (the cross group): "nccl" (device memory,
+  // NCCL; needs backend "cuda"), "mpi" (host memory over MPI: on CUDA the pseudo-gradients
+  // are staged through page-locked host memory; with replica_size 1 no NCCL communicator is
+  // made at all, so ranks may share a GPU), or "auto" (nccl on CUDA, mpi on the CPU).
+  std::string transport = "auto";
 };
 
 // Compression of DiLoCo's pseudo-gradients (ALGORITHMS.md §4, §5): error feedback →
@@ -113,14 +117,14 @@ struct OuterConfig {
 // defaults (no EF, selector "none", quantizer "none") are plain DiLoCo: a dense all-reduce.
 struct CompressionConfig {
   bool error_feedback = false;
-  double beta = 0.95;                     // e ← β·e + Δ
-  std::string selector = "none";          // "none", "chunked_topk", "global_topk", "random_k"
-  int topk = 64;                          // kept per full chunk of chunk×chunk elements
-  int chunk = 64;                         // tile side: 2-D tensors in chunk×chunk tiles
-  std::string quantizer = "none";         // "none", "bf16", "8bit", "4bit", "2bit"
-  std::string index_coding = "auto";      // "auto", "rice", "fixed", "bitmap"
+  double beta = 0.95;                         // e ← β·e + Δ
+  std::string selector = "none";              // "none", "chunked_topk", "global_topk", "random_k"
+  int topk = 64;                              // kept per full chunk of chunk×chunk elements
+  int chunk = 64;                             // tile side: 2-D tensors in chunk×chunk tiles
+  std::string quantizer = "none";             // "none", "bf16", "8bit", "4bit", "2bit"
+  std::string index_coding = "auto";          // "auto", "rice", "fixed", "bitmap"
   std::string aggregation = "mean_selected";  // or "mean_all"
-  uint64_t seed = 0;                      // random_k: shared by every rank
+  uint64_t seed = 0;                          // random_k: shared by every rank
   // "loco" (loco/compress/compress.hpp) or "templar": the SparseLoCo reference's k per chunk,
   // 2-bit level rule and median-norm clipping (loco/compress/templar_rules.hpp).
   std::string rules = "loco";

@@ -6,7 +6,7 @@
 //
 // Semantics:
 //  - Every call is forwarded to the wrapped communicator: values are its values, bit for bit.
-//  - all_reduce, all_gather_bytes and their started forms complete no earlier than
+//  - all_reduce, all_gather and their started forms complete no earlier than
 //        start + latency + 8 · wire_bytes / bandwidth
 //    where wire_bytes is what this rank sends for the call by the accounting's ring formulas
 //    (ring_allreduce_bytes / ring_allgather_bytes, comm_stats.hpp). A 1-rank group sends
@@ -16,7 +16,7 @@
 //    time has passed; wait() waits for the real request, then sleeps until that time.
 //    Each collective gets the whole link: concurrent calls are not queued behind each other
 //    (the trainer has at most one outer sync in flight).
-//  - broadcast_bytes, barrier and the small host collectives (loss averages, hashes, payload
+//  - broadcast, barrier and the small host collectives (loss averages, hashes, payload
 //    sizes: control traffic) are forwarded unthrottled.
 //  - Timeouts: the wrapped communicator bounds the real collective by timeout_s() as always;
 //    the simulated delay is added after it and never counts against timeout_s (a slow link is
@@ -60,15 +60,8 @@ class SimulatedLinkCommunicator final : public Communicator {
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   std::string name() const override;
-  bool device_memory() const override { return inner_->device_memory(); }
+  bool accepts(MemSpace space) const override { return inner_->accepts(space); }
 
-  void all_reduce(Buf buf, ReduceOp op) override;
-  void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) override;
-  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op) override;
-  std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece, size_t piece_bytes,
-                                                      void* recv_all) override;
-
-  void broadcast_bytes(void* data, size_t bytes, int root) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
 
@@ -86,6 +79,13 @@ class SimulatedLinkCommunicator final : public Communicator {
   // {"simulated": true, "bandwidth_mbps", "latency_ms", "description" ("simulated link: ..."),
   //  "simulated_seconds", "note"}: for the run's summary
   nlohmann::json to_json() const;
+
+ protected:
+  void do_all_reduce(Buf buf, ReduceOp op) override;
+  void do_all_gather(Buf send_piece, Buf recv_all) override;
+  std::unique_ptr<CommRequest> do_start_all_reduce(Buf buf, ReduceOp op) override;
+  std::unique_ptr<CommRequest> do_start_all_gather(Buf send_piece, Buf recv_all) override;
+  void do_broadcast(Buf buf, int root) override;
 
  private:
   class Request;

@@ -3,15 +3,16 @@
 // lines and a summary.json in the run directory.
 #pragma once
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/config/config.hpp"
 #include "loco/dist/communicator.hpp"
 
 namespace loco {
+
+struct Runtime;
 
 struct TrainResult {
   int steps_done = 0;
@@ -35,6 +36,11 @@ struct TrainResult {
 // rank 0 points <root>/latest at it and prunes old ones (checkpoint.keep_last).
 // `resume` ("" = fresh start; else "latest", a run/step directory or a rank file, see
 // resolve_resume) continues an interrupted run exactly from its checkpoint's step.
+//
+// The backend, its device and the communicators come from the composition root
+// (loco/runtime/runtime.hpp); the first form builds them from `config` over `world`.
+TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
+                  const std::string& resume = "");
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
                   const std::string& resume = "");
 
