@@ -345,10 +345,10 @@ def cell_seconds(cell, summary):
 
 
 def mean_std(values):
-    """Mean and sample standard deviation (0 for one value)."""
+    """Mean and sample standard deviation (None for one value: no spread to report)."""
     if not values:
         return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def collect(sweep, out):
@@ -410,7 +410,7 @@ def mean_curve(curves):
     for step in steps:
         pts = [next(p for p in c if p[0] == step) for c in curves]
         loss_mean, loss_std = mean_std([p[2] for p in pts])
-        rows.append((step, statistics.mean(p[1] for p in pts), loss_mean, loss_std))
+        rows.append((step, statistics.mean(p[1] for p in pts), loss_mean, loss_std or 0.0))
     return rows
 
 
@@ -433,6 +433,8 @@ def fmt_bytes(b):
 def pm(mean, std, digits=4):
     if mean is None:
         return "-"
+    if std is None:
+        return f"{mean:.{digits}f} (1 seed)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

@@ -26,7 +26,8 @@ cat >"$T/fake.json" <<EOF
 {"out": "$T/fake", "seeds": [1, 2, 3],
  "methods": [
    {"name": "a", "config": "unused.json", "grid": {"optimizer.lr": [0.001, 0.003]}},
-   {"name": "b", "config": "unused.json"}]}
+   {"name": "b", "config": "unused.json"},
+   {"name": "c", "config": "unused.json"}]}
 EOF
 fake_cell() {  # method point seed val train sent stopped_early
   local d=$T/fake/$1/$2/seed-$3
@@ -46,6 +47,7 @@ fake_cell a optimizer.lr=0.003 2 2.5 2.4 1000 false
 fake_cell a optimizer.lr=0.003 3 9.0 8.9 1000 true # stopped early: not counted
 fake_cell b default 1 2.5 2.4 10 false
 fake_cell b default 2 2.5 2.4 10 false
+fake_cell c default 3 2.25 2.2 2000 false # one seed: no spread to report
 $PY "$SWEEP" report "$T/fake.json" >"$T/fake.out" 2>&1 || fail "report on fake cells: $(cat "$T/fake.out")"
 $PY - "$T/fake/results.json" <<'PY' || fail "fake report arithmetic"
 import json, math, sys
@@ -62,15 +64,20 @@ check("a lr 1e-3 std", a1["val_std"], 1.0)               # sample std of 2, 3, 4
 check("a lr 3e-3 mean", a3["val_mean"], 2.0)             # seed 3 stopped early: left out
 check("a lr 3e-3 std", a3["val_std"], math.sqrt(0.5))    # sample std of 1.5, 2.5
 check("b std", b["val_std"], 0.0)
+if g[("c", "default")]["val_std"] is not None: print("c: a std from one seed"); ok = False
 if a3["seeds"] != [1, 2]: print("a lr 3e-3 seeds", a3["seeds"]); ok = False
-if r["best"] != {"a": "optimizer.lr=0.003", "b": "default"}: print("best", r["best"]); ok = False
-# Pareto front: b (10 B, 2.5) and a (1000 B, 2.0): neither beats the other on both axes.
+if r["best"] != {"a": "optimizer.lr=0.003", "b": "default", "c": "default"}:
+    print("best", r["best"]); ok = False
+# Pareto front: b (10 B, 2.5) and a (1000 B, 2.0): neither beats the other on both axes;
+# c (2000 B, 2.25) is beaten by a on both.
 front = [(p["method"], p["sent_bytes"]) for p in r["pareto"]]
 if front != [("b", 10), ("a", 1000)]: print("pareto", front); ok = False
 sys.exit(0 if ok else 1)
 PY
 grep -q "| a | \`optimizer.lr=0.003\` | 2 | 2.0000 ± 0.7071 |" "$T/fake/results.md" ||
   fail "results.md lacks a's best row: $(grep '| a |' "$T/fake/results.md")"
+grep -q "| c | \`default\` | 1 | 2.2500 (1 seed) |" "$T/fake/results.md" ||
+  fail "results.md lacks c's one-seed row: $(grep '| c |' "$T/fake/results.md")"
 
 # ---------------------------------------------------------------- a real sweep
 TINY='"model.d_model": 32, "model.n_layers": 2, "model.n_heads": 2, "model.n_kv_heads": 1,
