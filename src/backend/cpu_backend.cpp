@@ -86,8 +86,14 @@ class OpArgs {
 Buf CpuBackend::alloc(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel};
   if (numel == 0) return buf;
+  // numel * size (+ padding) must not wrap: a wrapped size would allocate a small block and
+  // let the caller write far past it.
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(numel, dtype_size(dtype), &bytes) || bytes > SIZE_MAX - kAlignment)
+    throw Error("cpu backend: cannot allocate " + std::to_string(numel) + " " + dtype_name(dtype) +
+                " elements: the size in bytes does not fit in 64 bits");
   // aligned_alloc wants a size that is a multiple of the alignment.
-  const size_t padded = (buf.bytes() + kAlignment - 1) / kAlignment * kAlignment;
+  const size_t padded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   buf.data = std::aligned_alloc(kAlignment, padded);
   if (buf.data == nullptr)
     throw Error("cpu backend: out of host memory allocating " + std::to_string(buf.bytes()) +

@@ -235,10 +235,11 @@ class NcclCommunicator final : public Communicator {
     check_usable();
     via_host([&] { host_->all_reduce_host(values, op); });
   }
-  std::vector<uint64_t> all_gather_host(uint64_t value) override {
+  using Communicator::all_gather_host;
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override {
     check_usable();
     std::vector<uint64_t> out;
-    via_host([&] { out = host_->all_gather_host(value); });
+    via_host([&] { out = host_->all_gather_host(values); });
     return out;
   }
   void broadcast_host(void* data, size_t bytes, int root) override {

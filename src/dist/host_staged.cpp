@@ -38,10 +38,11 @@ class HostStagedCommunicator final : public Communicator {
   void all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) override {
     forward([&] { host_->all_reduce_host(values, op); });
   }
+  using Communicator::all_gather_host;
   using Communicator::all_reduce_host;
-  std::vector<uint64_t> all_gather_host(uint64_t value) override {
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override {
     std::vector<uint64_t> out;
-    forward([&] { out = host_->all_gather_host(value); });
+    forward([&] { out = host_->all_gather_host(values); });
     return out;
   }
   void broadcast_host(void* data, size_t bytes, int root) override {

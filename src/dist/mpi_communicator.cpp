@@ -308,21 +308,23 @@ class MpiCommunicator final : public Communicator {
   }
 
  public:
-  std::vector<uint64_t> all_gather_host(uint64_t value) override {
+  using Communicator::all_gather_host;
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override {
     check_usable();
     const auto t0 = Clock::now();
+    const size_t n = values.size(), bytes = n * sizeof(uint64_t);
     Pending p;
-    p.staging.resize(sizeof(uint64_t) * (size_t(size_) + 1));
-    std::memcpy(p.staging.data(), &value, sizeof value);
-    char* recv = p.staging.data() + sizeof(uint64_t);
+    p.staging.resize(bytes * (size_t(size_) + 1));
+    if (bytes) std::memcpy(p.staging.data(), values.data(), bytes);
+    char* recv = p.staging.data() + bytes;
     p.requests.emplace_back();
-    mpi_check(MPI_Iallgather(p.staging.data(), 1, MPI_UINT64_T, recv, 1, MPI_UINT64_T, comm_,
-                             &p.requests.back()),
+    mpi_check(MPI_Iallgather(p.staging.data(), int(n), MPI_UINT64_T, recv, int(n), MPI_UINT64_T,
+                             comm_, &p.requests.back()),
               "MPI_Iallgather");
-    std::vector<uint64_t> out(static_cast<size_t>(size_));
-    wait(p, "host_all_gather", sizeof(uint64_t));
-    std::memcpy(out.data(), recv, out.size() * sizeof(uint64_t));
-    account(CommKind::HostAllGather, sizeof(uint64_t), 0, t0);
+    std::vector<uint64_t> out(n * size_t(size_));
+    wait(p, "host_all_gather", bytes);
+    if (bytes) std::memcpy(out.data(), recv, out.size() * sizeof(uint64_t));
+    account(CommKind::HostAllGather, bytes, 0, t0);
     return out;
   }
 

@@ -93,8 +93,34 @@ class SimulatedLinkCommunicator::Request final : public CommRequest {
 
 SimulatedLinkCommunicator::SimulatedLinkCommunicator(std::unique_ptr<Communicator> inner,
                                                      LinkModel link)
-    : Communicator(inner ? inner->timeout_s() : 0.0), inner_(std::move(inner)), link_(link) {
+    : Communicator(inner ? inner->timeout_s() : 0.0),
+      owned_(std::move(inner)),
+      inner_(owned_.get()),
+      link_(link) {
   if (!inner_) throw Error("SimulatedLinkCommunicator: no communicator to wrap");
+}
+
+SimulatedLinkCommunicator::SimulatedLinkCommunicator(Communicator& inner, LinkModel link)
+    : Communicator(inner.timeout_s()), inner_(&inner), link_(link) {}
+
+template <typename F>
+void SimulatedLinkCommunicator::throttled(F&& call) {
+  const auto t0 = Clock::now();
+  const CommStats before = inner_->stats();
+  call();
+  const CommStats delta = inner_->stats() - before;
+  const double delay = link_.seconds(delta.total().sent_bytes, size());
+  std::this_thread::sleep_until(after(t0, delay));
+  const double seconds = since(t0);
+  // One call, of one kind: it gets the delay and the whole time spent.
+  for (size_t k = 0; k < kNumCommKinds; ++k) {
+    CommCounters c = delta[CommKind(k)];
+    if (c.calls == 0) continue;
+    c.seconds = seconds;
+    stats_.add(CommKind(k), c);
+    simulated_[k] += delay;
+    break;
+  }
 }
 
 std::string SimulatedLinkCommunicator::name() const {
@@ -145,18 +171,13 @@ std::unique_ptr<CommRequest> SimulatedLinkCommunicator::do_start_all_gather(Buf 
                                    delay_for(CommKind::AllGather, piece_bytes));
 }
 
-// Not throttled: broadcasts (start-up only), barriers and the host collectives are control
-// traffic, not the model sync the link is there to slow down.
+// Broadcasts, barriers and the host collectives cross the same link: throttled, blocking.
 void SimulatedLinkCommunicator::do_broadcast(Buf buf, int root) {
-  const CommStats before = inner_->stats();
-  inner_->broadcast(buf, root);
-  add_inner_since(before);
+  throttled([&] { inner_->broadcast(buf, root); });
 }
 
 void SimulatedLinkCommunicator::barrier() {
-  const CommStats before = inner_->stats();
-  inner_->barrier();
-  add_inner_since(before);
+  throttled([&] { inner_->barrier(); });
 }
 
 std::unique_ptr<Communicator> SimulatedLinkCommunicator::split(int color, int key) {
@@ -168,28 +189,22 @@ std::unique_ptr<Communicator> SimulatedLinkCommunicator::split(int color, int ke
 }
 
 void SimulatedLinkCommunicator::all_reduce_host(std::vector<double>& values, ReduceOp op) {
-  const CommStats before = inner_->stats();
-  inner_->all_reduce_host(values, op);
-  add_inner_since(before);
+  throttled([&] { inner_->all_reduce_host(values, op); });
 }
 
 void SimulatedLinkCommunicator::all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) {
-  const CommStats before = inner_->stats();
-  inner_->all_reduce_host(values, op);
-  add_inner_since(before);
+  throttled([&] { inner_->all_reduce_host(values, op); });
 }
 
-std::vector<uint64_t> SimulatedLinkCommunicator::all_gather_host(uint64_t value) {
-  const CommStats before = inner_->stats();
-  auto out = inner_->all_gather_host(value);
-  add_inner_since(before);
+std::vector<uint64_t> SimulatedLinkCommunicator::all_gather_host(
+    const std::vector<uint64_t>& values) {
+  std::vector<uint64_t> out;
+  throttled([&] { out = inner_->all_gather_host(values); });
   return out;
 }
 
 void SimulatedLinkCommunicator::broadcast_host(void* data, size_t bytes, int root) {
-  const CommStats before = inner_->stats();
-  inner_->broadcast_host(data, bytes, root);
-  add_inner_since(before);
+  throttled([&] { inner_->broadcast_host(data, bytes, root); });
 }
 
 double SimulatedLinkCommunicator::simulated_seconds() const {
@@ -205,7 +220,8 @@ nlohmann::json SimulatedLinkCommunicator::to_json() const {
           {"description", "simulated link: " + link_.describe()},
           {"simulated_seconds", simulated_seconds()},
           {"note",
-           "the outer-sync collectives were slowed down to this link's speed on one "
+           "every collective between replicas (the outer syncs and the small host exchanges) "
+           "was slowed down to this link's speed on one "
            "machine; the times are not those of a real network"}};
 }
 

@@ -232,6 +232,12 @@ Runtime make_runtime(const Config& config, Communicator& world) {
   (void)compute_stream;
   t.replica = std::move(replica);
   t.cross = maybe_simulated(std::move(cross), dc.link, &rt.link);
+  if (dc.link.enabled() && layout.num_replicas > 1) {
+    rt.world_link_owner = std::make_unique<SimulatedLinkCommunicator>(
+        world, LinkModel{dc.link.bandwidth_mbps, dc.link.latency_ms});
+    rt.world_link = rt.world_link_owner.get();
+    rt.world = rt.world_link_owner.get();
+  }
   return rt;
 }
 

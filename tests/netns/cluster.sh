@@ -209,6 +209,19 @@ for key in ("loss", "val_loss"):
         errors.append(f"no {key} records")
     if a != b:  # floats parsed from the same digits: equal iff bitwise equal
         errors.append(f"{key} differs: netns {a} vs one host {b}")
+# loco saw the layout a real 2-node cluster gives (summary.json's "launch": the composition
+# root's record of every rank's host, node, node-local rank/size and replica).
+for run, nodes in (("netns", 2), ("local", 1)):
+    launch = json.load(open(f"{t}/{run}/summary.json"))["launch"]
+    got = [(r["host"] if run == "netns" else "-", r["node"], r["local_rank"], r["local_size"],
+            r["replica"], r["rank_in_replica"]) for r in launch["ranks"]]
+    if run == "netns":
+        want = [(f"{name}-n{r // 2}", r // 2, r % 2, 2, r // 2, r % 2) for r in range(4)]
+    else:
+        want = [("-", 0, r, 4, r // 2, r % 2) for r in range(4)]
+    print(f"launch ({run}): {launch['nodes']} node(s), {got}")
+    if launch["nodes"] != nodes or got != want:
+        errors.append(f"{run}: launch record {got} (nodes {launch['nodes']}), want {want}")
 # The run really crossed the emulated network: each node's eth0 (its link to the switch)
 # carried at least what its 2 ranks sent to the other replica in the outer syncs...
 comm = json.load(open(f"{t}/netns/summary.json"))["comm"]

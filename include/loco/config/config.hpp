@@ -21,7 +21,9 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
   double init_std = 0.02;
-  std::string init_from;  // optional Hugging Face directory (later issue)
+  // Weights to start from: a Hugging Face directory or a loco checkpoint (file, step or run
+  // directory); "" = random initialisation. Made absolute by load_config.
+  std::string init_from;
 
   int head_dim() const { return d_model / n_heads; }
 };
@@ -32,6 +34,10 @@ struct DataConfig {
   // "byte", or the path of a SentencePiece .model file (loco/data/text_tokenizer.hpp); a run
   // copies it to <run dir>/tokenizer.model.
   std::string tokenizer = "byte";
+  // Resuming with other training data or seq_len than the checkpoint's: "refuse" (an error
+  // naming what changed) or "restart" (keep the weights and optimizer state, read the new
+  // data from its beginning).
+  std::string on_resume_change = "refuse";
 };
 
 struct OptimizerConfig {

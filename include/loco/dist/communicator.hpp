@@ -128,8 +128,13 @@ class Communicator {
   virtual void all_reduce_host(std::vector<double>& values, ReduceOp op) = 0;
   // Sum / Max / Min (Mean throws: integer division would hide a remainder).
   virtual void all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) = 0;
-  // Every rank's value, in rank order (e.g. parameter hashes: name the ranks that differ).
-  virtual std::vector<uint64_t> all_gather_host(uint64_t value) = 0;
+  // Every rank's values, in rank order: each rank passes the same number n of values and gets
+  // size()·n back, rank r's at [r·n, r·n + n) (e.g. parameter hashes with flags: name the ranks
+  // that differ; several small facts in one exchange).
+  virtual std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) = 0;
+  std::vector<uint64_t> all_gather_host(uint64_t value) {
+    return all_gather_host(std::vector<uint64_t>{value});
+  }
   virtual void broadcast_host(void* data, size_t bytes, int root) = 0;
 
   double all_reduce_host(double value, ReduceOp op) {

@@ -1,8 +1,9 @@
 // A simulated slow link (distributed.link): a Communicator that wraps another one and makes
-// its model-sync collectives take as long as they would over a link of a given bandwidth and
-// latency. All ranks of a run usually share one machine, where a collective finishes in
-// microseconds, so what overlapping the outer sync buys (Streaming DiLoCo) cannot be seen;
-// wrapping the cross (outer-sync) group in this lets it be measured on one machine.
+// its collectives take as long as they would over a link of a given bandwidth and latency.
+// All ranks of a run usually share one machine, where a collective finishes in microseconds,
+// so what overlapping the outer sync buys (Streaming DiLoCo) cannot be seen; the runtime wraps
+// every communicator that spans replicas (the cross group and the world) in this, so that all
+// traffic between replicas, model and host alike, pays for the link.
 //
 // Semantics:
 //  - Every call is forwarded to the wrapped communicator: values are its values, bit for bit.
@@ -17,7 +18,9 @@
 //    Each collective gets the whole link: concurrent calls are not queued behind each other
 //    (the trainer has at most one outer sync in flight).
 //  - broadcast, barrier and the small host collectives (loss averages, hashes, payload
-//    sizes: control traffic) are forwarded unthrottled.
+//    sizes, stop flags) are throttled the same way, blocking: latency + 8 · the bytes this
+//    rank sends for them by the accounting's formulas / bandwidth (a barrier: the latency).
+//    Only split() (start-up) is forwarded unthrottled.
 //  - Timeouts: the wrapped communicator bounds the real collective by timeout_s() as always;
 //    the simulated delay is added after it and never counts against timeout_s (a slow link is
 //    not a dead peer). Every rank of a group sleeps the same time for the same call, so a peer
@@ -56,6 +59,8 @@ struct LinkModel {
 class SimulatedLinkCommunicator final : public Communicator {
  public:
   SimulatedLinkCommunicator(std::unique_ptr<Communicator> inner, LinkModel link);
+  // Wraps a communicator owned elsewhere (the MPI world), which must outlive this.
+  SimulatedLinkCommunicator(Communicator& inner, LinkModel link);
 
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
@@ -67,7 +72,8 @@ class SimulatedLinkCommunicator final : public Communicator {
 
   void all_reduce_host(std::vector<double>& values, ReduceOp op) override;
   void all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) override;
-  std::vector<uint64_t> all_gather_host(uint64_t value) override;
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override;
+  using Communicator::all_gather_host;
   void broadcast_host(void* data, size_t bytes, int root) override;
   using Communicator::all_reduce_host;
 
@@ -93,12 +99,17 @@ class SimulatedLinkCommunicator final : public Communicator {
 
   // After a forwarded (unthrottled) call: add what the wrapped communicator recorded for it.
   void add_inner_since(const CommStats& before) { stats_ += inner_->stats() - before; }
+  // Runs a small blocking call on the wrapped communicator, then sleeps for what is left of
+  // its simulated time, and accounts it (seconds: inside the call, the delay included).
+  template <typename F>
+  void throttled(F&& call);
   // Records a throttled call once it has completed.
   void account(CommKind kind, uint64_t payload_bytes, double seconds);
   // The simulated seconds of one throttled call of `payload_bytes` (this rank's buffer/piece).
   double delay_for(CommKind kind, uint64_t payload_bytes) const;
 
-  std::unique_ptr<Communicator> inner_;
+  std::unique_ptr<Communicator> owned_;  // null when wrapping a borrowed communicator
+  Communicator* inner_ = nullptr;
   LinkModel link_;
   std::array<double, kNumCommKinds> simulated_{};
 };

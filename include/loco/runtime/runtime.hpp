@@ -12,11 +12,13 @@
 //    (distributed.outer.transport "nccl", the default on CUDA) or over MPI with the device
 //    buffers staged through page-locked host memory ("mpi"). A replica group of one rank
 //    sends nothing and gets no NCCL communicator (the outer sync uses NCCL even with one
-//    replica, so one GPU runs the multi-GPU code path). With outer.transport "mpi" and replica_size 1 no
-//    NCCL communicator exists at all, so ranks may share a GPU (the start-up line says so);
+//    replica, so one GPU runs the multi-GPU code path). With outer.transport "mpi" and replica_size
+//    1 no NCCL communicator exists at all, so ranks may share a GPU (the start-up line says so);
 //    any layout that would put two ranks of one NCCL communicator on the same GPU is refused
 //    before anything is built, on every rank with the same message.
-//  - distributed.link: the cross group is wrapped in the simulated slow link.
+//  - distributed.link: every communicator that spans replicas (the cross group, and the world
+//    when there are several replicas) is wrapped in the simulated slow link, so that all
+//    traffic between replicas pays for it; the replica groups stay the fast local link.
 //
 // Every failure here is collective: each rank learns every rank's facts (node, device, GPU
 // availability) first, so all ranks throw the same loco::Error together and none is left
@@ -31,10 +33,9 @@
 #include "loco/config/config.hpp"
 #include "loco/dist/communicator.hpp"
 #include "loco/dist/outer_sync.hpp"
+#include "loco/dist/simulated_link.hpp"
 
 namespace loco {
-
-class SimulatedLinkCommunicator;
 
 // Where one rank of the job runs (every rank knows every rank's).
 struct RankPlacement {
@@ -49,7 +50,9 @@ struct RankPlacement {
 };
 
 struct Runtime {
-  Communicator* world = nullptr;  // not owned
+  // The MPI world for host collectives (not owned), or its simulated-link wrapper (owned, in
+  // world_link_owner) when distributed.link is set and there are several replicas.
+  Communicator* world = nullptr;
   std::unique_ptr<Backend> backend;
   Topology topo;                         // replica (DDP) and cross (outer-sync) groups
   std::vector<RankPlacement> placement;  // every rank's, in world rank order
@@ -58,7 +61,9 @@ struct Runtime {
   std::string replica_transport, outer_transport;
   // Ranks of this node that share this rank's GPU (this rank included); empty when none do.
   std::vector<int> gpu_shared_with;
-  const SimulatedLinkCommunicator* link = nullptr;  // the cross group's, when simulated
+  const SimulatedLinkCommunicator* link = nullptr;        // the cross group's, when simulated
+  const SimulatedLinkCommunicator* world_link = nullptr;  // the world's, when simulated
+  std::unique_ptr<SimulatedLinkCommunicator> world_link_owner;
 
   const RankPlacement& mine() const { return placement.at(size_t(world->rank())); }
   // The start-up lines (layout, transports, GPU sharing), for rank 0 to print.
