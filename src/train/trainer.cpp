@@ -283,15 +283,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       val_stream ? static_cast<int>(std::min<size_t>(
                        tc.eval_batches, val_stream->windows_per_worker() / std::max(1, B)))
                  : 0;
-  // Bits per byte of the validation text (the scored windows are fixed: counted once), and
-  // the tokenizer beside the run, where export-hf and eval find it.
+  // Bits per byte of the validation text (the scored windows are fixed: counted once).
   const TextTokenizer tokenizer = TextTokenizer::from_spec(config.data.tokenizer);
   const double val_bytes_per_token =  // 0: unknown (shards of another tokenizer)
       val_stream && eval_batches > 0
           ? validation_bytes_per_token(*val_stream, tokenizer, eval_batches, B, T).value_or(0.0)
           : 0.0;
-  if (is_root && !tokenizer.is_byte())
-    write_file_atomic(run_dir + "/tokenizer.model", tokenizer.model_bytes());
 
   // Start-up consistency: a mismatch stops every rank with the same message.
   // (Paths may differ between nodes; the data is compared by content instead.)
@@ -402,6 +399,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (is_root) {
       try {
         run_files->begin(config);
+        // The tokenizer beside the run, where export-hf and eval find it.
+        if (!tokenizer.is_byte())
+          write_file_atomic(run_dir + "/tokenizer.model", tokenizer.model_bytes());
         size_t dropped = 0;
         if (!resume.empty())
           dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
