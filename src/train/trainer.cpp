@@ -14,6 +14,7 @@
 #include "loco/core/files.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/dist/outer_sync.hpp"
 #include "loco/dist/simulated_link.hpp"
 #include "loco/io/checkpoint.hpp"
@@ -21,6 +22,7 @@
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
 #include "loco/runtime/runtime.hpp"
+#include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/init_from.hpp"
 #include "loco/train/memory_plan.hpp"
@@ -281,6 +283,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       val_stream ? static_cast<int>(std::min<size_t>(
                        tc.eval_batches, val_stream->windows_per_worker() / std::max(1, B)))
                  : 0;
+  // Bits per byte of the validation text (the scored windows are fixed: counted once).
+  const TextTokenizer tokenizer = TextTokenizer::from_spec(config.data.tokenizer);
+  const double val_bytes_per_token =  // 0: unknown (shards of another tokenizer)
+      val_stream && eval_batches > 0
+          ? validation_bytes_per_token(*val_stream, tokenizer, eval_batches, B, T).value_or(0.0)
+          : 0.0;
 
   // Start-up consistency: a mismatch stops every rank with the same message.
   // (Paths may differ between nodes; the data is compared by content instead.)
@@ -391,6 +399,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (is_root) {
       try {
         run_files->begin(config);
+        // The tokenizer beside the run, where export-hf and eval find it.
+        if (!tokenizer.is_byte())
+          write_file_atomic(run_dir + "/tokenizer.model", tokenizer.model_bytes());
         size_t dropped = 0;
         if (!resume.empty())
           dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
@@ -621,7 +632,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (is_root && val_stream && eval_batches > 0 &&
         ((tc.eval_interval > 0 && (step + 1) % tc.eval_interval == 0) || last || stopping)) {
       last_val = evaluate(model, *val_stream, eval_batches, B, T);
-      metrics->write({{"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}});
+      nlohmann::json record = {
+          {"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}};
+      if (val_bytes_per_token > 0) record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+      metrics->write(record);
       spdlog::info("step {:>{}}/{} | val loss {:.4f}", step + 1,
                    std::to_string(tc.steps).size(), tc.steps, last_val);
     }
@@ -738,6 +752,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                     {"comm", comm},
                     {"launch", runtime.launch_json()}};
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
+  result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
+                                 {"source", tokenizer.origin()},
+                                 {"vocab_size", tokenizer.vocab_size()}};
+  if (val_bytes_per_token > 0 && last_val >= 0) {
+    result.summary["val_bytes_per_token"] = val_bytes_per_token;
+    result.summary["final_val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+  }
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
     spdlog::info("\n{}", comm_report_table(comm));
