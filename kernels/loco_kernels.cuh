@@ -155,6 +155,29 @@ cudaError_t loco_scatter_accumulate_f32(float* sum, int32_t* count, const uint32
 cudaError_t loco_divide_f32(float* out, const float* sum, const int32_t* count, float divisor,
                             size_t n, cudaStream_t s);
 
+// The quantiser (include/loco/ops/compress_quantize.hpp): value_bits 32/16 code the bits of
+// each value; 8/4/2 compute each tensor's statistics in the segment-blocked order, codes,
+// tables and D (values overwritten). tensors: (num_tensors, 6) i32; segments: (num_segments,
+// 3) i32. scratch: loco_quantize_values_scratch(...) bytes.
+size_t loco_quantize_values_scratch(size_t num_tensors, size_t num_segments, int value_bits);
+cudaError_t loco_quantize_values(uint32_t* codes, float* values, float* tables, size_t total_kept,
+                                 const int32_t* tensors, size_t num_tensors,
+                                 const int32_t* segments, size_t num_segments, int value_bits,
+                                 void* scratch, cudaStream_t s);
+// The payload packer (include/loco/ops/compress_pack.hpp): tensor sections into payload
+// (payload_bytes long, zeroed from first_byte on first), layout = (index bytes per tensor,
+// total bytes as u64). tensors: (num_tensors, 8) i32; chunks: (num_chunks, 4) i32;
+// index_coding: 0 auto, 1 fixed, 2 rice, 3 bitmap. max_chunks_per_tensor / max_value_bytes
+// size the launches. scratch: loco_pack_sections_scratch(...) bytes.
+size_t loco_pack_sections_scratch(size_t num_tensors, size_t num_chunks);
+cudaError_t loco_pack_sections(uint32_t* payload, size_t payload_bytes, uint32_t* layout,
+                               const uint32_t* offsets, const uint32_t* codes, const float* tables,
+                               const int32_t* tensors, size_t num_tensors, const int32_t* chunks,
+                               size_t num_chunks, size_t max_chunks_per_tensor,
+                               size_t max_value_bytes, int index_coding, int implied,
+                               int explicit_counts, int value_bits, unsigned long long first_byte,
+                               void* scratch, cudaStream_t s);
+
 // Succeeds when this binary holds kernel code the current device can run (built for its
 // architecture); used by cuda_device_usable().
 cudaError_t loco_kernels_probe(void);

@@ -14,6 +14,8 @@
 #include "loco/ops/attention.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_pack.hpp"
+#include "loco/ops/compress_quantize.hpp"
 #include "loco/ops/cross_entropy.hpp"
 #include "loco/ops/embedding.hpp"
 #include "loco/ops/gemm.hpp"
@@ -445,6 +447,79 @@ void CpuBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
   const int32_t* counts = count.empty() ? nullptr : args.i32(count, n, "count");
   args.require(counts != nullptr || divisor != 0.0f, "divisor is 0 and no counts were given");
   ops::divide(args.f32(out, n, "out"), args.f32(sum, n, "sum"), counts, divisor, n);
+}
+
+void CpuBackend::quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                                 int value_bits) {
+  const OpArgs args("quantize_values");
+  args.require(
+      value_bits == 32 || value_bits == 16 || value_bits == 8 || value_bits == 4 || value_bits == 2,
+      "value_bits = " + std::to_string(value_bits) + " (32, 16, 8, 4 or 2)");
+  const size_t n = values.numel;
+  auto* code = reinterpret_cast<uint32_t*>(const_cast<int32_t*>(args.i32(codes, n, "codes")));
+  float* v = args.f32(values, n, "values");
+  std::vector<ops::QuantTensor> rows;
+  float* table = nullptr;
+  if (value_bits < 16) {
+    args.require(tensors.numel % ops::kQuantTensorInts == 0,
+                 "tensors has " + std::to_string(tensors.numel) + " ints, not a multiple of " +
+                     std::to_string(ops::kQuantTensorInts));
+    const int32_t* raw = args.i32(tensors, tensors.numel, "tensors");
+    table = tables.numel > 0 ? args.f32(tables, tables.numel, "tables") : nullptr;
+    const size_t L = size_t{1} << value_bits;
+    for (size_t t = 0; t < tensors.numel / ops::kQuantTensorInts; ++t) {
+      const ops::QuantTensor q = ops::unpack_quant_tensor(raw + t * ops::kQuantTensorInts);
+      const size_t entries = q.kept == 0                          ? 0
+                             : q.table_kind == ops::kTableMeans   ? L
+                             : q.table_kind == ops::kTableUniform ? 2
+                                                                  : SIZE_MAX;
+      if (uint64_t(q.kept_begin) + q.kept > n || entries == SIZE_MAX ||
+          uint64_t(q.table_begin) + entries > tables.numel)
+        args.require(false, "tensor " + std::to_string(t) + ": kept range or table slot out of " +
+                                "range, or a bad table kind");
+      rows.push_back(q);
+    }
+    (void)segments;  // the reference derives the segments itself (same rule)
+  }
+  ops::quantize_values(code, v, table, n, rows.data(), rows.size(), value_bits);
+}
+
+void CpuBackend::pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                               Buf tensors, Buf chunks, const ops::PackOptions& opt) {
+  const OpArgs args("pack_sections");
+  args.require(tensors.numel % ops::kPackTensorInts == 0 && chunks.numel % ops::kPackChunkInts == 0,
+               "tensors / chunks are not whole rows");
+  const size_t nt = tensors.numel / ops::kPackTensorInts, nc = chunks.numel / ops::kPackChunkInts;
+  std::vector<ops::PackTensor> trows(nt);
+  std::vector<ops::PackChunk> crows(nc);
+  const int32_t* traw = args.i32(tensors, tensors.numel, "tensors");
+  const int32_t* craw = args.i32(chunks, chunks.numel, "chunks");
+  for (size_t c = 0; c < nc; ++c) {
+    crows[c] = ops::unpack_pack_chunk(craw + c * ops::kPackChunkInts);
+    if (uint64_t(crows[c].kept_start) + crows[c].kept > offsets.numel ||
+        crows[c].kept > crows[c].size)
+      args.require(false, "chunk " + std::to_string(c) + ": kept range out of range");
+  }
+  for (size_t t = 0; t < nt; ++t) {
+    trows[t] = ops::unpack_pack_tensor(traw + t * ops::kPackTensorInts);
+    const ops::PackTensor& T = trows[t];
+    if (T.chunk_begin > T.chunk_end || T.chunk_end > nc ||
+        uint64_t(T.kept_begin) + T.kept > codes.numel ||
+        uint64_t(T.table_begin) + T.table_entries > tables.numel)
+      args.require(false, "tensor " + std::to_string(t) + ": a range out of bounds");
+  }
+  args.require(layout.numel >= nt + 2, "layout needs tensors + 2 words");
+  const uint64_t bound = ops::pack_bound(trows.data(), nt, crows.data(), opt);
+  args.require(payload.dtype == DType::I32 && payload.bytes() >= bound && opt.first_byte <= bound,
+               "payload holds " + std::to_string(payload.bytes()) + " bytes, needs " +
+                   std::to_string(bound));
+  auto* bytes = static_cast<uint8_t*>(payload.data);
+  std::memset(bytes + opt.first_byte, 0, payload.bytes() - opt.first_byte);
+  ops::pack_sections(bytes, reinterpret_cast<uint32_t*>(layout.data),
+                     as_indices(args.i32(offsets, offsets.numel, "offsets")),
+                     as_indices(args.i32(codes, codes.numel, "codes")),
+                     tables.numel > 0 ? args.f32(tables, tables.numel, "tables") : nullptr,
+                     trows.data(), nt, crows.data(), opt);
 }
 
 }  // namespace loco

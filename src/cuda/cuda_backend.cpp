@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "loco/core/error.hpp"
+#include "loco/ops/compress_pack.hpp"
 #include "loco_kernels.cuh"
 
 namespace loco {
@@ -861,6 +862,58 @@ void CudaBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
   const float* ps = args.f32(sum, n, "sum");
   activate();
   args.launched(loco_divide_f32(po, ps, pc, divisor, n, stream_));
+}
+
+void CudaBackend::quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                                  int value_bits) {
+  const Args args("quantize_values");
+  args.require(
+      value_bits == 32 || value_bits == 16 || value_bits == 8 || value_bits == 4 || value_bits == 2,
+      "value_bits = " + std::to_string(value_bits) + " (32, 16, 8, 4 or 2)");
+  const size_t n = values.numel;
+  auto* code = const_cast<uint32_t*>(as_indices(codes));
+  args.i32(codes, n, "codes");
+  float* v = args.f32(values, n, "values");
+  const int32_t* trows = nullptr;
+  const int32_t* srows = nullptr;
+  float* table = nullptr;
+  size_t nt = 0, ns = 0;
+  if (value_bits < 16) {
+    args.require(tensors.numel % 6 == 0 && segments.numel % 3 == 0,
+                 "tensors / segments are not whole rows");
+    nt = tensors.numel / 6;
+    ns = segments.numel / 3;
+    trows = args.i32(tensors, tensors.numel, "tensors");
+    srows = args.i32(segments, segments.numel, "segments");
+    if (tables.numel > 0) table = args.f32(tables, tables.numel, "tables");
+  }
+  activate();
+  void* work = nullptr;
+  const size_t bytes = loco_quantize_values_scratch(nt, ns, value_bits);
+  if (bytes > 0) work = scratch(bytes);
+  args.launched(
+      loco_quantize_values(code, v, table, n, trows, nt, srows, ns, value_bits, work, stream_));
+}
+
+void CudaBackend::pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                                Buf tensors, Buf chunks, const ops::PackOptions& opt) {
+  const Args args("pack_sections");
+  args.require(tensors.numel % ops::kPackTensorInts == 0 && chunks.numel % ops::kPackChunkInts == 0,
+               "tensors / chunks are not whole rows");
+  const size_t nt = tensors.numel / ops::kPackTensorInts, nc = chunks.numel / ops::kPackChunkInts;
+  args.require(payload.dtype == DType::I32 && payload.data != nullptr, "payload is not i32");
+  args.i32(layout, nt + 2, "layout");
+  const int32_t* trows = args.i32(tensors, tensors.numel, "tensors");
+  const int32_t* crows = args.i32(chunks, chunks.numel, "chunks");
+  const float* table = tables.numel > 0 ? args.f32(tables, tables.numel, "tables") : nullptr;
+  args.require(opt.first_byte <= payload.bytes(), "payload is shorter than its header");
+  activate();
+  void* work = scratch(loco_pack_sections_scratch(nt, nc));
+  args.launched(loco_pack_sections(
+      static_cast<uint32_t*>(payload.data), payload.bytes(), static_cast<uint32_t*>(layout.data),
+      as_indices(offsets), as_indices(codes), table, trows, nt, crows, nc,
+      opt.max_chunks_per_tensor, opt.max_value_bytes, opt.index_coding, opt.implied ? 1 : 0,
+      opt.explicit_counts ? 1 : 0, opt.value_bits, opt.first_byte, work, stream_));
 }
 
 }  // namespace loco

@@ -21,6 +21,10 @@
 
 namespace loco {
 
+namespace ops {
+struct PackOptions;  // loco/ops/compress_pack.hpp
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -154,6 +158,22 @@ class Backend {
   virtual void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) = 0;
   // out = sum / count (0 where count is 0); with an empty count, out = sum / divisor.
   virtual void divide(Buf out, Buf sum, Buf count, float divisor) = 0;
+  // The quantiser, on the gathered kept values (loco/ops/compress_quantize.hpp has the rules
+  // and the CPU reference). value_bits 32 / 16: codes (I32) = the f32 / bf16 bits of values
+  // (16: values ← the bf16 value). 8 / 4 / 2: for each tensor of `tensors` (I32,
+  // ops::kQuantTensorInts per tensor; its segments in `segments`, ops::kQuantSegmentInts
+  // each) the statistics, codes = levels, its table at its slot of `tables` (F32), and
+  // values ← D, what every receiver decodes. codes.numel >= values.numel = kept elements.
+  virtual void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                               int value_bits) = 0;
+  // The tensor sections of a compressed payload (loco/ops/compress_pack.hpp; wire format in
+  // loco/compress/wire.hpp) from the kept in-chunk `offsets`, the `codes` and `tables` of
+  // quantize_values, and the I32 tables `tensors` / `chunks` (ops::kPackTensorInts /
+  // kPackChunkInts per row). payload (I32 words holding the bytes) is written from byte
+  // opt.first_byte on and must hold ops::pack_bound bytes; layout (I32, tensors + 2) = each
+  // tensor's index stream bytes, then the payload's total bytes (u64, low word first).
+  virtual void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                             Buf tensors, Buf chunks, const ops::PackOptions& opt) = 0;
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a device is usable, else the CPU). A request for

@@ -101,6 +101,10 @@ class CudaBackend final : public Backend {
   void scatter_subtract(Buf x, Buf flat, Buf values) override;
   void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override;
   void divide(Buf out, Buf sum, Buf count, float divisor) override;
+  void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                       int value_bits) override;
+  void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables, Buf tensors,
+                     Buf chunks, const ops::PackOptions& opt) override;
 
  private:
   struct GemmPlan;  // cuBLASLt descriptors + heuristic algorithm for one GEMM shape
