@@ -57,6 +57,13 @@ cudaError_t loco_rmsnorm_backward(__nv_bfloat16* din, float* dweight, const __nv
                                   const float* rstd, int N, int C, float* scratch,
                                   cudaStream_t s);
 
+// sum(N,C) = a + b (bf16), out(N,C) = sum * rstd * weight, rstd(N) f32: add then
+// rmsnorm_forward in one pass. sum may alias a or b.
+cudaError_t loco_add_rmsnorm_forward(__nv_bfloat16* sum, __nv_bfloat16* out, float* rstd,
+                                     const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                     const __nv_bfloat16* weight, int N, int C, float eps,
+                                     cudaStream_t s);
+
 // ------------------------------------------------------------------ rope
 // x, out (B,T,H,hd); rotate-half; direction +1 forward, -1 backward (inverse rotation).
 // Angles in double precision (as the CPU reference). out may alias x.
@@ -128,6 +135,16 @@ cudaError_t loco_fingerprint(unsigned long long* sum, const void* data, size_t b
 cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n,
                            float lr, float beta1, float beta2, float eps, float weight_decay,
                            float bc1, float bc2, float grad_scale, cudaStream_t s);
+
+// Multi-tensor AdamW: the update above for each of num_tensors rows of `table` (u64 words:
+// element offset, count, weight decay as f32 bits) in one launch; hyper (device f32: lr, b1,
+// b2, eps, bc1, bc2, grad_scale); stats (device, may be NULL: include/loco/ops/step_stats.hpp)
+// replaces grad_scale by its clip scale and skips everything on its non-finite flag.
+// max_numel (the largest row) sizes the grid.
+cudaError_t loco_adamw_multi_f32(float* param, const float* grad, float* m, float* v,
+                                 const unsigned long long* table, size_t num_tensors,
+                                 size_t max_numel, const float* hyper, const int32_t* stats,
+                                 cudaStream_t s);
 
 // ------------------------------------------------------------------ compression primitives
 // (include/loco/ops/chunk_topk.hpp is the CPU reference; kernels/compress_*.cu are built

@@ -11,6 +11,7 @@
 
 #include "loco/core/hash.hpp"
 #include "loco/ops/adamw.hpp"
+#include "loco/ops/add_rmsnorm.hpp"
 #include "loco/ops/attention.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/chunk_topk.hpp"
@@ -22,6 +23,7 @@
 #include "loco/ops/matmul.hpp"
 #include "loco/ops/rmsnorm.hpp"
 #include "loco/ops/rope.hpp"
+#include "loco/ops/step_stats.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "loco/ops/vector_ops.hpp"
 
@@ -157,6 +159,16 @@ void CpuBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, i
   ops::rmsnorm_forward(args.f32(out, elements(N, C), "out"), args.f32(rstd, N, "rstd"),
                        args.f32(in, elements(N, C), "in"), args.f32(weight, C, "weight"), N, C,
                        eps);
+}
+
+void CpuBackend::add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                     int C, float eps) {
+  const OpArgs args("add_rmsnorm_forward");
+  args.non_negative({N, C});
+  ops::add_rmsnorm_forward(args.f32(sum, elements(N, C), "sum"),
+                           args.f32(out, elements(N, C), "out"), args.f32(rstd, N, "rstd"),
+                           args.f32(a, elements(N, C), "a"), args.f32(b, elements(N, C), "b"),
+                           args.f32(weight, C, "weight"), N, C, eps);
 }
 
 void CpuBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
@@ -297,6 +309,33 @@ void CpuBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float
   const ops::AdamWHyperparams hp{lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale};
   ops::adamw_update(args.f32(param, n, "param"), args.f32(grad, n, "grad"), args.f32(m, n, "m"),
                     args.f32(v, n, "v"), n, hp);
+}
+
+void CpuBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                             const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
+  const OpArgs args("adamw_multi");
+  const size_t n = param.numel;
+  args.require(grad.numel == n && m.numel == n && v.numel == n,
+               "param, grad, m and v must have the same number of elements");
+  for (const AdamTensor& t : tensors)
+    args.require(t.offset <= n && t.numel <= n - t.offset,
+                 "a tensor reaches past the buffers (" + std::to_string(t.offset) + " + " +
+                     std::to_string(t.numel) + " > " + std::to_string(n) + ")");
+  const float* h = args.f32(hyper, kAdamHyperFloats, "hyper");
+  float scale = h[6];
+  if (!stats.empty()) {
+    const ops::StepStats st = ops::read_step_stats(args.i32(stats, ops::kStepStatsWords, "stats"));
+    if (st.non_finite) return;  // the step is skipped
+    scale = st.clip_scale;
+  }
+  float* p = args.f32(param, n, "param");
+  const float* g = args.f32(grad, n, "grad");
+  float* pm = args.f32(m, n, "m");
+  float* pv = args.f32(v, n, "v");
+  for (const AdamTensor& t : tensors) {
+    const ops::AdamWHyperparams hp{h[0], h[1], h[2], h[3], t.weight_decay, h[4], h[5], scale};
+    ops::adamw_update(p + t.offset, g + t.offset, pm + t.offset, pv + t.offset, t.numel, hp);
+  }
 }
 
 void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,

@@ -92,6 +92,11 @@ class TimedBackend final : public Backend {
     timed("rmsnorm_backward",
           [&] { be_.rmsnorm_backward(din, dweight, dout, in, weight, rstd, N, C); });
   }
+  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                           float eps) override {
+    timed("add_rmsnorm_forward",
+          [&] { be_.add_rmsnorm_forward(sum, out, rstd, a, b, weight, N, C, eps); });
+  }
   void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override {
     timed("matmul_forward " + std::to_string(IC) + "->" + std::to_string(OC),
           [&] { be_.matmul_forward(out, in, weight, N, IC, OC); });
@@ -159,6 +164,10 @@ class TimedBackend final : public Backend {
       be_.adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
                        grad_scale);
     });
+  }
+  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                   Buf hyper, Buf stats) override {
+    timed("adamw_multi", [&] { be_.adamw_multi(param, grad, m, v, tensors, hyper, stats); });
   }
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override {

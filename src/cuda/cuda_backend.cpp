@@ -210,6 +210,7 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   plans_.clear();
+  if (adam_table_.data != nullptr) cudaFree(adam_table_.data);
   if (lt_ != nullptr) cublasLtDestroy(lt_);
   if (scratch_ != nullptr) cudaFree(scratch_);
   if (workspace_ != nullptr) cudaFree(workspace_);
@@ -550,6 +551,20 @@ void CudaBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf w
   args.launched(loco_rmsnorm_backward(dx, dw, dy, x, w, r, N, C, partial, stream_));
 }
 
+void CudaBackend::add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                      int C, float eps) {
+  const Args args("add_rmsnorm_forward");
+  args.non_negative({N, C});
+  auto* s = args.bf16(sum, elements(N, C), "sum");
+  auto* o = args.bf16(out, elements(N, C), "out");
+  float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
+  const auto* x = args.bf16(a, elements(N, C), "a");
+  const auto* y = args.bf16(b, elements(N, C), "b");
+  const auto* w = args.bf16(weight, static_cast<size_t>(C), "weight");
+  activate();
+  args.launched(loco_add_rmsnorm_forward(s, o, r, x, y, w, N, C, eps, stream_));
+}
+
 void CudaBackend::rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
   const Args args("rope_forward");
   args.non_negative({B, T, H, hd});
@@ -736,6 +751,49 @@ void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, floa
   activate();
   args.launched(loco_adamw_f32(p, g, pm, pv, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
                                grad_scale, stream_));
+}
+
+void CudaBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                              const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
+  const Args args("adamw_multi");
+  const size_t n = param.numel;
+  args.require(grad.numel == n && m.numel == n && v.numel == n,
+               "param, grad, m and v must have the same number of elements");
+  size_t max_numel = 0;
+  for (const AdamTensor& t : tensors) {
+    args.require(t.offset <= n && t.numel <= n - t.offset,
+                 "a tensor reaches past the buffers (" + std::to_string(t.offset) + " + " +
+                     std::to_string(t.numel) + " > " + std::to_string(n) + ")");
+    max_numel = std::max(max_numel, t.numel);
+  }
+  args.require(tensors.size() <= 65535, "at most 65535 tensors per launch");
+  float* p = args.f32(param, n, "param");
+  const float* g = args.f32(grad, n, "grad");
+  float* pm = args.f32(m, n, "m");
+  float* pv = args.f32(v, n, "v");
+  const float* h = args.f32(hyper, kAdamHyperFloats, "hyper");
+  const int32_t* st = stats.empty() ? nullptr : args.i32(stats, 8, "stats");
+  activate();
+  if (tensors != adam_rows_ || adam_table_.data == nullptr) {
+    // A new tensor table (once per optimizer) goes to device memory.
+    std::vector<uint64_t> rows;
+    for (const AdamTensor& t : tensors) {
+      uint32_t wd = 0;
+      std::memcpy(&wd, &t.weight_decay, 4);
+      rows.insert(rows.end(), {uint64_t(t.offset), uint64_t(t.numel), uint64_t(wd)});
+    }
+    if (adam_table_.data != nullptr) release(adam_table_);
+    adam_rows_.clear();
+    if (!rows.empty()) {
+      adam_table_ = alloc(rows.size() * 2, DType::I32);
+      upload(adam_table_, rows.data());
+    }
+    adam_rows_ = tensors;
+  }
+  if (tensors.empty()) return;
+  args.launched(loco_adamw_multi_f32(p, g, pm, pv,
+                                     static_cast<const unsigned long long*>(adam_table_.data),
+                                     tensors.size(), max_numel, h, st, stream_));
 }
 
 void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,

@@ -190,13 +190,18 @@ double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B,
   be.upload(in_tok, inputs);
   be.upload(tgt_tok, targets);
 
+  // The pre-norm blocks' residual adds run fused with the RMSNorm after them
+  // (add_rmsnorm_forward: the same values as add then rmsnorm_forward): mid = x + attention
+  // with ln2, and the block's output = mid + MLP with the next block's ln1 (or the final norm).
   const auto& emb = layout_.find("model.embed_tokens.weight");
   be.embedding_forward(rows(a.residual[0], C), in_tok,
                        compute_params_.slice(emb.offset, emb.numel), N, C);  // (N,C)
+  const auto& normf = layout_.find("model.norm.weight");
   for (int l = 0; l < config_.n_layers; ++l) {
     const Weights w = weights_for_layer(l);
     Buf x = rows(a.residual[l], C), ln1 = rows(a.ln1[l], C);
-    be.rmsnorm_forward(ln1, a.rstd1[l].slice(0, N), x, w.ln1, N, C, eps);
+    if (l == 0) be.rmsnorm_forward(ln1, a.rstd1[l].slice(0, N), x, w.ln1, N, C, eps);
+    // (later blocks: ln1 came with the previous block's output, below)
     Buf q = rows(a.q[l], QD), k = rows(a.k[l], KVD), v = rows(a.v[l], KVD);
     be.matmul_forward(q, ln1, w.wq, N, C, QD);  // (N,NH*hd)
     be.matmul_forward(k, ln1, w.wk, N, C, KVD);
@@ -208,19 +213,22 @@ double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B,
                          T, NH, NKV, hd);
     Buf tmp = rows(a.tmp, C), mid = rows(a.mid[l], C);
     be.matmul_forward(tmp, att, w.wo, N, QD, C);
-    be.add(mid, x, tmp, static_cast<size_t>(N) * C);
     Buf ln2 = rows(a.ln2[l], C);
-    be.rmsnorm_forward(ln2, a.rstd2[l].slice(0, N), mid, w.ln2, N, C, eps);
+    be.add_rmsnorm_forward(mid, ln2, a.rstd2[l].slice(0, N), x, tmp, w.ln2, N, C, eps);
     Buf gate = rows(a.gate[l], F), up = rows(a.up[l], F), hidden = rows(a.hidden[l], F);
     be.matmul_forward(gate, ln2, w.wgate, N, C, F);  // (N,F)
     be.matmul_forward(up, ln2, w.wup, N, C, F);
     be.swiglu_forward(hidden, gate, up, static_cast<size_t>(N) * F);
     be.matmul_forward(tmp, hidden, w.wdown, N, F, C);
-    be.add(rows(a.residual[l + 1], C), mid, tmp, static_cast<size_t>(N) * C);
+    Buf out = rows(a.residual[l + 1], C);
+    if (l + 1 < config_.n_layers) {
+      be.add_rmsnorm_forward(out, rows(a.ln1[l + 1], C), a.rstd1[l + 1].slice(0, N), mid, tmp,
+                             weights_for_layer(l + 1).ln1, N, C, eps);
+    } else {
+      be.add_rmsnorm_forward(out, rows(a.lnf, C), a.rstdf.slice(0, N), mid, tmp,
+                             compute_params_.slice(normf.offset, normf.numel), N, C, eps);
+    }
   }
-  const auto& normf = layout_.find("model.norm.weight");
-  be.rmsnorm_forward(rows(a.lnf, C), a.rstdf.slice(0, N), rows(a.residual[config_.n_layers], C),
-                     compute_params_.slice(normf.offset, normf.numel), N, C, eps);
   const auto& head = layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight"
                                                           : "lm_head.weight");
   Buf logits = rows(a.logits, V);

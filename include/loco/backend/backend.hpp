@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "loco/core/buffer.hpp"
 
@@ -54,6 +55,13 @@ class Backend {
   // din(N,C) += ..., dweight(C) F32 += ...  (din accumulates: it is the residual stream)
   virtual void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
                                 int C) = 0;
+
+  // The residual add fused with the RMSNorm after it (loco/ops/add_rmsnorm.hpp): sum(N,C) =
+  // a + b (stored in the act dtype), then out, rstd = rmsnorm_forward(sum): exactly add()
+  // followed by rmsnorm_forward() on the stored sum. sum may alias a or b. Its backward is
+  // rmsnorm_backward, whose din += already is the add's backward.
+  virtual void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                   int C, float eps) = 0;
 
   // out(N,OC) = in(N,IC) · weight(OC,IC)ᵀ
   virtual void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) = 0;
@@ -113,6 +121,23 @@ class Backend {
                             float eps, float weight_decay, float bc1, float bc2,
                             float grad_scale) = 0;
 
+  // One tensor of a multi-tensor AdamW launch: elements [offset, offset + numel) of the flat
+  // buffers, with its own weight decay.
+  struct AdamTensor {
+    size_t offset = 0, numel = 0;
+    float weight_decay = 0.0f;
+    bool operator==(const AdamTensor&) const = default;
+  };
+  // Words of adamw_multi's `hyper` buffer, in this order: lr, beta1, beta2, eps, bc1, bc2,
+  // grad_scale, 0.
+  static constexpr int kAdamHyperFloats = 8;
+  // adamw_update on every tensor of `tensors` in one launch, with the scalars read from
+  // backend memory (so a captured step reads each step's values): hyper (F32,
+  // kAdamHyperFloats). With `stats` (I32, loco/ops/step_stats.hpp) the gradient is scaled
+  // by its clip scale instead of hyper's grad_scale, and nothing changes when it flags a
+  // non-finite gradient. Bit for bit the same as adamw_update tensor by tensor.
+  virtual void adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                           const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) = 0;
   // Row-major F32 GEMM: C(M,N) = alpha · op(A) · op(B) + beta · C, op = transpose when set.
   // A is (M,K) or (K,M) when trans_a; B is (K,N) or (N,K) when trans_b. Used by Muon.
   virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,

@@ -25,6 +25,8 @@ class CpuBackend final : public Backend {
   void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
   void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
                         int C) override;
+  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                           float eps) override;
   void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
   void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
                        bool accumulate_din) override;
@@ -47,6 +49,8 @@ class CpuBackend final : public Backend {
   uint64_t fingerprint(Buf x) override;
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
+  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                   Buf hyper, Buf stats) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
   void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "loco/backend/backend.hpp"
 
@@ -67,6 +68,8 @@ class CudaBackend final : public Backend {
   void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
   void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
                         int C) override;
+  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                           float eps) override;
   void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
   void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
                        bool accumulate_din) override;
@@ -89,6 +92,8 @@ class CudaBackend final : public Backend {
   uint64_t fingerprint(Buf x) override;
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
+  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                   Buf hyper, Buf stats) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
   void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
@@ -141,6 +146,8 @@ class CudaBackend final : public Backend {
   void* result_dev_ = nullptr;   // small device results (sum_squares, all_finite)
   void* host_pinned_ = nullptr;  // pinned host mirror for small results
   std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
+  std::vector<AdamTensor> adam_rows_;  // the tensor table last uploaded for adamw_multi
+  Buf adam_table_;                     // it, in device memory: (offset, numel, wd bits) u64
   size_t allocated_bytes_ = 0;  // live buffers + scratch + workspace, and its maximum
   size_t peak_bytes_ = 0;
   void count_allocation(ptrdiff_t bytes) {

@@ -29,6 +29,9 @@ class InnerOptimizer {
 // untied) LM head only when `decay_embeddings`.
 bool decays(const ParamView& v, const OptimizerConfig& cfg);
 
+// The whole update is one Backend::adamw_multi launch over runs of views (consecutive views
+// with the same weight-decay flag share a run): one launch instead of 111 on the 134M model,
+// the same element-wise math as adamw_update view by view.
 class AdamW final : public InnerOptimizer {
  public:
   AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend);
@@ -39,18 +42,14 @@ class AdamW final : public InnerOptimizer {
   std::vector<std::pair<std::string, Buf>> state() override;
 
  private:
+  void upload_hyper(double lr, float grad_scale);
+
   OptimizerConfig cfg_;
   const ParamLayout& layout_;
   Backend& backend_;
-  // Consecutive views with the same weight-decay flag form one run: one adamw_update call
-  // per run instead of per view (the same element-wise math; ~50 launches instead of 111 on
-  // the 134M model).
-  struct Run {
-    size_t offset = 0, numel = 0;
-    bool decay = false;
-  };
-  std::vector<Run> runs_;
+  std::vector<Backend::AdamTensor> runs_;
   Buf m_, v_;
+  Buf hyper_;  // Backend::kAdamHyperFloats scalars of the current step
   int64_t t_ = 0;
 };
 
