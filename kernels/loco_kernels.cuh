@@ -146,6 +146,15 @@ cudaError_t loco_adamw_multi_f32(float* param, const float* grad, float* m, floa
                                  size_t max_numel, const float* hyper, const int32_t* stats,
                                  cudaStream_t s);
 
+// ------------------------------------------------------------------ step statistics
+// (include/loco/ops/step_stats.hpp; stats: 8 device int32 words)
+// stats.loss (f64) += Σ losses / n, a fixed-order reduction in double.
+cudaError_t loco_accumulate_loss(int32_t* stats, const float* losses, size_t n, cudaStream_t s);
+// stats Σg² (f64) = Σ grads² (loco_sum_squares), then clip scale and non-finite flag for
+// max_norm. scratch: loco_sum_squares_scratch() doubles.
+cudaError_t loco_clip_grad_norm(int32_t* stats, const float* grads, size_t n, double max_norm,
+                                double* scratch, cudaStream_t s);
+
 // ------------------------------------------------------------------ compression primitives
 // (include/loco/ops/chunk_topk.hpp is the CPU reference; kernels/compress_*.cu are built
 // without --use_fast_math and use _rn intrinsics: these results must match it bit for bit.)

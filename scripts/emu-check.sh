@@ -5,7 +5,7 @@
 # cannot check GPU float behaviour (flush-to-zero, fast math) or speed — see the comment in
 # tests/emu/cuda_emu.hpp. Needs the CUDA toolkit headers (/usr/local/cuda/include).
 #
-# Usage: scripts/emu-check.sh [test ...]   (default: kernels backend_smoke muon compress;
+# Usage: scripts/emu-check.sh [test ...]   (default: kernels backend_smoke muon compress step;
 #        names are tests/gpu/gpu_test_<name>.cpp). Builds into build-emu/ (BUILD_DIR).
 #        EMU_CATCH_ARGS: Catch2 arguments for every binary (default "~[attention-large]": the
 #        B=4, T=1024 attention cases take hours as fibers).
@@ -15,7 +15,7 @@ ROOT=$(pwd)
 OUT=${BUILD_DIR:-build-emu}
 CUDA_INC=${CUDA_INC:-/usr/local/cuda/include}
 TESTS=("$@")
-((${#TESTS[@]})) || TESTS=(kernels backend_smoke muon compress)
+((${#TESTS[@]})) || TESTS=(kernels backend_smoke muon compress step)
 JOBS=$(nproc)
 [[ -f $CUDA_INC/cuda_runtime_api.h ]] || { echo "no CUDA headers in $CUDA_INC"; exit 1; }
 mkdir -p "$OUT"/{k,obj}

@@ -23,6 +23,7 @@
 #include "loco/ops/rmsnorm.hpp"
 #include "loco/ops/step_stats.hpp"
 #include "loco/ops/swiglu.hpp"
+#include "loco/optim/optimizer.hpp"
 #include "support/catch.hpp"
 #include "support/fingerprint_checks.hpp"
 
@@ -603,4 +604,34 @@ TEST_CASE("cpu backend: adamw_multi is adamw_update tensor by tensor; stats clip
   HostBuf p(backend, p0), hyper(backend, Floats(8, 0.0f));
   CHECK_THROWS_WITH(backend.adamw_multi(p, p, p, p, {{900, 101, 0.0f}}, hyper, Buf{}),
                     LOCO_CONTAINS("reaches past the buffers"));
+}
+
+TEST_CASE("cpu backend: step statistics — loss, gradient norm, clip scale, non-finite flag",
+          "[cpu][step_stats]") {
+  loco::CpuBackend backend;
+  HostBuf stats(backend, std::vector<int32_t>(ops::kStepStatsWords, 0));
+  HostBuf l1(backend, Floats{1.0f, 2.0f, 3.0f, 6.0f}), l2(backend, Floats{0.5f, 1.5f});
+  backend.accumulate_loss(stats, l1);
+  backend.accumulate_loss(stats, l2);
+  auto read = [&] {
+    std::vector<int32_t> w(ops::kStepStatsWords);
+    backend.download(w.data(), stats);
+    return ops::read_step_stats(w.data());
+  };
+  CHECK(read().loss_sum == 3.0 + 1.0);         // mean 3, then mean 1
+  HostBuf grads(backend, Floats{3.0f, 4.0f});  // norm 5
+  backend.clip_grad_norm(stats, grads, 1.0);
+  CHECK(read().grad_sum_squares == 25.0);
+  CHECK(read().clip_scale == 0.2f);
+  CHECK_FALSE(read().non_finite);
+  const loco::GradNorm gn = loco::global_grad_norm(backend, grads, 1.0);
+  CHECK(read().clip_scale == gn.clip_scale);
+  backend.clip_grad_norm(stats, grads, 10.0);  // below the threshold, or none
+  CHECK(read().clip_scale == 1.0f);
+  backend.clip_grad_norm(stats, grads, 0.0);
+  CHECK(read().clip_scale == 1.0f);
+  backend.upload(grads, Floats{1.0f, std::numeric_limits<float>::quiet_NaN()}.data());
+  backend.clip_grad_norm(stats, grads, 1.0);
+  CHECK(read().non_finite);
+  CHECK(read().loss_sum == 4.0);  // untouched
 }

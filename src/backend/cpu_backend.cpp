@@ -338,6 +338,20 @@ void CpuBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
   }
 }
 
+void CpuBackend::accumulate_loss(Buf stats, Buf losses) {
+  const OpArgs args("accumulate_loss");
+  auto* st = const_cast<int32_t*>(args.i32(stats, ops::kStepStatsWords, "stats"));
+  ops::accumulate_loss(st, args.f32(losses, losses.numel, "losses"), losses.numel);
+}
+
+void CpuBackend::clip_grad_norm(Buf stats, Buf grads, double max_norm) {
+  const OpArgs args("clip_grad_norm");
+  auto* st = const_cast<int32_t*>(args.i32(stats, ops::kStepStatsWords, "stats"));
+  const double ss = ops::sum_squares(args.f32(grads, grads.numel, "grads"), grads.numel);
+  std::memcpy(st + 2, &ss, sizeof ss);
+  ops::finish_grad_norm(st, max_norm);
+}
+
 void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
                           Buf B, float beta, Buf C) {
   const OpArgs args("gemm_f32");

@@ -26,6 +26,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/ops/cpu_isa.hpp"
 #include "loco/optim/optimizer.hpp"
+#include "loco/train/train_step.hpp"
 
 namespace loco {
 
@@ -168,6 +169,12 @@ class TimedBackend final : public Backend {
   void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
                    Buf hyper, Buf stats) override {
     timed("adamw_multi", [&] { be_.adamw_multi(param, grad, m, v, tensors, hyper, stats); });
+  }
+  void accumulate_loss(Buf stats, Buf losses) override {
+    timed("accumulate_loss", [&] { be_.accumulate_loss(stats, losses); });
+  }
+  void clip_grad_norm(Buf stats, Buf grads, double max_norm) override {
+    timed("clip_grad_norm", [&] { be_.clip_grad_norm(stats, grads, max_norm); });
   }
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override {
@@ -366,18 +373,18 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   model.init_weights(tc.seed);
   auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), backend);
 
-  // grad_accum distinct micro-batches of uniform random tokens, made once.
+  // grad_accum distinct micro-batches of uniform random tokens, made once, back to back.
   Rng rng(tc.seed ^ 0x62656e6368ULL);
   const size_t n_tok = static_cast<size_t>(B) * T;
-  std::vector<std::vector<int32_t>> inputs(accum), targets(accum);
-  for (int m = 0; m < accum; ++m) {
-    inputs[m].resize(n_tok);
-    targets[m].resize(n_tok);
-    for (size_t i = 0; i < n_tok; ++i) {
-      inputs[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
-      targets[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
-    }
+  std::vector<int32_t> inputs(n_tok * static_cast<size_t>(accum)), targets(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
+    targets[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
   }
+  // The trainer's inner step, in the mode LOCO_STEP asks for (host, device or graph).
+  TrainStep inner_step(
+      model, *optimizer,
+      TrainStep::Options{B, T, accum, config.optimizer.grad_clip, TrainStep::mode_from_env()});
 
   // Phases are timed (with a sync at each boundary) only when profiling.
   std::map<std::string, double> phases;
@@ -391,22 +398,14 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   double last_loss = 0.0;
   auto run_step = [&]() {
     auto t = Clock::now();
-    backend.zero(model.grads());
-    phase("zero_grads", t);
-    double loss = 0.0;
-    for (int m = 0; m < accum; ++m)
-      loss += model.forward_backward(inputs[m].data(), targets[m].data(), B, T,
-                                     1.0f / static_cast<float>(accum));
-    phase("forward_backward", t);
-    const GradNorm gn = global_grad_norm(backend, model.grads(), config.optimizer.grad_clip);
-    phase("grad_norm", t);
     // The schedule's value does not change the work; the peak lr keeps the steps comparable.
-    optimizer->step(model.params(), model.grads(), config.optimizer.lr, gn.clip_scale);
-    phase("optimizer", t);
+    inner_step.start(inputs.data(), targets.data(), config.optimizer.lr);
+    phase("step (zero, forward_backward, clip, update)", t);
+    last_loss = inner_step.finish().loss;
+    phase("finish (read the statistics)", t);
     model.params_changed();
     backend.synchronize();
     phase("params_changed", t);
-    last_loss = loss / accum;
   };
 
   for (int s = 0; s < options.warmup; ++s) run_step();
@@ -458,6 +457,8 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
               {"d_ff", mc.d_ff},
               {"tie_embeddings", mc.tie_embeddings}}},
             {"optimizer", config.optimizer.type},
+            {"step_mode", TrainStep::mode_name(inner_step.mode())},
+            {"step_graph", inner_step.graph_captured()},
             {"micro_batch", B},
             {"seq_len", T},
             {"grad_accum", accum},
@@ -512,8 +513,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
         "thread(s), %d BLAS thread(s), %s kernels\n",
         config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B, T, accum,
         omp_get_max_threads(), openblas_get_num_threads(), ops::cpu_isa_name(ops::cpu_isa()));
-    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens\n", "steps", options.warmup,
-                options.steps, group_digits(tokens_per_step).c_str());
+    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens (LOCO_STEP: %s%s)\n", "steps",
+                options.warmup, options.steps, group_digits(tokens_per_step).c_str(),
+                TrainStep::mode_name(inner_step.mode()),
+                inner_step.graph_captured() ? ", graph replayed" : "");
     std::printf("  %-14s median %.2f ms | mean %.2f ms | min %.2f ms | max %.2f ms | sd %.2f ms\n",
                 "step time", median * 1e3, mean * 1e3, r["step_min_s"].get<double>() * 1e3,
                 r["step_max_s"].get<double>() * 1e3, stddev * 1e3);

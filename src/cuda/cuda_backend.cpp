@@ -223,8 +223,17 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::activate() const { LOCO_CUDA(cudaSetDevice(device_)); }
 
+void CudaBackend::not_while_capturing(const char* op) const {
+  if (capturing_)
+    throw Error(std::string("cuda backend: ") + op +
+                " synchronises with the host, allocates or frees, and cannot be part of a "
+                "captured graph (run the work once eagerly before capturing it)");
+}
+
 void* CudaBackend::scratch(size_t bytes) {
   if (bytes <= scratch_bytes_) return scratch_;
+  not_while_capturing("growing the scratch memory");
+  ++scratch_generation_;  // graphs captured with the old block cannot run any more
   // Work queued on the stream may still read the old block: wait before freeing it.
   LOCO_CUDA(cudaStreamSynchronize(stream_));
   if (scratch_ != nullptr) LOCO_CUDA(cudaFree(scratch_));
@@ -263,6 +272,7 @@ void CudaBackend::check_status() {
 Buf CudaBackend::alloc(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel};
   if (numel == 0) return buf;
+  not_while_capturing("alloc");
   activate();
   const cudaError_t e = cudaMalloc(&buf.data, buf.bytes());
   if (e != cudaSuccess) {
@@ -283,6 +293,7 @@ Buf CudaBackend::alloc(size_t numel, DType dtype) {
 }
 
 void CudaBackend::release(Buf& buf) {
+  not_while_capturing("release");
   if (buf.data != nullptr) {
     activate();
     LOCO_CUDA(cudaStreamSynchronize(stream_));
@@ -299,6 +310,7 @@ void CudaBackend::zero(Buf buf) {
 }
 
 void CudaBackend::upload(Buf dst, const void* host_src) {
+  not_while_capturing("upload");
   if (dst.bytes() == 0) return;
   activate();
   LOCO_CUDA(cudaMemcpyAsync(dst.data, host_src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
@@ -306,6 +318,7 @@ void CudaBackend::upload(Buf dst, const void* host_src) {
 }
 
 void CudaBackend::download(void* host_dst, Buf src) {
+  not_while_capturing("download");
   activate();
   if (src.bytes() > 0)
     LOCO_CUDA(cudaMemcpyAsync(host_dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
@@ -335,6 +348,7 @@ void CudaBackend::copy(Buf dst, Buf src) {
 }
 
 void CudaBackend::synchronize() {
+  not_while_capturing("synchronize");
   activate();
   check_status();
 }
@@ -683,6 +697,7 @@ void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int 
 // ---------------------------------------------------------------------------- F32 vector ops
 
 double CudaBackend::sum_squares(Buf x) {
+  not_while_capturing("sum_squares");
   const Args args("sum_squares");
   const float* p = args.f32(x, x.numel, "x");
   activate();
@@ -714,6 +729,7 @@ void CudaBackend::axpby(Buf y, float a, Buf x, float b) {
 }
 
 bool CudaBackend::all_finite(Buf x) {
+  not_while_capturing("all_finite");
   const Args args("all_finite");
   const float* p = args.f32(x, x.numel, "x");
   activate();
@@ -727,6 +743,7 @@ bool CudaBackend::all_finite(Buf x) {
 }
 
 uint64_t CudaBackend::fingerprint(Buf x) {
+  not_while_capturing("fingerprint");
   activate();
   auto* sum = static_cast<unsigned long long*>(result_dev_);
   Args("fingerprint").launched(loco_fingerprint(sum, x.data, x.bytes(), stream_));
@@ -775,7 +792,8 @@ void CudaBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
   const int32_t* st = stats.empty() ? nullptr : args.i32(stats, 8, "stats");
   activate();
   if (tensors != adam_rows_ || adam_table_.data == nullptr) {
-    // A new tensor table (once per optimizer) goes to device memory.
+    // A new tensor table (once per optimizer): to device memory, which a capture cannot do.
+    not_while_capturing("adamw_multi with a new tensor table");
     std::vector<uint64_t> rows;
     for (const AdamTensor& t : tensors) {
       uint32_t wd = 0;
@@ -794,6 +812,82 @@ void CudaBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
   args.launched(loco_adamw_multi_f32(p, g, pm, pv,
                                      static_cast<const unsigned long long*>(adam_table_.data),
                                      tensors.size(), max_numel, h, st, stream_));
+}
+
+void CudaBackend::accumulate_loss(Buf stats, Buf losses) {
+  const Args args("accumulate_loss");
+  const int32_t* st = args.i32(stats, 8, "stats");
+  const float* l = args.f32(losses, losses.numel, "losses");
+  activate();
+  args.launched(loco_accumulate_loss(const_cast<int32_t*>(st), l, losses.numel, stream_));
+}
+
+void CudaBackend::clip_grad_norm(Buf stats, Buf grads, double max_norm) {
+  const Args args("clip_grad_norm");
+  const int32_t* st = args.i32(stats, 8, "stats");
+  const float* g = args.f32(grads, grads.numel, "grads");
+  activate();
+  auto* partial = static_cast<double*>(scratch(loco_sum_squares_scratch() * sizeof(double)));
+  args.launched(
+      loco_clip_grad_norm(const_cast<int32_t*>(st), g, grads.numel, max_norm, partial, stream_));
+}
+
+// ---------------------------------------------------------------------------- graphs
+
+class CudaBackend::CudaGraph final : public Backend::Graph {
+ public:
+  CudaGraph(CudaBackend& backend, cudaGraphExec_t exec)
+      : backend_(backend), exec_(exec), generation_(backend.scratch_generation_) {}
+  ~CudaGraph() override {  // never throws
+    cudaSetDevice(backend_.device_);
+    cudaStreamSynchronize(backend_.stream_);  // it may still run
+    cudaGraphExecDestroy(exec_);
+    cudaGetLastError();
+  }
+  bool launch() override {
+    if (backend_.scratch_generation_ != generation_) return false;
+    backend_.not_while_capturing("launching a graph");
+    backend_.activate();
+    LOCO_CUDA(cudaGraphLaunch(exec_, backend_.stream_));
+    return true;
+  }
+
+ private:
+  CudaBackend& backend_;
+  cudaGraphExec_t exec_;
+  uint64_t generation_;
+};
+
+std::unique_ptr<Backend::Graph> CudaBackend::capture(const std::function<void()>& work) {
+  not_while_capturing("capture");
+  activate();
+  LOCO_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  cudaGraph_t graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    capturing_ = false;
+    if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph != nullptr)
+      cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  capturing_ = false;
+  const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: graph capture failed: " + cuda_error_text(e) +
+                " (the captured work made a call a capture may not contain)");
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (ie != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: cudaGraphInstantiate failed: " + cuda_error_text(ie));
+  }
+  return std::make_unique<CudaGraph>(*this, exec);
 }
 
 void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,

@@ -60,6 +60,15 @@ void AdamW::step(Buf params, Buf grads, double lr, float grad_scale) {
   backend_.adamw_multi(params, grads, m_, v_, runs_, hyper_, Buf{});
 }
 
+void AdamW::begin_device_step(double lr) {
+  ++t_;
+  upload_hyper(lr, 1.0f);  // the clip scale comes from the step statistics
+}
+
+void AdamW::update_device(Buf params, Buf grads, Buf stats) {
+  backend_.adamw_multi(params, grads, m_, v_, runs_, hyper_, stats);
+}
+
 std::vector<std::pair<std::string, Buf>> AdamW::state() { return {{"adam.m", m_}, {"adam.v", v_}}; }
 
 void Sgd::step(Buf params, Buf grads, double lr, float grad_scale) {

@@ -20,6 +20,7 @@
 #include "loco/backend/cuda_backend.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/step_stats.hpp"
+#include "loco/optim/optimizer.hpp"
 #include "support/catch.hpp"
 
 namespace {
@@ -795,4 +796,40 @@ TEST_CASE("gpu: multi-tensor adamw = adamw_update tensor by tensor; stats clip a
   const auto before = g.get(gp);
   gpu().adamw_multi(gp, gg, gm, gv, tensors, gh, gst);
   CHECK(g.get(gp) == before);
+}
+
+TEST_CASE("gpu: step statistics on the device", "[gpu]") {
+  LOCO_REQUIRE_GPU();
+  Scope g(gpu()), c(cpu());
+  Buf gst = g.make_ids(std::vector<int32_t>(8, 0)), cst = c.make_ids(std::vector<int32_t>(8, 0));
+  auto read = [](Backend& be, Buf b) {
+    std::vector<int32_t> w(8);
+    be.download(w.data(), b);
+    return loco::ops::read_step_stats(w.data());
+  };
+  for (size_t n : {size_t(1), size_t(1000), size_t(16384)}) {
+    const auto l = randn(n, 1.f, 5.f);
+    Buf gl = g.make(l, DType::F32), cl = c.make(l, DType::F32);
+    gpu().accumulate_loss(gst, gl);
+    cpu().accumulate_loss(cst, cl);
+  }
+  CHECK_THAT(read(gpu(), gst).loss_sum,
+             Catch::Matchers::WithinRel(read(cpu(), cst).loss_sum, 1e-12));
+  for (double max_norm : {0.0, 1.0, 1e9}) {
+    const auto grad = randn(300001, 0.01f);
+    Buf gg = g.make(grad, DType::F32);
+    gpu().clip_grad_norm(gst, gg, max_norm);
+    const auto st = read(gpu(), gst);
+    // Exactly what the host computes from the device's own sum of squares.
+    const loco::GradNorm gn = loco::global_grad_norm(gpu(), gg, max_norm);
+    CHECK(st.grad_sum_squares == gpu().sum_squares(gg));
+    CHECK(std::sqrt(st.grad_sum_squares) == gn.norm);
+    CHECK(st.clip_scale == gn.clip_scale);
+    CHECK_FALSE(st.non_finite);
+  }
+  auto bad = randn(1000);
+  bad[500] = std::numeric_limits<float>::infinity();
+  Buf gb = g.make(bad, DType::F32);
+  gpu().clip_grad_norm(gst, gb, 1.0);
+  CHECK(read(gpu(), gst).non_finite);
 }

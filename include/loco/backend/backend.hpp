@@ -14,6 +14,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -138,6 +139,13 @@ class Backend {
   // non-finite gradient. Bit for bit the same as adamw_update tensor by tensor.
   virtual void adamw_multi(Buf param, Buf grad, Buf m, Buf v,
                            const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) = 0;
+  // Training-step statistics kept in backend memory (loco/ops/step_stats.hpp; stats: I32).
+  // stats.loss += Σ losses / losses.numel (losses F32, one micro-batch's token losses).
+  virtual void accumulate_loss(Buf stats, Buf losses) = 0;
+  // Σ g² over grads (the sum_squares reduction) into stats, then the clip scale for
+  // max_norm (<= 0: no clipping) and the non-finite flag.
+  virtual void clip_grad_norm(Buf stats, Buf grads, double max_norm) = 0;
+
   // Row-major F32 GEMM: C(M,N) = alpha · op(A) · op(B) + beta · C, op = transpose when set.
   // A is (M,K) or (K,M) when trans_a; B is (K,N) or (N,K) when trans_b. Used by Muon.
   virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
@@ -199,6 +207,24 @@ class Backend {
   // tensor's index stream bytes, then the payload's total bytes (u64, low word first).
   virtual void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
                              Buf tensors, Buf chunks, const ops::PackOptions& opt) = 0;
+
+  // ------------------------------------------------------------------ graphs
+  // Work recorded once and replayed (CUDA graphs). capture() records what `work` enqueues
+  // instead of running it and returns the recording, or nullptr when this backend has no
+  // graphs (the CPU): the caller then simply runs the work each time. The recorded work must
+  // not synchronise with the host, allocate or free (the CUDA backend throws loco::Error
+  // naming the op), and every buffer it touches must outlive the graph.
+  class Graph {
+   public:
+    virtual ~Graph() = default;
+    // Runs the recorded work (enqueued like any op). False, and nothing runs, when the
+    // backend's scratch memory was reallocated since the capture: capture again.
+    virtual bool launch() = 0;
+  };
+  virtual std::unique_ptr<Graph> capture(const std::function<void()>& work) {
+    (void)work;
+    return nullptr;
+  }
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a device is usable, else the CPU). A request for

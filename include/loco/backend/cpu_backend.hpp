@@ -51,6 +51,8 @@ class CpuBackend final : public Backend {
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
   void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
                    Buf hyper, Buf stats) override;
+  void accumulate_loss(Buf stats, Buf losses) override;
+  void clip_grad_norm(Buf stats, Buf grads, double max_norm) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
   void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,

@@ -41,6 +41,15 @@ class AdamW final : public InnerOptimizer {
   void set_steps_taken(int64_t t) override { t_ = t; }
   std::vector<std::pair<std::string, Buf>> state() override;
 
+  // The update of a step that runs without host synchronisation (loco/train/train_step.hpp)
+  // in two halves: begin_device_step counts the step and puts its scalars (lr, bias
+  // corrections) in backend memory — before the step's work is enqueued or its graph
+  // launched; update_device enqueues the update, which reads them there, scales the gradient
+  // by the clip scale in `stats` (loco/ops/step_stats.hpp) and skips itself when stats flags
+  // a non-finite gradient (the caller then rolls the step counter back).
+  void begin_device_step(double lr);
+  void update_device(Buf params, Buf grads, Buf stats);
+
  private:
   void upload_hyper(double lr, float grad_scale);
 
