@@ -13,6 +13,7 @@
 #        MODELS=134m,1b the bench's models (side-by-side rows: loco in every step mode and
 #                       with the vector kernels, torch eager and torch.compile)
 #        VECTOR_CHECK=0 skip the second GPU test pass with LOCO_VECTOR_KERNELS=1
+#        TRAIN_STEPS=100 steps of each 134M training run (scripts/gpu-train-check.sh)
 # Exit:  0 all passed; 1 configure/build failed; 2 a GPU test failed (or did not run);
 #        3 only CPU unit tests or the benchmark failed.
 set -uo pipefail
@@ -157,6 +158,15 @@ else
     ROWS+=("  unit: $(sed -E 's/.*Test +#[0-9]+: ([^ ]+) .*/\1/' <<<"$line")|FAIL|")
   done < <(grep -E "Test +#[0-9]+: " "$LOGS/ctest-unit.log" | grep -v "Passed")
   fi
+
+  # ---------------------------------------------------------------- training through NCCL
+  # 134M, ~100 steps: 1 rank with the outer sync over real NCCL; 2 ranks sharing the GPU with
+  # outer.transport "mpi" (DiLoCo, SparseLoCo, MuLoCo).
+  : >"$LOGS/train.log"
+  run_step "gpu-train-check.sh (134M, NCCL / shared GPU)" train.log 150 \
+    env BUILD_DIR="$BUILD" bash scripts/gpu-train-check.sh "${TRAIN_STEPS:-100}"
+  ((STEP_RC != 0)) && GPU_FAILED=1
+  tail -n 6 "$LOGS/train.log"
 
   # ---------------------------------------------------------------- benchmark
   if [[ -f scripts/bench-gpu.sh ]]; then

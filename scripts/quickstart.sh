@@ -8,5 +8,7 @@ scripts/install-deps.sh
 scripts/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # harmless when not root
 WORKERS=${LOCO_WORKERS:-4}
+# --overwrite: running the quick start again replaces its previous demo run (loco refuses
+# to start over a run directory that holds a run unless asked to).
 mpirun -np "$WORKERS" --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 \
-  build/loco train configs/tiny-diloco.json --out runs/quickstart "$@"
+  build/loco train configs/tiny-diloco.json --out runs/quickstart --overwrite "$@"

@@ -486,6 +486,11 @@ TEST_CASE("checkpoint directory layout, latest and resume resolution", "[checkpo
   CHECK(resolve_resume(root, "unused") == step300);
   CHECK(resolve_resume(checkpoint_step_dir(root, 200), "") == checkpoint_step_dir(root, 200));
   CHECK(resolve_resume(checkpoint_rank_path(root, 100, 1), "") == checkpoint_step_dir(root, 100));
+  // A file that is not a rank file is named as such (not the rank-0.bin next to it).
+  const std::string config_file = run + "/small.json";
+  spit(config_file, "{}");
+  CHECK_THROWS_WITH(resolve_resume(config_file, root),
+                    LOCO_CONTAINS("cannot resume from " + config_file + ": not a checkpoint"));
   CHECK(resolve_checkpoint_file(run) == checkpoint_rank_path(root, 300, 0));
   CHECK(resolve_checkpoint_file(run, 1) == checkpoint_rank_path(root, 300, 1));
   CHECK_THROWS_WITH(resolve_checkpoint_file(run, 5), LOCO_CONTAINS("rank-5.bin"));

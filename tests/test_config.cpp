@@ -96,7 +96,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
       {"model",
        {"vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len",
         "rope_theta", "norm_eps", "tie_embeddings", "init_std", "init_from"}},
-      {"data", {"train", "val", "tokenizer"}},
+      {"data", {"train", "val", "tokenizer", "on_resume_change"}},
       {"optimizer",
        {"type", "lr", "beta1", "beta2", "eps", "weight_decay", "decay_embeddings", "grad_clip",
         "muon_lr", "muon_momentum", "muon_nesterov", "muon_weight_decay", "ns_steps", "ns_a",
@@ -136,7 +136,7 @@ TEST_CASE("a config with every field changed round-trips", "[config]") {
   c.name = "exp";
   c.backend = "auto";
   c.model = {512, 96, 3, 6, 3, 200, 64, 5e5, 1e-6, true, 0.01, "hf/dir"};
-  c.data = {"a/train-*.bin", "", "byte"};
+  c.data = {"a/train-*.bin", "", "byte", "restart"};
   c.optimizer = {"adamw", 3e-4, 0.8, 0.99, 1e-9, 0.0, true, 0.0};
   c.schedule = {"infinite", 5, 0.05, 0.3, 7, 0.4, 9};
   c.training = {100, 4, 2, 32, 0, 3, 10, 18446744073709551615ull};
@@ -160,6 +160,7 @@ TEST_CASE("a config with every field changed round-trips", "[config]") {
   CHECK(b.model.init_from == "hf/dir");
   CHECK(b.data.train == "a/train-*.bin");
   CHECK(b.data.val.empty());
+  CHECK(b.data.on_resume_change == "restart");
   CHECK(b.optimizer.lr == 3e-4);
   CHECK(b.optimizer.beta1 == 0.8);
   CHECK(b.optimizer.beta2 == 0.99);
@@ -638,6 +639,28 @@ TEST_CASE("load_config: unreadable and malformed files name the file", "[config]
   REQUIRE_THROWS_WITH(loco::load_config(typo, {}),
                       LOCO_CONTAINS(typo + ": unknown key \"model.n_head\" (did you mean "
                                            "\"model.n_heads\"?)"));
+}
+
+TEST_CASE("load_config refuses a key given twice, naming its JSON path", "[config]") {
+  TempDir dir;
+  // nlohmann alone would keep the last value silently.
+  const std::string twice =
+      dir.write("twice.json", R"({"optimizer": {"lr": 0.1, "beta1": 0.8, "lr": 0.2}})");
+  REQUIRE_THROWS_WITH(loco::load_config(twice, {}),
+                      LOCO_CONTAINS(twice + ": duplicate key \"optimizer.lr\""));
+  const std::string top = dir.write("top.json", R"({"name": "a", "model": {}, "name": "b"})");
+  REQUIRE_THROWS_WITH(loco::load_config(top, {}), LOCO_CONTAINS("duplicate key \"name\""));
+  const std::string section =
+      dir.write("section.json", R"({"model": {"d_model": 64}, "model": {"n_layers": 2}})");
+  REQUIRE_THROWS_WITH(loco::load_config(section, {}), LOCO_CONTAINS("duplicate key \"model\""));
+  // The same name in different objects is fine.
+  json j = with_data(dir);
+  j["model"]["init_std"] = 0.01;
+  j["optimizer"]["eps"] = 1e-7;
+  j["distributed"]["outer"]["lr"] = 0.5;
+  j["optimizer"]["lr"] = 0.01;
+  const std::string same = dir.write("same.json", j.dump(2));
+  CHECK(loco::load_config(same, {}).optimizer.lr == 0.01);
 }
 
 TEST_CASE("load_config survives hostile JSON", "[config]") {

@@ -45,6 +45,11 @@ class OpArgs {
   void require(bool condition, const std::string& what) const {
     if (!condition) throw Error(std::string("cpu backend: ") + op_ + ": " + what);
   }
+  // Host memory only: a device buffer's pointer must never be dereferenced here.
+  void host(Buf buf, const char* arg) const {
+    require(buf.bytes() == 0 || buf.space == MemSpace::Host,
+            std::string(arg) + " is in device memory; the CPU backend works on host buffers");
+  }
   void non_negative(std::initializer_list<int> dims) const {
     for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
   }
@@ -71,6 +76,8 @@ class OpArgs {
     require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
                                      " elements, needs " + std::to_string(needed));
     require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
+    require(needed == 0 || buf.space == MemSpace::Host,
+            std::string(arg) + " is in device memory; the CPU backend works on host buffers");
   }
 
   const char* op_;
@@ -83,8 +90,14 @@ class OpArgs {
 Buf CpuBackend::alloc(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel};
   if (numel == 0) return buf;
+  // numel * size (+ padding) must not wrap: a wrapped size would allocate a small block and
+  // let the caller write far past it.
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(numel, dtype_size(dtype), &bytes) || bytes > SIZE_MAX - kAlignment)
+    throw Error("cpu backend: cannot allocate " + std::to_string(numel) + " " + dtype_name(dtype) +
+                " elements: the size in bytes does not fit in 64 bits");
   // aligned_alloc wants a size that is a multiple of the alignment.
-  const size_t padded = (buf.bytes() + kAlignment - 1) / kAlignment * kAlignment;
+  const size_t padded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   buf.data = std::aligned_alloc(kAlignment, padded);
   if (buf.data == nullptr)
     throw Error("cpu backend: out of host memory allocating " + std::to_string(buf.bytes()) +
@@ -99,14 +112,17 @@ void CpuBackend::release(Buf& buf) {
 }
 
 void CpuBackend::zero(Buf buf) {
+  OpArgs("zero").host(buf, "buf");
   if (buf.bytes() > 0) std::memset(buf.data, 0, buf.bytes());
 }
 
 void CpuBackend::upload(Buf dst, const void* host_src) {
+  OpArgs("upload").host(dst, "dst");
   if (dst.bytes() > 0) std::memcpy(dst.data, host_src, dst.bytes());
 }
 
 void CpuBackend::download(void* host_dst, Buf src) {
+  OpArgs("download").host(src, "src");
   if (src.bytes() > 0) std::memcpy(host_dst, src.data, src.bytes());
 }
 
@@ -115,6 +131,8 @@ void CpuBackend::copy(Buf dst, Buf src) {
   args.require(dst.numel == src.numel, "dst has " + std::to_string(dst.numel) +
                                            " elements but src has " + std::to_string(src.numel));
   if (dst.numel == 0) return;
+  args.host(dst, "dst");
+  args.host(src, "src");
   if (dst.dtype == src.dtype) {
     std::memmove(dst.data, src.data, dst.bytes());
   } else if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {

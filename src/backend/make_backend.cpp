@@ -1,4 +1,6 @@
 // Backend selection by name: "cpu", "cuda" or "auto".
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -27,6 +29,23 @@ constexpr const char* kNoCudaBuild =
 #endif
 
 }  // namespace
+
+Buf Backend::alloc_host(size_t numel, DType dtype) {
+  Buf buf{nullptr, dtype, numel, MemSpace::Host};
+  if (numel == 0) return buf;
+  const size_t bytes = (buf.bytes() + 63) / 64 * 64;  // aligned_alloc wants a multiple
+  buf.data = std::aligned_alloc(64, bytes);
+  if (buf.data == nullptr)
+    throw Error("out of host memory allocating " + std::to_string(buf.bytes()) +
+                " bytes of staging memory");
+  std::memset(buf.data, 0, bytes);
+  return buf;
+}
+
+void Backend::release_host(Buf& buf) {
+  std::free(buf.data);
+  buf = Buf{};
+}
 
 bool cuda_available(std::string* why_not) {
 #ifdef LOCO_HAVE_CUDA

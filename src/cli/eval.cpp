@@ -32,6 +32,7 @@
 #include "loco/ops/rope.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "loco/ops/vector_ops.hpp"
+#include "loco/train/memory_plan.hpp"
 
 namespace loco::cli {
 
@@ -180,6 +181,12 @@ int run_eval(const EvalArgs& a) {
     }
 
   auto backend = make_backend(a.backend);
+  const uint64_t B_max = std::min<uint64_t>(static_cast<uint64_t>(a.batch_size), windows);
+  check_memory_plan(
+      "eval",
+      plan_model_memory(m, B_max, T, static_cast<int>(dtype_size(backend->activation_dtype()))), m,
+      B_max, static_cast<uint64_t>(T), "--batch-size", "--seq-len", backend->name() == "cpu",
+      usable_host_memory());
   LlamaModel model(m, *backend);
   backend->upload(model.params(), src.params.data());
   model.params_changed();
@@ -196,6 +203,17 @@ int run_eval(const EvalArgs& a) {
     loss_sum += loss * B;
   }
   const double loss = loss_sum / static_cast<double>(windows);
+  if (!std::isfinite(loss)) {
+    // Say where: the first tensor holding a NaN or inf, else the computation overflowed.
+    std::string where;
+    for (const auto& v : model.layout().views)
+      for (size_t i = 0; i < v.numel && where.empty(); ++i)
+        if (!std::isfinite(src.params[v.offset + i]))
+          where = "tensor " + v.name + " holds " + std::to_string(src.params[v.offset + i]) +
+                  " at element " + std::to_string(i);
+    if (where.empty()) where = "the computation overflowed (all weights are finite)";
+    throw Error("eval: the loss of " + src.path + " is " + std::to_string(loss) + ": " + where);
+  }
 
   nlohmann::json out = {{"source", src.path},
                         {"kind", src.kind},

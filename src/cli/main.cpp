@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -13,6 +15,7 @@
 #include "loco/core/files.hpp"
 #include "loco/data/tokenizer.hpp"
 #include "loco/dist/communicator.hpp"
+#include "loco/runtime/runtime.hpp"
 #include "loco/train/bench.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/trainer.hpp"
@@ -26,14 +29,21 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   std::string out_dir;
   std::string resume;
+  bool overwrite = false;
 };
 
 int run_train(const TrainArgs& args, loco::Communicator& world) {
+  // A stop signal from now on ends the run cleanly (see loco/train/stop_signal.hpp).
+  loco::install_stop_handlers();
   // Validate everything before touching the filesystem: a bad config writes nothing. Every
   // rank loads the config; the lowest rank that failed reports, and all ranks exit together.
   loco::Config config;
   std::string config_error;
   try {
+    if (args.overwrite && !args.resume.empty())
+      throw loco::Error(
+          "--overwrite and --resume exclude each other (--overwrite deletes the "
+          "run directory's checkpoints; --resume continues from one)");
     config = loco::load_config(args.config_path, args.overrides);
     // Depends on the world size, so load_config cannot check it; train() would, but only
     // after the run directory exists.
@@ -42,10 +52,6 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
       throw loco::Error(args.config_path + ": distributed.replica_size = " +
                         std::to_string(dc.replica_size) + ": must divide the number of ranks (" +
                         std::to_string(world.size()) + ")");
-    std::string why_no_gpu;
-    if (config.backend == "cuda" && !loco::cuda_available(&why_no_gpu))
-      throw loco::Error(args.config_path + ": backend = \"cuda\" but no CUDA device is usable: " +
-                        why_no_gpu + " (use \"cpu\" or \"auto\")");
   } catch (const loco::Error& e) {
     config_error = e.what();
   }
@@ -60,18 +66,35 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
   }
   if (!args.out_dir.empty()) config.output.dir = args.out_dir;
   world.set_timeout_s(config.distributed.timeout_s);
-  if (world.rank() == 0) {
-    loco::make_directories(config.output.dir);
-    loco::write_file_atomic(config.output.dir + "/config.json",
-                            loco::config_to_json(config).dump(2) + "\n");
+  // The composition root: backend on this rank's device, communicators. Its start-up checks
+  // fail on every rank alike, before anything is written.
+  loco::Runtime runtime;
+  try {
+    runtime = loco::make_runtime(config, world);
+  } catch (const loco::CollectiveError& e) {
+    std::fprintf(stderr, "error: %s%s\n",
+                 world.size() > 1 ? fmt::format("rank {}: ", world.rank()).c_str() : "", e.what());
+    return 2;
   }
-  loco::install_stop_handlers();
-  const loco::TrainResult r = loco::train(config, config.output.dir, world, args.resume);
+  // train() claims the run directory and writes nothing before every check has passed.
+  const loco::TrainResult r =
+      loco::train(config, config.output.dir, runtime, args.resume,
+                  args.overwrite ? loco::ExistingRun::Overwrite : loco::ExistingRun::Refuse);
+  if (r.nothing_to_do) return 0;
   spdlog::info("done: {} steps, {} tokens, final train loss {:.4f}{}, {:.1f} s; run directory {}",
                r.steps_done, r.tokens, r.final_train_loss,
                r.final_val_loss >= 0 ? fmt::format(", val loss {:.4f}", r.final_val_loss) : "",
                r.wall_seconds, config.output.dir);
-  return r.stopped_early ? 130 : 0;
+  if (!r.finite) {
+    if (world.rank() == 0)
+      std::fprintf(stderr,
+                   "error: the run ended with a non-finite loss or parameters after %d steps "
+                   "(%d update(s) skipped for non-finite gradients); see %s/metrics.jsonl\n",
+                   r.steps_done, r.skipped_steps, config.output.dir.c_str());
+    return 1;
+  }
+  // Stopped by a signal: 128 + its number, as shells and schedulers expect (SIGTERM 143).
+  return r.stopped_early ? loco::stop_exit_code() : 0;
 }
 
 struct TokenizeArgs {
@@ -119,6 +142,10 @@ int main(int argc, char** argv) {
                     "Continue from a checkpoint: \"latest\" (the run directory's latest), a "
                     "step directory, a run directory or a rank file")
       ->type_name("DIR|latest");
+  train->add_flag("--overwrite", train_args.overwrite,
+                  "Replace the run in the run directory (its config.json, metrics.jsonl, "
+                  "summary.json and checkpoints); without it a directory holding a run is "
+                  "refused");
 
   TokenizeArgs tok_args;
   auto* tokenize = app.add_subcommand(
@@ -135,10 +162,25 @@ int main(int argc, char** argv) {
   const loco::cli::IoCommand export_hf = loco::cli::add_export_hf_command(app);
   const loco::cli::IoCommand eval = loco::cli::add_eval_command(app);
 
+  // An unknown first word is a mistyped subcommand, not a missing one.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "error: unknown subcommand \"%s\" (subcommands: %s; see loco --help)\n",
+                   argv[1], names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help is a success; every other parse error is a user error (exit code 2).
+    return app.exit(e) == 0 ? 0 : 2;
   }
   std::unique_ptr<loco::Communicator> world;
   try {
@@ -147,7 +189,18 @@ int main(int argc, char** argv) {
     if (*export_hf.sub) return export_hf.run();
     if (*eval.sub) return eval.run();
     world = loco::make_mpi_world(/*timeout_s=*/120.0);
-    if (*train) return run_train(train_args, *world);
+    if (*train) {
+      const int code = run_train(train_args, *world);
+      // Stopped by SIGTERM/SIGINT: under mpirun that means the launcher is tearing the job
+      // down and would not answer MPI_Finalize (the ranks would hang there until its
+      // SIGKILL, losing the exit code). Everything is written; leave without finalizing.
+      if (loco::stop_signal() == SIGTERM || loco::stop_signal() == SIGINT) {
+        std::fflush(stdout);
+        std::fflush(stderr);
+        std::_Exit(code);
+      }
+      return code;
+    }
   } catch (const std::exception& e) {
     const bool multi_rank = world && world->size() > 1;
     const std::string where = multi_rank ? fmt::format("rank {}: ", world->rank()) : "";

@@ -35,6 +35,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -150,6 +151,7 @@ void fields(V& v, DataConfig& d) {
   v.field("train", d.train, non_empty());
   v.field("val", d.val);
   v.field("tokenizer", d.tokenizer, one_of({"byte"}));
+  v.field("on_resume_change", d.on_resume_change, one_of({"refuse", "restart"}));
 }
 
 template <class V>
@@ -212,6 +214,7 @@ void fields(V& v, OuterConfig& o) {
   v.field("overlap_steps", o.overlap_steps, at_least(0));
   v.field("merge_alpha", o.merge_alpha, in_closed(0.0, 1.0));
   v.field("fragments", o.fragments, at_least(1));
+  v.field("transport", o.transport, one_of({"auto", "nccl", "mpi"}));
 }
 
 template <class V>
@@ -318,6 +321,10 @@ void check_consistency(const Config& c, const std::string& source) {
          "quantizer set, use compression.quantizer (\"bf16\", ...) and keep wire_dtype \"f32\"");
 
   const OuterConfig& o = c.distributed.outer;
+  if (o.transport == "nccl" && c.backend == "cpu")
+    fail("distributed.outer.transport", render_value(o.transport),
+         "NCCL carries device memory and needs backend \"cuda\"; the CPU backend's outer sync "
+         "goes over MPI (use \"auto\" or \"mpi\")");
   check_fragments(c, fail);
   if (o.fragments == 1 && o.overlap_steps >= o.interval)
     fail("distributed.outer.overlap_steps", num(o.overlap_steps),
@@ -626,6 +633,19 @@ std::string resolve_data_path(const std::string& key, const std::string& pattern
   throw Error(msg + ")");
 }
 
+// model.init_from: relative to the current directory, stored absolute; it must exist (what
+// it holds is checked when the weights are loaded).
+std::string resolve_init_from(const std::string& value, const std::string& source) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path abs = fs::absolute(value, ec).lexically_normal();
+  if (ec || !fs::exists(abs, ec))
+    throw Error(source + ": model.init_from = " + render(json(value)) +
+                ": no such file or directory (expected a Hugging Face directory or a loco "
+                "checkpoint: a rank file, a step directory or a run directory)");
+  return abs.string();
+}
+
 std::string read_file(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -647,17 +667,75 @@ std::string read_file(const std::string& path) {
 }
 
 struct TooDeep {};
+struct DuplicateKey {
+  std::string path;  // dotted JSON path of the repeated key
+};
+
+// Tracks the keys of every open object while nlohmann parses, so that a key given twice is
+// an error: nlohmann would silently keep the last value, and a config whose "lr" is set
+// twice almost always holds a mistake.
+class DuplicateKeyCheck {
+ public:
+  void operator()(json::parse_event_t event, const json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        frames_.push_back(Frame{});
+        break;
+      case json::parse_event_t::array_start:
+        frames_.push_back(Frame{{}, "[]", true});
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        if (!frames_.empty()) frames_.pop_back();
+        break;
+      case json::parse_event_t::key:
+        if (!frames_.empty() && parsed.is_string()) {
+          Frame& f = frames_.back();
+          f.current = parsed.get<std::string>();
+          if (!f.seen.insert(f.current).second) throw DuplicateKey{path()};
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+ private:
+  struct Frame {
+    std::set<std::string> seen;
+    std::string current;
+    bool is_array = false;
+  };
+  std::string path() const {
+    std::string p;
+    for (const Frame& f : frames_) {
+      if (f.is_array) {
+        p += "[]";
+      } else {
+        p += (p.empty() ? "" : ".") + f.current;
+      }
+    }
+    return p;
+  }
+  std::vector<Frame> frames_;
+};
 
 json parse_config_text(const std::string& text, const std::string& path) {
   try {
-    json::parser_callback_t limit_depth = [](int depth, json::parse_event_t, json&) {
+    DuplicateKeyCheck duplicates;
+    json::parser_callback_t check = [&duplicates](int depth, json::parse_event_t event,
+                                                  json& parsed) {
       if (depth > kMaxJsonDepth) throw TooDeep{};
+      duplicates(event, parsed);
       return true;
     };
-    return json::parse(text, limit_depth, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+    return json::parse(text, check, /*allow_exceptions=*/true, /*ignore_comments=*/true);
   } catch (const TooDeep&) {
     throw Error(path + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) +
                 " levels; not a config file?");
+  } catch (const DuplicateKey& d) {
+    throw Error(path + ": duplicate key \"" + d.path +
+                "\" (given twice in the same object; remove one of them)");
   } catch (const json::parse_error& e) {
     // Line and column of the byte nlohmann stopped at (1-based).
     size_t line = 1, col = 1;
@@ -772,6 +850,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     Config c = config_from_json(j, path);
     c.data.train = resolve_data_path("data.train", c.data.train, path);
     if (!c.data.val.empty()) c.data.val = resolve_data_path("data.val", c.data.val, path);
+    if (!c.model.init_from.empty()) c.model.init_from = resolve_init_from(c.model.init_from, path);
     return c;
   } catch (const json::exception& e) {
     throw Error(path + ": " + e.what());

@@ -61,6 +61,11 @@ class Args {
   void require(bool condition, const std::string& what) const {
     if (!condition) throw Error(std::string("cuda backend: ") + op_ + ": " + what);
   }
+  // Device memory only: a host buffer handed to cudaMemcpy/kernels is a caller's mistake.
+  void device(Buf buf, const char* arg) const {
+    require(buf.bytes() == 0 || buf.space == MemSpace::Device,
+            std::string(arg) + " is in host memory; the CUDA backend works on device buffers");
+  }
   void non_negative(std::initializer_list<int> dims) const {
     for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
   }
@@ -91,6 +96,8 @@ class Args {
     require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
                                      " elements, needs " + std::to_string(needed));
     require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
+    require(needed == 0 || buf.space == MemSpace::Device,
+            std::string(arg) + " is in host memory; the CUDA backend works on device buffers");
   }
 
   const char* op_;
@@ -99,6 +106,18 @@ class Args {
 }  // namespace
 
 // ---------------------------------------------------------------------------- device query
+
+int cuda_device_count(std::string* why_not) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (why_not != nullptr) *why_not = "cudaGetDeviceCount: " + cuda_error_text(e);
+    return 0;
+  }
+  if (count <= 0 && why_not != nullptr) *why_not = "cudaGetDeviceCount: no CUDA device found";
+  return count > 0 ? count : 0;
+}
 
 bool cuda_device_usable(std::string* why_not, int device) {
   auto fail = [&](const std::string& why) {
@@ -270,7 +289,7 @@ void CudaBackend::check_status() {
 // ---------------------------------------------------------------------------- memory
 
 Buf CudaBackend::alloc(size_t numel, DType dtype) {
-  Buf buf{nullptr, dtype, numel};
+  Buf buf{nullptr, dtype, numel, MemSpace::Device};
   if (numel == 0) return buf;
   not_while_capturing("alloc");
   activate();
@@ -303,7 +322,29 @@ void CudaBackend::release(Buf& buf) {
   buf = Buf{};
 }
 
+Buf CudaBackend::alloc_host(size_t numel, DType dtype) {
+  Buf buf{nullptr, dtype, numel, MemSpace::Host};
+  if (numel == 0) return buf;
+  not_while_capturing("alloc_host");
+  activate();
+  const cudaError_t e = cudaMallocHost(&buf.data, buf.bytes());
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: cudaMallocHost of " + std::to_string(buf.bytes()) +
+                " bytes (page-locked staging memory) failed: " + cuda_error_text(e));
+  }
+  std::memset(buf.data, 0, buf.bytes());
+  return buf;
+}
+
+void CudaBackend::release_host(Buf& buf) {
+  not_while_capturing("release_host");
+  if (buf.data != nullptr) cudaFreeHost(buf.data);
+  buf = Buf{};
+}
+
 void CudaBackend::zero(Buf buf) {
+  Args("zero").device(buf, "buf");
   if (buf.bytes() == 0) return;
   activate();
   LOCO_CUDA(cudaMemsetAsync(buf.data, 0, buf.bytes(), stream_));
@@ -311,6 +352,7 @@ void CudaBackend::zero(Buf buf) {
 
 void CudaBackend::upload(Buf dst, const void* host_src) {
   not_while_capturing("upload");
+  Args("upload").device(dst, "dst");
   if (dst.bytes() == 0) return;
   activate();
   LOCO_CUDA(cudaMemcpyAsync(dst.data, host_src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
@@ -319,6 +361,7 @@ void CudaBackend::upload(Buf dst, const void* host_src) {
 
 void CudaBackend::download(void* host_dst, Buf src) {
   not_while_capturing("download");
+  Args("download").device(src, "src");
   activate();
   if (src.bytes() > 0)
     LOCO_CUDA(cudaMemcpyAsync(host_dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
@@ -331,6 +374,8 @@ void CudaBackend::copy(Buf dst, Buf src) {
                                            " elements but src has " + std::to_string(src.numel));
   if (dst.numel == 0) return;
   args.require(dst.data != nullptr && src.data != nullptr, "buffer is not allocated");
+  args.device(dst, "dst");
+  args.device(src, "src");
   activate();
   if (dst.dtype == src.dtype) {
     LOCO_CUDA(cudaMemcpyAsync(dst.data, src.data, dst.bytes(), cudaMemcpyDeviceToDevice, stream_));

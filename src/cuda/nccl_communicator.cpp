@@ -66,6 +66,8 @@ ncclDataType_t nccl_type(DType t) {
       return ncclBfloat16;
     case DType::I32:
       return ncclInt32;
+    case DType::U8:
+      return ncclUint8;
   }
   return ncclFloat32;
 }
@@ -129,9 +131,16 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "nccl:" + name_; }
-  bool device_memory() const override { return true; }
+  bool accepts(MemSpace space) const override { return space == MemSpace::Device; }
 
-  void all_reduce(Buf buf, ReduceOp op) override {
+  // Synchronises the processes (over the host communicator), not device streams.
+  void barrier() override {
+    check_usable();
+    via_host([&] { host_->barrier(); });
+  }
+
+ protected:
+  void do_all_reduce(Buf buf, ReduceOp op) override {
     if (buf.dtype == DType::I32 && op == ReduceOp::Mean)
       throw Error("all_reduce: mean of an i32 buffer is not defined");
     run("all_reduce", CommKind::AllReduce, buf.bytes(), 0, [&] {
@@ -140,12 +149,15 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) override {
+  void do_all_gather(Buf send, Buf recv) override {
+    const void* send_piece = send.data;
+    const size_t piece_bytes = send.bytes();
+    void* recv_all = recv.data;
     run("all_gather", CommKind::AllGather, piece_bytes, 0,
         [&] { return ncclAllGather(send_piece, recv_all, piece_bytes, ncclChar, comm_, stream_); });
   }
 
-  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op) override {
+  std::unique_ptr<CommRequest> do_start_all_reduce(Buf buf, ReduceOp op) override {
     if (buf.dtype == DType::I32 && op == ReduceOp::Mean)
       throw Error("all_reduce: mean of an i32 buffer is not defined");
     // ncclAvg divides on the device: nothing is left to do at completion.
@@ -155,14 +167,18 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
-  std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece, size_t piece_bytes,
-                                                      void* recv_all) override {
+  std::unique_ptr<CommRequest> do_start_all_gather(Buf send, Buf recv) override {
+    const void* send_piece = send.data;
+    const size_t piece_bytes = send.bytes();
+    void* recv_all = recv.data;
     return start("all_gather", CommKind::AllGather, piece_bytes, [&] {
       return ncclAllGather(send_piece, recv_all, piece_bytes, ncclChar, comm_, stream_);
     });
   }
 
-  void broadcast_bytes(void* data, size_t bytes, int root) override {
+  void do_broadcast(Buf buf, int root) override {
+    void* data = buf.data;
+    const size_t bytes = buf.bytes();
     if (root < 0 || root >= size_)
       throw Error("broadcast: root " + std::to_string(root) + " is not a rank of " + name() +
                   " (size " + std::to_string(size_) + ")");
@@ -170,12 +186,7 @@ class NcclCommunicator final : public Communicator {
         [&] { return ncclBroadcast(data, data, bytes, ncclChar, root, comm_, stream_); });
   }
 
-  // Synchronises the processes (over the host communicator), not device streams.
-  void barrier() override {
-    check_usable();
-    via_host([&] { host_->barrier(); });
-  }
-
+ public:
   std::unique_ptr<Communicator> split(int color, int key) override {
     check_usable();
     // The host split first: it proves every peer reached this call (with a timeout) before
@@ -224,10 +235,11 @@ class NcclCommunicator final : public Communicator {
     check_usable();
     via_host([&] { host_->all_reduce_host(values, op); });
   }
-  std::vector<uint64_t> all_gather_host(uint64_t value) override {
+  using Communicator::all_gather_host;
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override {
     check_usable();
     std::vector<uint64_t> out;
-    via_host([&] { out = host_->all_gather_host(value); });
+    via_host([&] { out = host_->all_gather_host(values); });
     return out;
   }
   void broadcast_host(void* data, size_t bytes, int root) override {
@@ -454,55 +466,29 @@ class NcclCommunicator final : public Communicator {
   bool broken_ = false;
 };
 
-// What each rank found when picking its GPU; shared so that every rank fails alike.
-struct Bootstrap {
-  int device = -1;
-  int device_count = 0;
-  std::string error;
-};
-
-Bootstrap pick_device() {
-  Bootstrap b;
-  const int local_rank = node_local_rank();
-  const int local_size = node_local_size();
-  const cudaError_t e = cudaGetDeviceCount(&b.device_count);
-  if (e != cudaSuccess) {
-    b.error = "no usable CUDA device: " + cuda_text(e);
-    return b;
-  }
-  if (b.device_count == 0) {
-    b.error = "no CUDA device";
-    return b;
-  }
-  if (local_size > b.device_count) {
-    b.error = std::to_string(local_size) + " ranks on this node but only " +
-              std::to_string(b.device_count) + " GPU(s): NCCL needs one GPU per rank";
-    return b;
-  }
-  b.device = local_rank % b.device_count;
-  const cudaError_t s = cudaSetDevice(b.device);
-  if (s != cudaSuccess)
-    b.error = "cudaSetDevice(" + std::to_string(b.device) + "): " + cuda_text(s);
-  return b;
-}
-
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host,
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host, int device,
                                                      double timeout_s, void* cuda_stream) {
   LOCO_CHECK(host != nullptr, "make_nccl_communicator needs a host communicator");
   host->set_timeout_s(timeout_s);
   const int rank = host->rank(), size = host->size();
 
-  // Every rank learns whether every other rank has a GPU before anyone enters NCCL.
-  const Bootstrap b = pick_device();
-  const std::vector<uint64_t> ok = host->all_gather_host(b.error.empty() ? 1 : 0);
+  // Every rank learns whether every other rank could select its GPU before anyone enters
+  // NCCL (a rank that fails alone would leave the others waiting in ncclCommInitRank).
+  const cudaError_t selected = cudaSetDevice(device);
+  const std::string select_error =
+      selected == cudaSuccess
+          ? std::string()
+          : "cudaSetDevice(" + std::to_string(device) + "): " + cuda_text(selected);
+  const std::vector<uint64_t> ok = host->all_gather_host(select_error.empty() ? 1 : 0);
   std::string bad;
   for (int r = 0; r < size; ++r)
     if (!ok[size_t(r)]) bad += (bad.empty() ? "" : ", ") + std::to_string(r);
   if (!bad.empty())
-    throw Error("NCCL bootstrap: rank(s) " + bad + " of " + std::to_string(size) +
-                " cannot use a GPU" + (b.error.empty() ? "" : " (this rank: " + b.error + ")"));
+    throw Error("NCCL bootstrap [" + host->name() + "]: rank(s) " + bad + " of " +
+                std::to_string(size) + " cannot use their GPU" +
+                (select_error.empty() ? "" : " (this rank: " + select_error + ")"));
 
   // Rank 0's unique id (and whether it got one) to everyone.
   struct {
@@ -549,16 +535,17 @@ std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicato
     if (comm) ncclCommAbort(comm);
     if (own_stream) cudaStreamDestroy(stream);
     throw Error("NCCL initialisation failed on rank " + std::to_string(rank) + " of " +
-                std::to_string(size) + " (GPU " + std::to_string(b.device) + "): " + why);
+                std::to_string(size) + " [" + host->name() + "] (GPU " + std::to_string(device) +
+                "): " + why);
   }
   std::string name = host->name();  // "mpi:world" -> "world"
   if (name.rfind("mpi:", 0) == 0) name = name.substr(4);
-  return std::make_unique<NcclCommunicator>(std::move(host), comm, b.device, stream, own_stream,
+  return std::make_unique<NcclCommunicator>(std::move(host), comm, device, stream, own_stream,
                                             timeout_s, name);
 }
 
-std::unique_ptr<Communicator> make_nccl_world(double timeout_s, void* cuda_stream) {
-  return make_nccl_communicator(make_mpi_world(timeout_s), timeout_s, cuda_stream);
+std::unique_ptr<Communicator> make_nccl_world(double timeout_s, int device, void* cuda_stream) {
+  return make_nccl_communicator(make_mpi_world(timeout_s), device, timeout_s, cuda_stream);
 }
 
 }  // namespace loco

@@ -1,25 +1,68 @@
 // Byte-level tokenizer and `loco tokenize`: see include/loco/data/tokenizer.hpp.
 #include "loco/data/tokenizer.hpp"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <sstream>
 
 #include "loco/core/error.hpp"
+#include "loco/core/files.hpp"
 #include "loco/data/shard.hpp"
 
 namespace loco {
 namespace {
 
-std::string read_file_bytes(const std::string& path) {
+// One shard holds at most INT32_MAX tokens (its header's count is an int32), and a byte
+// tokenizer makes one token per byte: the limit on the text, checked before reading it.
+constexpr uint64_t kMaxTextBytes = static_cast<uint64_t>(std::numeric_limits<int32_t>::max());
+
+// Size of a regular file; anything else (a device such as /dev/zero, a FIFO, a directory)
+// is refused before reading, since it may never end.
+uint64_t text_file_size(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(path + ": cannot open text file: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    throw Error(path +
+                ": not a regular file (tokenize reads text files; a device, pipe or "
+                "directory is refused)");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::string read_file_bytes(const std::string& path, uint64_t expected) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open text file: " + std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(path + ": read failed");
+  std::string text;
+  text.resize(static_cast<size_t>(expected));
+  in.read(text.data(), static_cast<std::streamsize>(expected));
+  if (in.bad() || static_cast<uint64_t>(in.gcount()) != expected)
+    throw Error(path + ": read failed (got " + std::to_string(in.gcount()) + " of " +
+                std::to_string(expected) + " bytes; did the file change while reading?)");
   return text;
+}
+
+// An output must be neither an input nor the other output: writing it would destroy the
+// text being read, or the shard just written.
+void check_outputs(const std::string& input, const std::vector<std::string>& inputs,
+                   const std::string& train_out, const std::string& val_out) {
+  for (const std::string& in : inputs) {
+    if (same_file(train_out, in))
+      throw Error("tokenize " + input + ": --train " + train_out + " is the input file " + in +
+                  " (it would be overwritten); choose another output path");
+    if (!val_out.empty() && same_file(val_out, in))
+      throw Error("tokenize " + input + ": --val " + val_out + " is the input file " + in +
+                  " (it would be overwritten); choose another output path");
+  }
+  if (!val_out.empty() && same_file(train_out, val_out))
+    throw Error("tokenize " + input + ": --train " + train_out + " and --val " + val_out +
+                " are the same file (the validation shard would replace the training shard)");
 }
 
 std::string fraction_text(double f) {
@@ -64,8 +107,22 @@ TokenizeResult tokenize_text_file(const std::string& input, const std::string& t
     throw Error("tokenize " + input + ": validation output " + val_out +
                 " given but val_fraction is 0");
 
+  const std::vector<std::string> inputs = expand_shard_glob(input);
+  check_outputs(input, inputs, train_out, val_out);
+  std::vector<uint64_t> sizes;
+  uint64_t total = 0;
+  for (const std::string& path : inputs) {
+    sizes.push_back(text_file_size(path));
+    total += sizes.back();
+    if (total > kMaxTextBytes)
+      throw Error("tokenize " + input + ": the text is larger than " +
+                  std::to_string(kMaxTextBytes) + " bytes (" + path + " brings it to " +
+                  std::to_string(total) +
+                  "); one shard holds at most that many byte tokens: split the text");
+  }
   std::string text;
-  for (const std::string& path : expand_shard_glob(input)) text += read_file_bytes(path);
+  text.reserve(static_cast<size_t>(total));
+  for (size_t i = 0; i < inputs.size(); ++i) text += read_file_bytes(inputs[i], sizes[i]);
   if (text.empty()) throw Error("tokenize " + input + ": the input is empty");
 
   const size_t n = text.size();

@@ -2,7 +2,7 @@
 //
 // Timeouts: every collective is non-blocking (MPI_Iallreduce, MPI_Iallgather, MPI_Ibcast,
 // MPI_Ibarrier) and polled with MPI_Testall against a deadline. The started forms
-// (start_all_reduce, start_all_gather_bytes) issue the same requests and hand them to a
+// (start_all_reduce, start_all_gather) issue the same requests and hand them to a
 // CommRequest instead of polling at once; its wait() is the same polling loop. The poll spins
 // briefly (fast collectives return at once), then sleeps with a backoff from 20 us up to 1 ms, so
 // ranks oversubscribed on few cores leave the CPU to the peers they are waiting for.
@@ -13,6 +13,7 @@
 // combine (K-1 along a ring) instead of one overall. Mean divides the bf16 sum by K in fp32
 // and rounds once more. The ops are commutative: every rank gets bitwise the same result.
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -44,15 +45,57 @@ const char* reduce_op_name(ReduceOp op) {
   return "unknown";
 }
 
-void Communicator::all_gather(Buf send_piece, Buf recv_all) {
+void Communicator::check_space(const char* collective, const char* what, Buf buf) const {
+  if (buf.bytes() == 0 || accepts(buf.space)) return;
+  throw Error(std::string(collective) + " on " + name() + ": " + what + " is in " +
+              mem_space_name(buf.space) + " memory, but this communicator carries " +
+              (accepts(MemSpace::Host) ? "host" : "device") + " memory only");
+}
+
+void Communicator::check_gather(const char* collective, Buf send_piece, Buf recv_all) const {
   if (send_piece.dtype != recv_all.dtype)
-    throw Error(std::string("all_gather: send piece is ") + dtype_name(send_piece.dtype) +
+    throw Error(std::string(collective) + ": send piece is " + dtype_name(send_piece.dtype) +
                 " but the receive buffer is " + dtype_name(recv_all.dtype));
   if (recv_all.numel != send_piece.numel * size_t(size()))
-    throw Error("all_gather: receive buffer holds " + std::to_string(recv_all.numel) +
-                " elements, expected " + std::to_string(size()) + " x " +
-                std::to_string(send_piece.numel));
-  all_gather_bytes(send_piece.data, send_piece.bytes(), recv_all.data);
+    throw Error(std::string(collective) + ": receive buffer holds " +
+                std::to_string(recv_all.numel) + " elements, expected " + std::to_string(size()) +
+                " x " + std::to_string(send_piece.numel));
+  check_space(collective, "the send piece", send_piece);
+  check_space(collective, "the receive buffer", recv_all);
+}
+
+void Communicator::check_reducible(Buf buf, ReduceOp op) const {
+  if (buf.dtype == DType::U8)
+    throw Error("all_reduce on " + name() + ": a u8 buffer holds bytes, not numbers");
+  if (buf.dtype == DType::I32 && op == ReduceOp::Mean)
+    throw Error("all_reduce on " + name() + ": mean of an i32 buffer is not defined");
+}
+
+void Communicator::all_reduce(Buf buf, ReduceOp op) {
+  check_space("all_reduce", "the buffer", buf);
+  check_reducible(buf, op);
+  do_all_reduce(buf, op);
+}
+
+void Communicator::all_gather(Buf send_piece, Buf recv_all) {
+  check_gather("all_gather", send_piece, recv_all);
+  do_all_gather(send_piece, recv_all);
+}
+
+std::unique_ptr<CommRequest> Communicator::start_all_reduce(Buf buf, ReduceOp op) {
+  check_space("all_reduce", "the buffer", buf);
+  check_reducible(buf, op);
+  return do_start_all_reduce(buf, op);
+}
+
+std::unique_ptr<CommRequest> Communicator::start_all_gather(Buf send_piece, Buf recv_all) {
+  check_gather("all_gather", send_piece, recv_all);
+  return do_start_all_gather(send_piece, recv_all);
+}
+
+void Communicator::broadcast(Buf buf, int root) {
+  check_space("broadcast", "the buffer", buf);
+  do_broadcast(buf, root);
 }
 
 namespace {
@@ -65,15 +108,13 @@ class CompletedRequest final : public CommRequest {
 };
 }  // namespace
 
-std::unique_ptr<CommRequest> Communicator::start_all_reduce(Buf buf, ReduceOp op) {
-  all_reduce(buf, op);
+std::unique_ptr<CommRequest> Communicator::do_start_all_reduce(Buf buf, ReduceOp op) {
+  do_all_reduce(buf, op);
   return std::make_unique<CompletedRequest>();
 }
 
-std::unique_ptr<CommRequest> Communicator::start_all_gather_bytes(const void* send_piece,
-                                                                  size_t piece_bytes,
-                                                                  void* recv_all) {
-  all_gather_bytes(send_piece, piece_bytes, recv_all);
+std::unique_ptr<CommRequest> Communicator::do_start_all_gather(Buf send_piece, Buf recv_all) {
+  do_all_gather(send_piece, recv_all);
   return std::make_unique<CompletedRequest>();
 }
 
@@ -174,53 +215,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi:" + name_; }
-  bool device_memory() const override { return false; }
-
-  void all_reduce(Buf buf, ReduceOp op) override {
-    check_usable();
-    const auto t0 = Clock::now();
-    Pending p = issue_all_reduce(buf, op);
-    wait(std::move(p), "all_reduce", buf.bytes());
-    if (op == ReduceOp::Mean && size_ > 1) divide_by_size(buf);
-    account(CommKind::AllReduce, buf.bytes(), 0, t0);
-  }
-
-  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op) override {
-    check_usable();
-    const auto t0 = Clock::now();
-    Pending p = issue_all_reduce(buf, op);
-    // Mean: the division waits for the sum, like the blocking call's.
-    auto finish = [this, buf, op] {
-      if (op == ReduceOp::Mean && size_ > 1) divide_by_size(buf);
-    };
-    return std::make_unique<Request>(*this, std::move(p), "all_reduce", CommKind::AllReduce,
-                                     buf.bytes(), t0, finish);
-  }
-
-  void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) override {
-    check_usable();
-    const auto t0 = Clock::now();
-    Pending p = issue_all_gather(send_piece, piece_bytes, recv_all);
-    wait(std::move(p), "all_gather", piece_bytes);
-    account(CommKind::AllGather, piece_bytes, 0, t0);
-  }
-
-  std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece, size_t piece_bytes,
-                                                      void* recv_all) override {
-    check_usable();
-    const auto t0 = Clock::now();
-    Pending p = issue_all_gather(send_piece, piece_bytes, recv_all);
-    return std::make_unique<Request>(*this, std::move(p), "all_gather", CommKind::AllGather,
-                                     piece_bytes, t0, nullptr);
-  }
-
-  void broadcast_bytes(void* data, size_t bytes, int root) override {
-    check_usable();
-    check_root(root, "broadcast");
-    const auto t0 = Clock::now();
-    ibcast(data, bytes, root, "broadcast");
-    account(CommKind::Broadcast, bytes, root, t0);
-  }
+  bool accepts(MemSpace space) const override { return space == MemSpace::Host; }
 
   void barrier() override {
     check_usable();
@@ -258,21 +253,78 @@ class MpiCommunicator final : public Communicator {
     host_all_reduce(values, MPI_UINT64_T, op);
   }
 
-  std::vector<uint64_t> all_gather_host(uint64_t value) override {
+ protected:
+  void do_all_reduce(Buf buf, ReduceOp op) override {
     check_usable();
     const auto t0 = Clock::now();
+    Pending p = issue_all_reduce(buf, op);
+    wait(std::move(p), "all_reduce", buf.bytes());
+    if (op == ReduceOp::Mean && size_ > 1) divide_by_size(buf);
+    account(CommKind::AllReduce, buf.bytes(), 0, t0);
+  }
+
+  std::unique_ptr<CommRequest> do_start_all_reduce(Buf buf, ReduceOp op) override {
+    check_usable();
+    const auto t0 = Clock::now();
+    Pending p = issue_all_reduce(buf, op);
+    // Mean: the division waits for the sum, like the blocking call's.
+    auto finish = [this, buf, op] {
+      if (op == ReduceOp::Mean && size_ > 1) divide_by_size(buf);
+    };
+    return std::make_unique<Request>(*this, std::move(p), "all_reduce", CommKind::AllReduce,
+                                     buf.bytes(), t0, finish);
+  }
+
+  void do_all_gather(Buf send, Buf recv) override {
+    const void* send_piece = send.data;
+    const size_t piece_bytes = send.bytes();
+    void* recv_all = recv.data;
+    check_usable();
+    const auto t0 = Clock::now();
+    Pending p = issue_all_gather(send_piece, piece_bytes, recv_all);
+    wait(std::move(p), "all_gather", piece_bytes);
+    account(CommKind::AllGather, piece_bytes, 0, t0);
+  }
+
+  std::unique_ptr<CommRequest> do_start_all_gather(Buf send, Buf recv) override {
+    const void* send_piece = send.data;
+    const size_t piece_bytes = send.bytes();
+    void* recv_all = recv.data;
+    check_usable();
+    const auto t0 = Clock::now();
+    Pending p = issue_all_gather(send_piece, piece_bytes, recv_all);
+    return std::make_unique<Request>(*this, std::move(p), "all_gather", CommKind::AllGather,
+                                     piece_bytes, t0, nullptr);
+  }
+
+  void do_broadcast(Buf buf, int root) override {
+    void* data = buf.data;
+    const size_t bytes = buf.bytes();
+    check_usable();
+    check_root(root, "broadcast");
+    const auto t0 = Clock::now();
+    ibcast(data, bytes, root, "broadcast");
+    account(CommKind::Broadcast, bytes, root, t0);
+  }
+
+ public:
+  using Communicator::all_gather_host;
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override {
+    check_usable();
+    const auto t0 = Clock::now();
+    const size_t n = values.size(), bytes = n * sizeof(uint64_t);
     Pending p;
-    p.staging.resize(sizeof(uint64_t) * (size_t(size_) + 1));
-    std::memcpy(p.staging.data(), &value, sizeof value);
-    char* recv = p.staging.data() + sizeof(uint64_t);
+    p.staging.resize(bytes * (size_t(size_) + 1));
+    if (bytes) std::memcpy(p.staging.data(), values.data(), bytes);
+    char* recv = p.staging.data() + bytes;
     p.requests.emplace_back();
-    mpi_check(MPI_Iallgather(p.staging.data(), 1, MPI_UINT64_T, recv, 1, MPI_UINT64_T, comm_,
-                             &p.requests.back()),
+    mpi_check(MPI_Iallgather(p.staging.data(), int(n), MPI_UINT64_T, recv, int(n), MPI_UINT64_T,
+                             comm_, &p.requests.back()),
               "MPI_Iallgather");
-    std::vector<uint64_t> out(static_cast<size_t>(size_));
-    wait(p, "host_all_gather", sizeof(uint64_t));
-    std::memcpy(out.data(), recv, out.size() * sizeof(uint64_t));
-    account(CommKind::HostAllGather, sizeof(uint64_t), 0, t0);
+    std::vector<uint64_t> out(n * size_t(size_));
+    wait(p, "host_all_gather", bytes);
+    if (bytes) std::memcpy(out.data(), recv, out.size() * sizeof(uint64_t));
+    account(CommKind::HostAllGather, bytes, 0, t0);
     return out;
   }
 
@@ -391,6 +443,8 @@ class MpiCommunicator final : public Communicator {
         type = MPI_UINT16_T;
         mop = op == ReduceOp::Max ? bf16_max_ : op == ReduceOp::Min ? bf16_min_ : bf16_sum_;
         break;
+      case DType::U8:
+        throw Error("all_reduce: a u8 buffer holds bytes, not numbers");
     }
     Pending p;
     const size_t esize = dtype_size(buf.dtype);
@@ -580,35 +634,50 @@ std::unique_ptr<Communicator> make_mpi_world(double timeout_s) {
 }
 
 namespace {
-struct NodeLocal {
-  int rank = 0;
-  int size = 1;
-};
-NodeLocal query_node_local() {
-  NodeLocal out;
+NodeInfo query_node_info() {
+  NodeInfo out;
+  char host[MPI_MAX_PROCESSOR_NAME] = {};
   if (!mpi_is_initialised()) {
-    out.rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", 0));
-    out.size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", env_int("SLURM_NTASKS_PER_NODE", 1));
+    out.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", 0));
+    out.local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", env_int("SLURM_NTASKS_PER_NODE", 1));
+    if (gethostname(host, sizeof host - 1) == 0) out.host = host;
     return out;
   }
+  int len = 0;
+  if (MPI_Get_processor_name(host, &len) == MPI_SUCCESS) out.host.assign(host, size_t(len));
+  // The node is what MPI considers one shared-memory domain: its lowest world rank names it.
+  int world_rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   MPI_Comm local = MPI_COMM_NULL;
   mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local),
             "MPI_Comm_split_type");
-  MPI_Comm_rank(local, &out.rank);
-  MPI_Comm_size(local, &out.size);
+  MPI_Comm_rank(local, &out.local_rank);
+  MPI_Comm_size(local, &out.local_size);
+  int leader = world_rank;
+  mpi_check(MPI_Allreduce(&world_rank, &leader, 1, MPI_INT, MPI_MIN, local), "MPI_Allreduce");
   MPI_Comm_free(&local);
+  int world_size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+  std::vector<int> leaders(size_t(world_size), 0);
+  mpi_check(MPI_Allgather(&leader, 1, MPI_INT, leaders.data(), 1, MPI_INT, MPI_COMM_WORLD),
+            "MPI_Allgather");
+  std::sort(leaders.begin(), leaders.end());
+  leaders.erase(std::unique(leaders.begin(), leaders.end()), leaders.end());
+  out.index = int(std::lower_bound(leaders.begin(), leaders.end(), leader) - leaders.begin());
+  out.count = int(leaders.size());
   return out;
 }
 
-// Computed once: the first call is collective over MPI_COMM_WORLD.
-const NodeLocal& node_local() {
-  static const NodeLocal value = query_node_local();
-  return value;
-}
 }  // namespace
 
-int node_local_rank() { return node_local().rank; }
-int node_local_size() { return node_local().size; }
+// Computed once: the first call is collective over MPI_COMM_WORLD.
+const NodeInfo& node_info() {
+  static const NodeInfo value = query_node_info();
+  return value;
+}
+
+int node_local_rank() { return node_info().local_rank; }
+int node_local_size() { return node_info().local_size; }
 
 void abort_world(int code) {
   if (mpi_is_initialised()) MPI_Abort(MPI_COMM_WORLD, code);

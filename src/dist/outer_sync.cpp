@@ -10,25 +10,6 @@
 
 namespace loco {
 
-Topology make_topology(const DistributedConfig& cfg, Communicator& world) {
-  Topology t;
-  t.world_rank = world.rank();
-  t.world_size = world.size();
-  t.replica_size = cfg.method == "ddp" ? t.world_size : cfg.replica_size;
-  if (t.world_size % t.replica_size != 0)
-    throw Error("distributed.replica_size = " + std::to_string(cfg.replica_size) +
-                ": must divide the number of ranks (" + std::to_string(t.world_size) + ")");
-  t.num_replicas = t.world_size / t.replica_size;
-  t.replica_index = t.world_rank / t.replica_size;
-  t.rank_in_replica = t.world_rank % t.replica_size;
-  // split() is collective over the world: every rank makes both calls.
-  auto replica = world.split(t.replica_index, t.rank_in_replica);
-  auto cross = world.split(t.rank_in_replica, t.replica_index);
-  t.replica = std::move(replica);
-  t.cross = std::move(cross);
-  return t;
-}
-
 void outer_sgd_step(Backend& backend, Buf global, Buf momentum, Buf delta, double lr, double mu,
                     bool nesterov) {
   backend.axpby(momentum, 1.0f, delta, static_cast<float>(mu));  // v = Δ + μ·v
@@ -277,7 +258,7 @@ void OuterSync::pack_payload() {
   send_.assign(size_t(piece_), 0);
   std::memcpy(send_.data(), payload.data(), payload.size());
   recv_.resize(size_t(piece_) * size_t(K));
-  if (!cross_.device_memory()) return;
+  if (gather_on_host()) return;
   const size_t words = size_t(piece_ / 4);
   if (dev_send_.numel < words) {
     if (dev_send_.data) backend_.release(dev_send_);
@@ -288,12 +269,18 @@ void OuterSync::pack_payload() {
   backend_.upload(dev_send_.slice(0, words), send_.data());
 }
 
-void* OuterSync::gather_send() {
-  return cross_.device_memory() ? dev_send_.data : static_cast<void*>(send_.data());
+bool OuterSync::gather_on_host() const { return cross_.accepts(MemSpace::Host); }
+
+Buf OuterSync::gather_send() {
+  const size_t words = size_t(piece_ / 4);
+  if (!gather_on_host()) return dev_send_.slice(0, words);
+  return Buf{send_.data(), DType::I32, words, MemSpace::Host};
 }
 
-void* OuterSync::gather_recv() {
-  return cross_.device_memory() ? dev_recv_.data : static_cast<void*>(recv_.data());
+Buf OuterSync::gather_recv() {
+  const size_t words = size_t(piece_ / 4) * size_t(cross_.size());
+  if (!gather_on_host()) return dev_recv_.slice(0, words);
+  return Buf{recv_.data(), DType::I32, words, MemSpace::Host};
 }
 
 // Compressed path, step 3: decode every rank's payload in rank order and aggregate; delta()
@@ -301,8 +288,7 @@ void* OuterSync::gather_recv() {
 void OuterSync::aggregate_payloads() {
   FragmentState& f = frags_[size_t(active_)];
   const int K = cross_.size();
-  if (cross_.device_memory())
-    backend_.download(recv_.data(), dev_recv_.slice(0, size_t(piece_ / 4) * size_t(K)));
+  if (!gather_on_host()) backend_.download(recv_.data(), gather_recv());
   f.aggregator->reset();
   std::vector<compress::DeviceAggregator::Payload> pieces(static_cast<size_t>(K));
   for (int r = 0; r < K; ++r)
@@ -380,7 +366,7 @@ double OuterSync::sync_fragment(Buf params, int j) {
   pseudo_gradient(params);
   if (compressed_) {
     pack_payload();
-    cross_.all_gather_bytes(gather_send(), size_t(piece_), gather_recv());
+    cross_.all_gather(gather_send(), gather_recv());
     aggregate_payloads();
   } else if (wire_.data) {
     // Collective: dense all-reduce mean (optionally in bf16 on the wire).
@@ -424,7 +410,7 @@ void OuterSync::start(Buf params, int j) {
   pseudo_gradient(params);
   if (compressed_) {
     pack_payload();
-    request_ = cross_.start_all_gather_bytes(gather_send(), size_t(piece_), gather_recv());
+    request_ = cross_.start_all_gather(gather_send(), gather_recv());
   } else {
     if (wire_.data) backend_.copy(dense_wire(), delta());
     request_ = cross_.start_all_reduce(dense_wire(), ReduceOp::Mean);

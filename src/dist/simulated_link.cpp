@@ -93,8 +93,34 @@ class SimulatedLinkCommunicator::Request final : public CommRequest {
 
 SimulatedLinkCommunicator::SimulatedLinkCommunicator(std::unique_ptr<Communicator> inner,
                                                      LinkModel link)
-    : Communicator(inner ? inner->timeout_s() : 0.0), inner_(std::move(inner)), link_(link) {
+    : Communicator(inner ? inner->timeout_s() : 0.0),
+      owned_(std::move(inner)),
+      inner_(owned_.get()),
+      link_(link) {
   if (!inner_) throw Error("SimulatedLinkCommunicator: no communicator to wrap");
+}
+
+SimulatedLinkCommunicator::SimulatedLinkCommunicator(Communicator& inner, LinkModel link)
+    : Communicator(inner.timeout_s()), inner_(&inner), link_(link) {}
+
+template <typename F>
+void SimulatedLinkCommunicator::throttled(F&& call) {
+  const auto t0 = Clock::now();
+  const CommStats before = inner_->stats();
+  call();
+  const CommStats delta = inner_->stats() - before;
+  const double delay = link_.seconds(delta.total().sent_bytes, size());
+  std::this_thread::sleep_until(after(t0, delay));
+  const double seconds = since(t0);
+  // One call, of one kind: it gets the delay and the whole time spent.
+  for (size_t k = 0; k < kNumCommKinds; ++k) {
+    CommCounters c = delta[CommKind(k)];
+    if (c.calls == 0) continue;
+    c.seconds = seconds;
+    stats_.add(CommKind(k), c);
+    simulated_[k] += delay;
+    break;
+  }
 }
 
 std::string SimulatedLinkCommunicator::name() const {
@@ -114,48 +140,44 @@ void SimulatedLinkCommunicator::account(CommKind kind, uint64_t payload_bytes, d
   simulated_[size_t(kind)] += delay_for(kind, payload_bytes);
 }
 
-void SimulatedLinkCommunicator::all_reduce(Buf buf, ReduceOp op) {
+void SimulatedLinkCommunicator::do_all_reduce(Buf buf, ReduceOp op) {
   const auto t0 = Clock::now();
   inner_->all_reduce(buf, op);
   std::this_thread::sleep_until(after(t0, delay_for(CommKind::AllReduce, buf.bytes())));
   account(CommKind::AllReduce, buf.bytes(), since(t0));
 }
 
-void SimulatedLinkCommunicator::all_gather_bytes(const void* send_piece, size_t piece_bytes,
-                                                 void* recv_all) {
+void SimulatedLinkCommunicator::do_all_gather(Buf send_piece, Buf recv_all) {
+  const size_t piece_bytes = send_piece.bytes();
   const auto t0 = Clock::now();
-  inner_->all_gather_bytes(send_piece, piece_bytes, recv_all);
+  inner_->all_gather(send_piece, recv_all);
   std::this_thread::sleep_until(after(t0, delay_for(CommKind::AllGather, piece_bytes)));
   account(CommKind::AllGather, piece_bytes, since(t0));
 }
 
-std::unique_ptr<CommRequest> SimulatedLinkCommunicator::start_all_reduce(Buf buf, ReduceOp op) {
+std::unique_ptr<CommRequest> SimulatedLinkCommunicator::do_start_all_reduce(Buf buf, ReduceOp op) {
   const auto t0 = Clock::now();
   auto inner = inner_->start_all_reduce(buf, op);
   return std::make_unique<Request>(*this, std::move(inner), CommKind::AllReduce, buf.bytes(), t0,
                                    delay_for(CommKind::AllReduce, buf.bytes()));
 }
 
-std::unique_ptr<CommRequest> SimulatedLinkCommunicator::start_all_gather_bytes(
-    const void* send_piece, size_t piece_bytes, void* recv_all) {
+std::unique_ptr<CommRequest> SimulatedLinkCommunicator::do_start_all_gather(Buf send_piece,
+                                                                            Buf recv_all) {
+  const size_t piece_bytes = send_piece.bytes();
   const auto t0 = Clock::now();
-  auto inner = inner_->start_all_gather_bytes(send_piece, piece_bytes, recv_all);
+  auto inner = inner_->start_all_gather(send_piece, recv_all);
   return std::make_unique<Request>(*this, std::move(inner), CommKind::AllGather, piece_bytes, t0,
                                    delay_for(CommKind::AllGather, piece_bytes));
 }
 
-// Not throttled: broadcasts (start-up only), barriers and the host collectives are control
-// traffic, not the model sync the link is there to slow down.
-void SimulatedLinkCommunicator::broadcast_bytes(void* data, size_t bytes, int root) {
-  const CommStats before = inner_->stats();
-  inner_->broadcast_bytes(data, bytes, root);
-  add_inner_since(before);
+// Broadcasts, barriers and the host collectives cross the same link: throttled, blocking.
+void SimulatedLinkCommunicator::do_broadcast(Buf buf, int root) {
+  throttled([&] { inner_->broadcast(buf, root); });
 }
 
 void SimulatedLinkCommunicator::barrier() {
-  const CommStats before = inner_->stats();
-  inner_->barrier();
-  add_inner_since(before);
+  throttled([&] { inner_->barrier(); });
 }
 
 std::unique_ptr<Communicator> SimulatedLinkCommunicator::split(int color, int key) {
@@ -167,28 +189,22 @@ std::unique_ptr<Communicator> SimulatedLinkCommunicator::split(int color, int ke
 }
 
 void SimulatedLinkCommunicator::all_reduce_host(std::vector<double>& values, ReduceOp op) {
-  const CommStats before = inner_->stats();
-  inner_->all_reduce_host(values, op);
-  add_inner_since(before);
+  throttled([&] { inner_->all_reduce_host(values, op); });
 }
 
 void SimulatedLinkCommunicator::all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) {
-  const CommStats before = inner_->stats();
-  inner_->all_reduce_host(values, op);
-  add_inner_since(before);
+  throttled([&] { inner_->all_reduce_host(values, op); });
 }
 
-std::vector<uint64_t> SimulatedLinkCommunicator::all_gather_host(uint64_t value) {
-  const CommStats before = inner_->stats();
-  auto out = inner_->all_gather_host(value);
-  add_inner_since(before);
+std::vector<uint64_t> SimulatedLinkCommunicator::all_gather_host(
+    const std::vector<uint64_t>& values) {
+  std::vector<uint64_t> out;
+  throttled([&] { out = inner_->all_gather_host(values); });
   return out;
 }
 
 void SimulatedLinkCommunicator::broadcast_host(void* data, size_t bytes, int root) {
-  const CommStats before = inner_->stats();
-  inner_->broadcast_host(data, bytes, root);
-  add_inner_since(before);
+  throttled([&] { inner_->broadcast_host(data, bytes, root); });
 }
 
 double SimulatedLinkCommunicator::simulated_seconds() const {
@@ -204,7 +220,8 @@ nlohmann::json SimulatedLinkCommunicator::to_json() const {
           {"description", "simulated link: " + link_.describe()},
           {"simulated_seconds", simulated_seconds()},
           {"note",
-           "the outer-sync collectives were slowed down to this link's speed on one "
+           "every collective between replicas (the outer syncs and the small host exchanges) "
+           "was slowed down to this link's speed on one "
            "machine; the times are not those of a real network"}};
 }
 

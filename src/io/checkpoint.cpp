@@ -646,6 +646,15 @@ std::string resolve_resume(const std::string& spec, const std::string& root) {
   std::error_code ec;
   const fs::path p(spec);
   if (fs::is_regular_file(p, ec)) {
+    // A rank file stands for its step directory; anything else (a config, a typo) is named
+    // as what it is rather than blaming the rank file that would be read next to it.
+    const std::string name = p.filename().string();
+    const bool rank_file = name.rfind("rank-", 0) == 0 && name.size() > 9 &&
+                           name.compare(name.size() - 4, 4, ".bin") == 0;
+    if (!rank_file)
+      throw Error("cannot resume from " + spec +
+                  ": not a checkpoint (a checkpoint file is named rank-<r>.bin; give "
+                  "\"latest\", a step directory, a run directory or a rank file)");
     const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
     return parent.string();
   }

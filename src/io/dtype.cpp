@@ -63,6 +63,8 @@ StorageDType to_storage_dtype(DType t) {
       return StorageDType::BF16;
     case DType::I32:
       return StorageDType::I32;
+    case DType::U8:
+      return StorageDType::U8;
   }
   LOCO_CHECK(false, "unknown DType");
   return StorageDType::F32;

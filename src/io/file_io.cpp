@@ -66,6 +66,14 @@ std::string explain_create_failure(const std::string& dir, int err) {
 
 }  // namespace
 
+std::optional<WriteFault> current_write_fault() {
+  std::optional<uint64_t> at;
+  bool crash = false;
+  current_fault(at, crash);
+  if (!at) return std::nullopt;
+  return WriteFault{*at, crash};
+}
+
 void set_write_fault_for_testing(std::optional<uint64_t> fail_after_bytes) {
   std::lock_guard<std::mutex> lock(g_fault_mutex);
   g_fault_bytes = fail_after_bytes;

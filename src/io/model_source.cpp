@@ -1,12 +1,41 @@
 #include "loco/io/model_source.hpp"
 
 #include <cstring>
+#include <filesystem>
 
 #include "loco/core/error.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/io/hf.hpp"
 
 namespace loco {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The checkpoint file behind `path`; a directory that is neither an HF directory nor holds a
+// checkpoint gets a message saying what each would need, and what it lacks.
+std::string resolve_model_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return resolve_checkpoint_file(path, 0);
+  try {
+    return resolve_checkpoint_file(path, 0);
+  } catch (const Error&) {
+    const fs::path d(path);
+    std::string has;
+    for (const char* name : {"config.json", "model.safetensors", "model.safetensors.index.json",
+                             "rank-0.bin", "latest", "checkpoints"})
+      if (fs::exists(d / name, ec)) has += (has.empty() ? "" : ", ") + std::string(name);
+    throw Error(path +
+                " is neither a Hugging Face directory (needs config.json and model.safetensors "
+                "or model.safetensors.index.json) nor a loco checkpoint (a rank-<r>.bin file, a "
+                "step directory holding rank-0.bin, or a run or checkpoint directory whose "
+                "latest names a step); it holds " +
+                (has.empty() ? std::string("none of these") : has));
+  }
+}
+
+}  // namespace
 
 ModelSource load_model_source(const std::string& path, const std::string& tensor) {
   ModelSource s;
@@ -20,7 +49,7 @@ ModelSource load_model_source(const std::string& path, const std::string& tensor
     return s;
   }
   s.kind = "checkpoint";
-  s.path = resolve_checkpoint_file(path, 0);
+  s.path = resolve_model_checkpoint(path);
   const Checkpoint c = read_checkpoint(s.path);
   s.config = config_from_checkpoint_meta(c.meta(), s.path);
   s.model = s.config->model;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <vector>
@@ -19,8 +20,15 @@
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
+#include "loco/runtime/runtime.hpp"
 #include "loco/train/comm_report.hpp"
+#include "loco/train/init_from.hpp"
+#include "loco/train/memory_plan.hpp"
+#include "loco/train/metrics_log.hpp"
 #include "loco/train/progress.hpp"
+#include "loco/train/resume_checks.hpp"
+#include "loco/train/run_dir.hpp"
+#include "loco/train/startup_checks.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/train_step.hpp"
 
@@ -45,20 +53,6 @@ double evaluate(LlamaModel& model, TokenStream& val, int batches, int B, int T) 
   }
   return sum / batches;
 }
-
-class MetricsLog {
- public:
-  explicit MetricsLog(const std::string& path) : out_(path, std::ios::app) {
-    if (!out_) throw Error("cannot open " + path + " for writing");
-  }
-  void write(const nlohmann::json& record) {
-    out_ << record.dump() << '\n';
-    out_.flush();
-  }
-
- private:
-  std::ofstream out_;
-};
 
 // Name of the first parameter tensor whose slice of `buffer` (grads or params layout) holds a
 // NaN or inf, or "" when all are finite.
@@ -88,6 +82,46 @@ void require_agreement(Communicator& world, uint64_t value, const std::string& w
   for (int r : bad) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
   throw Error("ranks disagree on " + what + ": rank(s) " + ranks + " differ from the others " +
               "(every rank must run the same config, data and code)");
+}
+
+// What every rank learns at a sync point (one exchange over every rank).
+struct SyncPoint {
+  uint64_t fingerprint = 0;  // θ_global's, agreed by every rank
+  bool stop = false;         // some rank was asked to stop
+  double mean_loss = 0.0;    // mean over the ranks (= over the replicas) of their replica's loss
+};
+
+// One all-gather of {θ_global fingerprint, stop flag, replica loss} per rank. Ranks that hold
+// another θ_global than the others: every rank throws the same message naming them.
+SyncPoint agree_at_sync_point(Communicator& world, uint64_t fingerprint, bool stop, double loss,
+                              int syncs_done) {
+  uint64_t loss_bits = 0;
+  std::memcpy(&loss_bits, &loss, sizeof loss);
+  const std::vector<uint64_t> all =
+      world.all_gather_host(std::vector<uint64_t>{fingerprint, stop ? 1u : 0u, loss_bits});
+  const size_t K = size_t(world.size());
+  std::vector<uint64_t> prints(K);
+  SyncPoint out;
+  double sum = 0.0;
+  for (size_t r = 0; r < K; ++r) {
+    prints[r] = all[3 * r];
+    out.stop = out.stop || all[3 * r + 1] != 0;
+    double l = 0.0;
+    std::memcpy(&l, &all[3 * r + 2], sizeof l);
+    sum += l;
+  }
+  out.fingerprint = fingerprint;
+  out.mean_loss = sum / double(K);
+  const auto bad = mismatching_ranks(prints);
+  if (!bad.empty()) {
+    std::string ranks;
+    for (int r : bad) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+    throw CollectiveError("ranks disagree on the global parameters after outer sync " +
+                          std::to_string(syncs_done) + ": rank(s) " + ranks +
+                          " differ from the others (every rank must run the same config, data "
+                          "and code)");
+  }
+  return out;
 }
 
 // The model-sync collectives (not the small host ones) of this rank's communicators.
@@ -121,9 +155,8 @@ std::vector<float> download_f32(Backend& backend, Buf b) {
 void save_checkpoint(const Config& config, const std::string& root, Communicator& world,
                      Backend& backend, LlamaModel& model, InnerOptimizer& optimizer,
                      const OuterSync* outer, const TokenStream& train_stream, double loss,
-                     int64_t step, const CommStats& traffic) {
-  std::vector<double> bad{(std::isfinite(loss) && backend.all_finite(model.params())) ? 0.0
-                                                                                        : 1.0};
+                     int64_t step, const CommStats& traffic, int64_t skipped_steps) {
+  std::vector<double> bad{(std::isfinite(loss) && backend.all_finite(model.params())) ? 0.0 : 1.0};
   world.all_reduce_host(bad, ReduceOp::Sum);
   if (bad[0] > 0) {
     spdlog::warn("checkpoint at step {} skipped: non-finite parameters or loss", step);
@@ -146,6 +179,8 @@ void save_checkpoint(const Config& config, const std::string& root, Communicator
   meta["optimizer_steps_taken"] = optimizer.steps_taken();
   meta["optimizer_state"] = opt_names;
   meta["data_position"] = {{"epoch", pos.epoch}, {"cursor", pos.cursor}};
+  meta[kDataHashKey] = train_stream.tokens_hash() ^ train_stream.total_tokens();
+  meta["skipped_steps"] = skipped_steps;
   meta["comm_cumulative"] = traffic.to_json();  // informational
   if (outer) {
     keep.push_back(download_f32(backend, outer->global_params()));
@@ -177,25 +212,61 @@ void restore_f32(const Checkpoint& c, const std::string& name, Backend& backend,
 }  // namespace
 
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
-                  const std::string& resume) {
+                  const std::string& resume, ExistingRun existing) {
+  Runtime runtime = make_runtime(config, world);
+  return train(config, run_dir, runtime, resume, existing);
+}
+
+TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
+                  const std::string& resume, ExistingRun existing) {
   const auto& tc = config.training;
   const auto& dc = config.distributed;
+  Communicator& world = *runtime.world;
   const bool is_root = world.rank() == 0;
   const auto t_start = Clock::now();
 
-  Topology topo = make_topology(dc, world);
-  // A simulated slow link for the outer syncs only: the replica (DDP) group stays the fast
-  // intra-node link. Wrapped before OuterSync takes the communicator.
-  const SimulatedLinkCommunicator* link = nullptr;
-  if (dc.link.enabled()) {
-    auto wrapped = std::make_unique<SimulatedLinkCommunicator>(
-        std::move(topo.cross), LinkModel{dc.link.bandwidth_mbps, dc.link.latency_ms});
-    link = wrapped.get();
-    topo.cross = std::move(wrapped);
+  // The run directory first: every rank writes into the same one, and rank 0 holds it (a
+  // second run into it, or a fresh start over a finished run, is refused before any work).
+  const std::string ckpt_root = checkpoint_root(run_dir, config.checkpoint.dir);
+  require_same_run_directory(world, run_dir, ckpt_root);
+  std::optional<RunDirectory> run_files;
+  {
+    std::string error;
+    if (is_root) {
+      try {
+        run_files.emplace(run_dir, ckpt_root, !resume.empty(), existing);
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    }
+    fail_together(world, error, "cannot start");
   }
-  auto backend = make_backend(config.backend);
+
+  // What the composition root built: the backend on this rank's device, the replica (DDP)
+  // and cross (outer-sync) groups, the simulated link (if any) around the cross group.
+  Topology& topo = runtime.topo;
+  std::unique_ptr<Backend>& backend = runtime.backend;
+  const SimulatedLinkCommunicator* link = runtime.link;
+  // Before allocating: a config that asks for more memory than there is stops here, naming
+  // the keys (activations live on the device with CUDA; the token buffers on the host).
+  check_memory_plan("this run",
+                    plan_training_memory(config, topo.replica_size,
+                                         static_cast<int>(dtype_size(backend->activation_dtype()))),
+                    config.model, static_cast<uint64_t>(tc.micro_batch),
+                    static_cast<uint64_t>(tc.seq_len), "training.micro_batch", "training.seq_len",
+                    backend->name() == "cpu", usable_host_memory());
   LlamaModel model(config.model, *backend);
   model.init_weights(config.training.seed);
+  // model.init_from: the starting weights (a resumed run takes them from its checkpoint).
+  if (!config.model.init_from.empty() && resume.empty()) {
+    const InitialWeights w = load_initial_weights(config.model, config.model.init_from);
+    backend->upload(model.params(), w.params.data());
+    model.params_changed();
+    if (is_root) {
+      spdlog::info("model.init_from: weights from {}; optimizer state fresh", w.description);
+      for (const auto& note : w.notes) spdlog::warn("model.init_from: {}", note);
+    }
+  }
   auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), *backend);
 
   // Data: one stream per replica; the replica's ranks split each batch of R·B sequences, so
@@ -218,7 +289,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   shared_config.erase("output");
   shared_config["data"].erase("train");
   shared_config["data"].erase("val");
-  require_agreement(world, hash_string(shared_config.dump()), "the resolved config");
+  require_same_config(world, shared_config);
   require_agreement(world, train_stream.tokens_hash() ^ train_stream.total_tokens(),
                     "the training data (token content)");
   require_agreement(world, hash_params(*backend, model.params()), "the initial parameters");
@@ -230,43 +301,64 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
 
   // Resume: every rank reads its own file (after the start-up checks above, which compare
   // the freshly initialised parameters).
-  const std::string ckpt_root = checkpoint_root(run_dir, config.checkpoint.dir);
   int start_step = 0;
+  int skipped_before = 0;    // skipped steps before the checkpoint
+  std::string resumed_from;  // the step directory
+  std::string data_change;   // what changed in the training data ("" = nothing)
   if (!resume.empty()) {
     std::string resume_error;
     try {
-    const std::string step_dir = resolve_resume(resume, ckpt_root);
-    const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
-    validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
-                        c.path());
-    try {
-      const auto& m = c.meta();
-      start_step = m.at("step").get<int>();
-      restore_f32(c, kParamsTensor, *backend, model.params());
-      for (auto& [name, buf] : optimizer->state()) restore_f32(c, name, *backend, buf);
-      optimizer->set_steps_taken(m.at("optimizer_steps_taken").get<int64_t>());
-      train_stream.restore(StreamPosition{m.at("data_position").at("epoch").get<uint64_t>(),
-                                          m.at("data_position").at("cursor").get<uint64_t>()});
-      if (outer) {
-        restore_f32(c, "outer.global", *backend, outer->global_params());
-        restore_f32(c, "outer.momentum", *backend, outer->momentum());
-        outer->set_syncs_done(m.at("outer_syncs_done").get<int>());
-        if (m.contains("outer_fragment_syncs"))
-          outer->set_fragment_syncs(m.at("outer_fragment_syncs").get<std::vector<int>>());
-        if (!outer->error_feedback().empty() || c.has("outer.error_feedback")) {
-          const auto& e = c.tensor("outer.error_feedback").f32();
-          outer->restore_error_feedback(std::vector<float>(e.begin(), e.end()));
+      const auto t_read = Clock::now();
+      const std::string step_dir = resolve_resume(resume, ckpt_root);
+      resumed_from = step_dir;
+      const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
+      validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
+                          c.path());
+      data_change = training_data_change(c.meta(), config,
+                                         train_stream.tokens_hash() ^ train_stream.total_tokens());
+      if (!data_change.empty() && config.data.on_resume_change != "restart")
+        throw Error(c.path() + ": the training data changed since the checkpoint (" + data_change +
+                    "); its data position means nothing for other data. To continue training "
+                    "these weights on the new data from its beginning, set "
+                    "data.on_resume_change = \"restart\"");
+      try {
+        const auto& m = c.meta();
+        start_step = m.at("step").get<int>();
+        if (m.contains("skipped_steps")) skipped_before = m.at("skipped_steps").get<int>();
+        restore_f32(c, kParamsTensor, *backend, model.params());
+        for (auto& [name, buf] : optimizer->state()) restore_f32(c, name, *backend, buf);
+        optimizer->set_steps_taken(m.at("optimizer_steps_taken").get<int64_t>());
+        if (data_change.empty())
+          train_stream.restore(StreamPosition{m.at("data_position").at("epoch").get<uint64_t>(),
+                                              m.at("data_position").at("cursor").get<uint64_t>()});
+        if (outer) {
+          restore_f32(c, "outer.global", *backend, outer->global_params());
+          restore_f32(c, "outer.momentum", *backend, outer->momentum());
+          outer->set_syncs_done(m.at("outer_syncs_done").get<int>());
+          if (m.contains("outer_fragment_syncs"))
+            outer->set_fragment_syncs(m.at("outer_fragment_syncs").get<std::vector<int>>());
+          if (!outer->error_feedback().empty() || c.has("outer.error_feedback")) {
+            const auto& e = c.tensor("outer.error_feedback").f32();
+            outer->restore_error_feedback(std::vector<float>(e.begin(), e.end()));
+          }
         }
+      } catch (const nlohmann::json::exception& e) {
+        throw Error(c.path() + ": malformed checkpoint metadata: " + e.what());
       }
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(c.path() + ": malformed checkpoint metadata: " + e.what());
-    }
-    if (start_step < 0 || start_step > tc.steps)
-      throw Error(c.path() + ": checkpoint step " + std::to_string(start_step) +
-                  " is outside this run's training.steps = " + std::to_string(tc.steps));
-    model.params_changed();
-    if (is_root)
-      spdlog::info("resuming from {} at step {}", step_dir, start_step);
+      if (start_step < 0 || start_step > tc.steps)
+        throw Error(c.path() + ": checkpoint step " + std::to_string(start_step) +
+                    " is outside this run's training.steps = " + std::to_string(tc.steps));
+      model.params_changed();
+      // Reading is faster than writing (which fsyncs); twice the read time is the estimate of
+      // a checkpoint write until one is measured.
+      stop_note_checkpoint(start_step, 2.0 * seconds_since(t_read));
+      if (is_root && start_step < tc.steps)
+        spdlog::info("resuming from {} at step {}", step_dir, start_step);
+      if (is_root && !data_change.empty() && start_step < tc.steps)
+        spdlog::warn(
+            "resume: the training data changed since the checkpoint ({}): reading the "
+            "new data from its beginning (data.on_resume_change = \"restart\")",
+            data_change);
     } catch (const std::exception& e) {
       resume_error = e.what();
     }
@@ -278,9 +370,53 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     const auto steps = world.all_gather_host(static_cast<uint64_t>(start_step));
     if (!mismatching_ranks(steps).empty())
       throw Error("cannot resume: the ranks' checkpoints are of different steps");
+    // A finished run: nothing to train, and nothing in the run directory changes.
+    if (start_step == tc.steps) {
+      if (is_root)
+        spdlog::info(
+            "nothing to do: {} is at step {} = training.steps; the run is complete "
+            "(raise training.steps to train further)",
+            resumed_from, start_step);
+      TrainResult done;
+      done.nothing_to_do = true;
+      done.steps_done = start_step;
+      return done;
+    }
+  }
+
+  // Every rank passed its start-up checks: only now does the run directory change (an
+  // overwritten run's files go, config.json is written, metrics.jsonl continues).
+  std::optional<MetricsLog> metrics;
+  {
+    std::string error;
+    if (is_root) {
+      try {
+        run_files->begin(config);
+        size_t dropped = 0;
+        if (!resume.empty())
+          dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
+        metrics.emplace(run_dir + "/metrics.jsonl");
+        if (!resume.empty())
+          metrics->write({{"step", start_step},
+                          {"resume",
+                           {{"from", resumed_from},
+                            {"dropped_records", dropped},
+                            {"data", data_change.empty() ? "continued" : "restarted"},
+                            {"data_change", data_change}}}});
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    }
+    fail_together(world, error, "cannot start");
   }
 
   if (!is_root) spdlog::set_level(spdlog::level::warn);
+  for (const std::string& line : runtime.describe()) spdlog::info("{}", line);
+  if (topo.num_replicas > 1)
+    spdlog::info(
+        "step lines show replica 0's loss (replicas talk only at outer syncs); the mean over "
+        "the {} replicas follows at each sync; a stop request takes effect at the next sync",
+        topo.num_replicas);
   spdlog::info("loco: {} | {} | backend {} | {} parameters | {} worker(s){} | {}", config.name,
                dc.method, backend->name(), model.num_params(), topo.world_size,
                dc.method == "diloco" ? fmt::format(" as {} replica(s) of {}, H = {}",
@@ -312,10 +448,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                  z.quantizer, z.index_coding, z.aggregation);
   }
 
-  std::optional<MetricsLog> metrics;
-  if (is_root) metrics.emplace(run_dir + "/metrics.jsonl");
-  const long long tokens_per_step =
-      static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
+  const long long tokens_per_step = static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
   std::vector<int32_t> inputs(static_cast<size_t>(R) * B * T), targets(inputs.size());
   const size_t my_offset = static_cast<size_t>(topo.rank_in_replica) * B * T;
   // The inner step (loco/train/train_step.hpp; LOCO_STEP picks host, device or graph) and
@@ -328,14 +461,18 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
 
   TrainResult result;
   result.steps_done = start_step;
+  result.skipped_steps = skipped_before;
   result.tokens = static_cast<long long>(start_step) * tokens_per_step;
   const int ckpt_every = config.checkpoint.interval;
   int64_t last_checkpoint = resume.empty() ? -1 : start_step;
   auto checkpoint_now = [&](int64_t step, double loss) {
     if (last_checkpoint == step) return;
+    const auto t_ckpt = Clock::now();
     save_checkpoint(config, ckpt_root, world, *backend, model, *optimizer,
-                    outer ? &*outer : nullptr, train_stream, loss, step, model_traffic(topo));
+                    outer ? &*outer : nullptr, train_stream, loss, step, model_traffic(topo),
+                    result.skipped_steps);
     last_checkpoint = step;
+    stop_note_checkpoint(step, seconds_since(t_ckpt));
   };
   ProgressPrinter progress(tc.steps, tokens_per_step);
   const auto t_loop = Clock::now();
@@ -345,10 +482,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   // The metrics record of a completed sync. θ_global must then be bitwise identical on every
   // rank; θ_local is not compared: after a merge it legitimately differs between replicas
   // (after a blocking sync it is a copy of θ_global). started_step < 0: a blocking sync.
+  // (θ_global's agreement across ranks is checked at the sync point, below.)
   auto outer_record = [&](double delta_norm, int started_step, int step_done) {
-    require_agreement(
-        world, hash_params(*backend, outer->global_params()),
-        "the global parameters after outer sync " + std::to_string(outer->syncs_done()));
     const CommStats now = model_traffic(topo);
     // Which fragment synced: its index, or "all" for the final sync of every fragment.
     const int frag = outer->last_fragment();
@@ -369,8 +504,23 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     traffic_at_last_sync = now;
     return rec;
   };
+  // Between outer syncs the replicas share nothing: inner steps talk only inside their replica
+  // (DDP's gradient all-reduce, the replica's mean loss and stop flag). What the replicas must
+  // agree on travels with the syncs: at each sync point (a completed outer sync, or a
+  // checkpoint) one small exchange over every rank carries θ_global's fingerprint, the stop
+  // flags and each replica's loss. A stop request therefore takes effect at the next sync
+  // point: within H inner steps (H/p with fragments), or the checkpoint interval if shorter.
+  const bool several_replicas = topo.num_replicas > 1;
+  bool stop_pending = false;  // asked inside this replica, not yet agreed across replicas
+  // Traffic over communicators that span replicas, from the first to the last step.
+  auto cross_replica_traffic = [&] {
+    return several_replicas ? world.stats() + topo.cross->stats() : CommStats{};
+  };
+  const CommStats cross_replica_at_start = cross_replica_traffic();
+  stop_note_loop_started(ckpt_every > 0, world.rank());
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
+    stop_note_step_started(step);
     const size_t n_tok = static_cast<size_t>(B) * T;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
       train_stream.next_batch(R * B, inputs.data(), targets.data());
@@ -391,20 +541,22 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     if (!inner.finite && tc.nan_policy == "stop")
       throw Error("non-finite gradient in " + bad_grad + " at step " + std::to_string(step + 1) +
                   " (training.nan_policy = \"stop\"; \"skip\" drops such steps)");
-    if (!inner.finite)
+    if (!inner.finite) {
+      ++result.skipped_steps;
       spdlog::warn("step {}: non-finite gradient in {}: update skipped (training.nan_policy)",
                    step + 1, bad_grad);
+    }
 
     const bool last = step + 1 == tc.steps;
-    // One small host collective per step: the mean loss and whether any rank was asked to
-    // stop, so that every rank stops after the same step.
+    // Inside the replica, every step: its mean loss, and whether any of its ranks was asked to
+    // stop. With one replica (DDP included) that is every rank, so the stop is agreed at once.
     std::vector<double> shared{loss, stop_requested() ? 1.0 : 0.0};
-    world.all_reduce_host(shared, ReduceOp::Sum);
-    loss = shared[0] / topo.world_size;
-    const bool stopping = shared[1] > 0 && !last;
+    if (topo.replica->size() > 1) topo.replica->all_reduce_host(shared, ReduceOp::Sum);
+    loss = shared[0] / topo.replica_size;
+    stop_pending = stop_pending || shared[1] > 0;
+    bool stopping = !several_replicas && stop_pending && !last;
 
-    const bool checkpoint_due =
-        ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping);
+    bool checkpoint_due = ckpt_every > 0 && ((step + 1) % ckpt_every == 0 || last || stopping);
     std::vector<nlohmann::json> outer_records;
     if (outer) {
       outer->poll();
@@ -431,12 +583,35 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
         overlap_started_step = step + 1;
       }
     }
+
+    // The sync point: one exchange over every rank (see above the loop).
+    double replicas_mean_loss = loss;
+    if (!outer_records.empty() || (checkpoint_due && several_replicas)) {
+      const SyncPoint agreed = agree_at_sync_point(
+          world, outer ? hash_params(*backend, outer->global_params()) : 0, stop_pending, loss,
+          outer ? outer->syncs_done() : 0);
+      replicas_mean_loss = agreed.mean_loss;
+      result.sync_mean_losses.push_back(agreed.mean_loss);
+      if (!outer_records.empty()) {
+        outer_records.back()["global_fingerprint"] = fmt::format("{:016x}", agreed.fingerprint);
+        outer_records.back()["replicas_mean_loss"] = agreed.mean_loss;
+      }
+      if (several_replicas && agreed.stop && !last && !stopping) {
+        stopping = true;
+        // A checkpoint never holds a sync in flight (resume stays exact): complete it now.
+        if (outer && outer->in_flight()) {
+          const double norm = outer->finish(model.params());
+          outer_records.push_back(outer_record(norm, overlap_started_step, step + 1));
+        }
+        checkpoint_due = ckpt_every > 0;
+      }
+    }
     model.params_changed();
     const double step_seconds = seconds_since(t_step);
 
     result.steps_done = step + 1;
     result.tokens += tokens_per_step;
-    result.final_train_loss = loss;
+    result.final_train_loss = replicas_mean_loss;
     result.step_losses.push_back(loss);
     if (!std::isfinite(loss)) {
       const std::string what = "loss is " + std::to_string(loss) + " at step " +
@@ -465,16 +640,26 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                                {"step_seconds", step_seconds},
                                {"tok_per_s", tokens_per_step / std::max(step_seconds, 1e-9)},
                                {"elapsed_s", seconds_since(t_loop)},
-                               {"comm_sent_bytes", model_traffic(topo).total().sent_bytes}};
+                               {"comm_sent_bytes", model_traffic(topo).total().sent_bytes},
+                               {"skipped_steps", result.skipped_steps}};
+      if (!bad_grad.empty()) record["skipped"] = true;
       // One sync per step, except at the end of an overlapped run: the in-flight sync
       // completes ("outer_earlier"), then the final blocking one ("outer").
+      if (several_replicas && !outer_records.empty())
+        record["replicas_mean_loss"] = replicas_mean_loss;
       if (!outer_records.empty()) record["outer"] = outer_records.back();
       if (outer_records.size() > 1) record["outer_earlier"] = outer_records.front();
       metrics->write(record);
     }
-    if ((step + 1) % tc.log_interval == 0 || last)
-      spdlog::info("{}", progress.line(step + 1, loss, lr, inner.grad_norm, step_seconds,
-                                       seconds_since(t_loop)));
+    // With several replicas the line's loss is replica 0's (this rank's); at a sync the mean
+    // over the replicas follows.
+    const bool sync_line = several_replicas && !outer_records.empty();
+    if ((step + 1) % tc.log_interval == 0 || last || sync_line)
+      spdlog::info("{}{}",
+                   progress.line(step + 1, loss, lr, inner.grad_norm, step_seconds,
+                                 seconds_since(t_loop)),
+                   sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
+    stop_note_step_finished(seconds_since(t_step));
     if (checkpoint_due) checkpoint_now(step + 1, loss);
     if (stopping) {
       spdlog::warn("stop requested: stopped after step {}", step + 1);
@@ -483,6 +668,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
     }
   }
 
+  const CommStats cross_replica = cross_replica_traffic() - cross_replica_at_start;
   // Communication report: per worker, max over ranks (ring figures are equal on every rank
   // of a group, but replicas of different sizes could differ).
   CommStats traffic = model_traffic(topo);
@@ -510,9 +696,26 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
   // bytes (the peak bandwidth), next to the total.
   if (outer) comm["fragments"] = outer->fragments_json();
   // A simulated link: say so next to the figures, so nobody takes them for a real network's.
-  if (link) comm["link"] = link->to_json();
+  if (link) {
+    comm["link"] = link->to_json();
+    if (runtime.world_link)
+      comm["link"]["simulated_seconds"] =
+          link->simulated_seconds() + runtime.world_link->simulated_seconds();
+  }
+  // Every collective (model or host) over a communicator spanning more than one replica,
+  // between the first and the last step: what crosses the slow links.
+  const CommCounters xr = cross_replica.total();
+  comm["cross_replica"] = {
+      {"calls", xr.calls},
+      {"bytes", xr.sent_bytes},
+      {"seconds", xr.seconds},
+      {"by_kind", cross_replica.to_json()},
+      {"note",
+       "collectives over communicators that span replicas (the world and the outer-sync "
+       "group; none with one replica), first to last step, this rank; bytes = sent"}};
 
   result.params_hash = hash_params(*backend, model.params());
+  result.finite = std::isfinite(result.final_train_loss) && backend->all_finite(model.params());
   result.final_val_loss = last_val;
   result.wall_seconds = seconds_since(t_start);
   result.summary = {{"name", config.name},
@@ -523,12 +726,15 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                     {"steps", result.steps_done},
                     {"steps_planned", tc.steps},
                     {"stopped_early", result.stopped_early},
+                    {"skipped_steps", result.skipped_steps},
+                    {"finite", result.finite},
                     {"tokens", result.tokens},
                     {"final_train_loss", result.final_train_loss},
                     {"final_val_loss", last_val >= 0 ? nlohmann::json(last_val) : nullptr},
                     {"wall_time_s", result.wall_seconds},
                     {"tokens_per_s", result.tokens / std::max(seconds_since(t_loop), 1e-9)},
-                    {"comm", comm}};
+                    {"comm", comm},
+                    {"launch", runtime.launch_json()}};
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
@@ -544,6 +750,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Communicator
                    z["wire_bits_per_kept_element"].get<double>());
     }
   }
+  // No rank leaves before rank 0 has written summary.json: a launcher may kill the job as
+  // soon as one rank exits with a non-zero code (a stop by a signal).
+  world.barrier();
   return result;
 }
 

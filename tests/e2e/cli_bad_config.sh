@@ -77,6 +77,18 @@ expect_bad 'data.train = "'"$T"'/nope.bin"' 'matches no file' -- "$CONFIG" --set
 # Malformed JSON: file, line and column.
 printf '{\n  "name": "x",\n  "model": {"d_model": 32,}\n}\n' >"$T/malformed.json"
 expect_bad "$T/malformed.json:3:" 'invalid JSON' -- "$T/malformed.json"
+# A key given twice (nlohmann alone would keep the last value silently).
+printf '{"optimizer": {"lr": 0.1, "eps": 1e-8, "lr": 0.2}}\n' >"$T/twice.json"
+expect_bad "$T/twice.json" 'duplicate key "optimizer.lr"' -- "$T/twice.json"
+# model.init_from that does not exist (not silently random weights).
+expect_bad 'model.init_from = "/nonexistent/model"' 'no such file or directory' -- "$CONFIG" --set model.init_from=/nonexistent/model
+# Sizes beyond the machine: refused before allocating, naming the keys and the bytes.
+expect_bad 'training.micro_batch = 100000000 × training.seq_len = 128' 'tokens per forward pass' \
+  -- "$CONFIG" --set training.micro_batch=1e8
+expect_bad 'this run needs about' 'TiB of host memory' 'activations' 'training.micro_batch = 1000000' \
+  'lower training.micro_batch' -- "$CONFIG" --set training.micro_batch=1000000
+expect_bad 'this run needs about' 'parameters, gradients and optimizer state' 'model.d_model = 1048576' \
+  -- "$CONFIG" --set model.d_model=1048576 --set model.n_heads=2 --set model.n_kv_heads=1
 # Bad --set syntax.
 expect_bad '--set training.steps' 'expected KEY=VALUE' -- "$CONFIG" --set training.steps
 expect_bad 'malformed key "training..steps"' -- "$CONFIG" --set training..steps=3

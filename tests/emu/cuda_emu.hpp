@@ -1,5 +1,5 @@
 // A CPU emulator for loco's CUDA kernels (scripts/emu-check.sh): every CUDA thread is a
-// ucontext fiber, blocks run one after another, __syncthreads / __syncwarp / shuffles /
+// fiber, blocks run one after another, __syncthreads / __syncwarp / shuffles /
 // ballots are cooperative switches. It aborts on what would be undefined on a GPU: barriers
 // reached by only part of a block (deadlock), warp collectives with exited lanes, ldmatrix /
 // cp.async addresses outside the dynamic shared memory or not 16-byte aligned. Dynamic shared
@@ -19,6 +19,7 @@ inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); retur
 #include <cuda_runtime_api.h>
 #include <cuda_bf16.h>
 #include <math_constants.h>
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -31,8 +32,14 @@ inline float __int_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); retur
 
 namespace emu {
 enum State { RUN = 0, WAIT_BLOCK = 1, WAIT_WARP = 2, DONE = 3 };
+// One CUDA thread. Fibers persist across blocks and launches: each runs "the current block's
+// body, then park as DONE" in a loop, so a block costs no context creation. Switches use
+// _setjmp/_longjmp (no signal-mask system call, unlike swapcontext); the ucontext is used once,
+// to start the fiber on its own stack.
 struct Fiber {
   ucontext_t ctx;
+  jmp_buf jb;
+  bool started = false;
   char* stack = nullptr;
   uint3 tid;
   int lane = 0, warp = 0, state = RUN;
@@ -42,10 +49,11 @@ extern uint3 g_block;
 extern dim3 g_blockDim, g_gridDim;
 extern std::vector<unsigned char> g_dyn;
 extern double g_warp_vals[64][32];
+// Parks the current thread in state `st` and returns to the block scheduler.
 inline void yield(int st) {
-  extern ucontext_t g_main;
+  extern jmp_buf g_main_jb;
   g_cur->state = st;
-  swapcontext(&g_cur->ctx, &g_main);
+  if (!_setjmp(g_cur->jb)) _longjmp(g_main_jb, 1);
 }
 void run(dim3 grid, dim3 block, size_t smem, std::function<void()> body);
 // While a stream capture records (mock_cudart_cublaslt.cpp), launches are appended here with

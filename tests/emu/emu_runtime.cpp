@@ -9,12 +9,23 @@ dim3 g_blockDim, g_gridDim;
 std::vector<unsigned char> g_dyn;
 double g_warp_vals[64][32];
 std::vector<std::function<void()>>* g_capture = nullptr;
-ucontext_t g_main;
+jmp_buf g_main_jb;
+static ucontext_t g_start;  // only to enter a fiber the first time
 static std::function<void()>* g_body = nullptr;
+// A fiber's whole life: run the current block's body, park as DONE, repeat when resumed.
 static void entry() {
-  (*g_body)();
-  g_cur->state = DONE;
-  swapcontext(&g_cur->ctx, &g_main);
+  for (;;) {
+    (*g_body)();
+    yield(DONE);
+  }
+}
+// Runs fiber f until it parks (finishes its body or waits at a barrier).
+static void resume(Fiber& f) {
+  g_cur = &f;
+  if (_setjmp(g_main_jb)) return;
+  if (f.started) _longjmp(f.jb, 1);
+  f.started = true;
+  swapcontext(&g_start, &f.ctx);  // never returns here: the fiber longjmps back
 }
 static void die(const char* what, dim3 b) {
   std::fprintf(stderr, "EMU ERROR: %s in block (%u,%u,%u)\n", what, b.x, b.y, b.z);
@@ -28,7 +39,14 @@ void run(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
   static bool init = false;
   const size_t kStack = 256 * 1024;
   if (!init) {
-    for (auto& f : fibers) f.stack = static_cast<char*>(std::malloc(kStack));
+    for (auto& f : fibers) {
+      f.stack = static_cast<char*>(std::malloc(kStack));
+      getcontext(&f.ctx);
+      f.ctx.uc_stack.ss_sp = f.stack;
+      f.ctx.uc_stack.ss_size = kStack;
+      f.ctx.uc_link = nullptr;
+      makecontext(&f.ctx, entry, 0);
+    }
     init = true;
   }
   g_body = &body;
@@ -45,18 +63,10 @@ void run(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
           f.lane = t % 32;
           f.warp = t / 32;
           f.state = RUN;
-          getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack;
-          f.ctx.uc_stack.ss_size = kStack;
-          f.ctx.uc_link = nullptr;
-          makecontext(&f.ctx, entry, 0);
         }
         for (;;) {
           for (int t = 0; t < nt; ++t)
-            if (fibers[t].state == RUN) {
-              g_cur = &fibers[t];
-              swapcontext(&g_main, &fibers[t].ctx);
-            }
+            if (fibers[t].state == RUN) resume(fibers[t]);
           int done = 0, wb = 0;
           for (int t = 0; t < nt; ++t) {
             done += fibers[t].state == DONE;

@@ -30,9 +30,19 @@ cudaError_t refuse_in_capture(const char* what) {
 }  // namespace
 
 extern "C" {
-cudaError_t cudaGetDeviceCount(int* c) { *c = 1; return cudaSuccess; }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
-cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
+// LOCO_EMU_DEVICES=N: the emulated machine has N GPUs (default 1), so multi-rank runs can
+// place one rank per "GPU" (the NCCL stand-in refuses two ranks of a communicator on one).
+static int emu_devices() { const char* v = std::getenv("LOCO_EMU_DEVICES"); return v && *v ? std::atoi(v) : 1; }
+static int g_device = 0;
+cudaError_t cudaGetDeviceCount(int* c) { *c = emu_devices(); return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { if (d < 0 || d >= emu_devices()) return cudaErrorInvalidDevice; g_device = d; return cudaSuccess; }
+cudaError_t cudaGetDevice(int* d) { *d = g_device; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { *e = reinterpret_cast<cudaEvent_t>(new int(0)); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete reinterpret_cast<int*>(e); return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) { std::memset(p, 0, sizeof *p); std::strcpy(p->name, "EMU"); p->major = 9; p->minor = 0; return cudaSuccess; }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = reinterpret_cast<cudaStream_t>(0x1234); return cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }

@@ -20,7 +20,8 @@ TEST_CASE("NCCL communicator, one rank: collectives on device buffers") {
   MpiRuntime mpi;
   auto comm = make_nccl_world(/*timeout_s=*/60.0);
   REQUIRE(comm->size() == 1);
-  REQUIRE(comm->device_memory());
+  REQUIRE(comm->accepts(MemSpace::Device));
+  REQUIRE_FALSE(comm->accepts(MemSpace::Host));
   auto gpu = make_backend("cuda");
 
   const size_t n = 1000;

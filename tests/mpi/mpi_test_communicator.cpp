@@ -50,7 +50,8 @@ TEST_CASE("world communicator matches MPI_COMM_WORLD", "[comm][mpi]") {
   auto comm = make_mpi_world(kTimeout);
   CHECK(comm->rank() == world_rank());
   CHECK(comm->size() == world_size());
-  CHECK_FALSE(comm->device_memory());
+  CHECK(comm->accepts(MemSpace::Host));
+  CHECK_FALSE(comm->accepts(MemSpace::Device));
   CHECK(comm->name() == "mpi:world");
   CHECK(comm->timeout_s() == kTimeout);
   const int local = node_local_rank();
@@ -159,20 +160,20 @@ TEST_CASE("all_gather puts pieces in rank order", "[comm][mpi]") {
   CHECK_THROWS_AS(comm->all_gather(host_buf(send), host_buf(wrong_type)), Error);
 }
 
-TEST_CASE("all_gather_bytes carries odd-sized packed payloads", "[comm][mpi]") {
+TEST_CASE("all_gather carries odd-sized packed payloads (u8)", "[comm][mpi]") {
   auto comm = make_mpi_world(kTimeout);
   const int r = comm->rank(), K = comm->size();
   const size_t piece = 13;
   std::vector<unsigned char> send(piece), recv(piece * size_t(K), 0);
   for (size_t j = 0; j < piece; ++j)
     send[j] = static_cast<unsigned char>(31 * r + 7 * int(j) + 200);
-  comm->all_gather_bytes(send.data(), piece, recv.data());
+  comm->all_gather(host_bytes(send.data(), piece), host_bytes(recv.data(), piece * size_t(K)));
   for (int q = 0; q < K; ++q)
     for (size_t j = 0; j < piece; ++j)
       REQUIRE(recv[size_t(q) * piece + j] == static_cast<unsigned char>(31 * q + 7 * int(j) + 200));
 
   // Empty pieces are legal (a rank with nothing selected still takes part).
-  comm->all_gather_bytes(send.data(), 0, recv.data());
+  comm->all_gather(host_bytes(send.data(), 0), host_bytes(recv.data(), 0));
   CHECK(comm->stats()[CommKind::AllGather].calls == 2);
 }
 
@@ -271,7 +272,7 @@ TEST_CASE("accounting follows the ring formulas", "[comm][mpi]") {
   comm->all_reduce(host_buf(h), ReduceOp::Sum);
 
   std::vector<unsigned char> piece(100), all(100 * size_t(K));
-  comm->all_gather_bytes(piece.data(), piece.size(), all.data());
+  comm->all_gather(host_bytes(piece.data(), piece.size()), host_bytes(all.data(), all.size()));
 
   std::vector<float> b(64);  // 256 bytes from root 0: chain 0 -> 1 -> ... -> K-1
   comm->broadcast(host_buf(b), 0);

@@ -91,7 +91,7 @@ CompressionConfig sparse_config() {
 // Every rank's θ_local (the test's own communicator: the sync's byte counts stay clean).
 std::vector<std::vector<float>> gather_locals(Communicator& aux, Buf params) {
   std::vector<float> all(params.numel * size_t(aux.size()));
-  aux.all_gather_bytes(params.data, params.bytes(), all.data());
+  aux.all_gather(params, Buf{all.data(), DType::F32, all.size()});
   std::vector<std::vector<float>> out;
   for (int q = 0; q < aux.size(); ++q)
     out.emplace_back(all.begin() + std::ptrdiff_t(size_t(q) * params.numel),

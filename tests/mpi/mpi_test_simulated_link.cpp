@@ -95,12 +95,12 @@ TEST_CASE("simulated link: values bit for bit, simulated seconds from the ring b
   expected_ar += expected_seconds(link, ring_ar(n * 2, K), K);
   CHECK(comm->simulated_seconds(CommKind::AllReduce) == Approx(expected_ar).epsilon(1e-9));
 
-  // all_gather_bytes: every rank's piece in rank order.
+  // all_gather: every rank's piece in rank order.
   const size_t piece = 3001;
   std::vector<uint8_t> mine(piece), got_plain(piece * K), got(piece * K);
   for (size_t i = 0; i < piece; ++i) mine[i] = uint8_t((i * 7 + size_t(r) * 31) & 0xff);
-  plain->all_gather_bytes(mine.data(), piece, got_plain.data());
-  comm->all_gather_bytes(mine.data(), piece, got.data());
+  plain->all_gather(host_bytes(mine.data(), piece), host_bytes(got_plain.data(), got_plain.size()));
+  comm->all_gather(host_bytes(mine.data(), piece), host_bytes(got.data(), got.size()));
   CHECK(got == got_plain);
   const double ag = expected_seconds(link, ring_ag(piece, K), K);
   CHECK(comm->simulated_seconds(CommKind::AllGather) == Approx(ag).epsilon(1e-9));
@@ -120,8 +120,8 @@ TEST_CASE("simulated link: values bit for bit, simulated seconds from the ring b
   CHECK(comm->stats()[CommKind::AllReduce].seconds >= expected_ar);
 }
 
-TEST_CASE("simulated link: control traffic is forwarded and not throttled", "[link][mpi]") {
-  const LinkModel link{0.001, 100000.0};  // ~100 s per collective: a throttled call would hang
+TEST_CASE("simulated link: control traffic crosses the link too (throttled)", "[link][mpi]") {
+  const LinkModel link{1000.0, 3.0};  // 1 Gbit/s, 3 ms per call
   auto comm = wrap_world(link, kTimeout);
   const int r = comm->rank(), K = comm->size();
   std::vector<double> d{double(r), 1.0};
@@ -141,7 +141,21 @@ TEST_CASE("simulated link: control traffic is forwarded and not throttled", "[li
   comm->broadcast(host_buf(b), 0);
   CHECK(b[15] == 3.0f);
   comm->barrier();
-  CHECK(comm->simulated_seconds() == 0.0);
+  // Every call paid latency + 8·(its sent bytes)/bandwidth: summed, calls·latency +
+  // 8·(all sent bytes)/bandwidth, from the wrapped communicator's own accounting.
+  double expected = 0.0;
+  for (CommKind k : {CommKind::HostAllReduce, CommKind::HostAllGather, CommKind::HostBroadcast,
+                     CommKind::Broadcast, CommKind::Barrier}) {
+    const CommCounters c = comm->inner().stats()[k];
+    const double s = K > 1 ? double(c.calls) * link.latency_ms / 1e3 +
+                                 8.0 * double(c.sent_bytes) / (link.bandwidth_mbps * 1e6)
+                           : 0.0;
+    CHECK(comm->simulated_seconds(k) == Approx(s).epsilon(1e-9));
+    CHECK(comm->stats()[k].seconds >= s);
+    expected += s;
+  }
+  CHECK(comm->simulated_seconds() == Approx(expected).epsilon(1e-9));
+  if (K > 1) CHECK(comm->simulated_seconds(CommKind::Barrier) == Approx(0.003).epsilon(1e-9));
   // Forwarded stats: what the wrapped communicator recorded.
   for (CommKind k : {CommKind::HostAllReduce, CommKind::HostAllGather, CommKind::HostBroadcast,
                      CommKind::Broadcast, CommKind::Barrier}) {
@@ -193,7 +207,8 @@ TEST_CASE("simulated link: a started request completes only after the simulated 
   // A started all-gather: same order of events, values in rank order.
   const size_t piece = 1000;
   std::vector<uint8_t> mine(piece, uint8_t(r + 1)), got(piece * K);
-  auto g = comm->start_all_gather_bytes(mine.data(), piece, got.data());
+  auto g =
+      comm->start_all_gather(host_bytes(mine.data(), piece), host_bytes(got.data(), got.size()));
   if (K > 1) CHECK_FALSE(g->test());
   g->wait();
   CHECK(g->done());

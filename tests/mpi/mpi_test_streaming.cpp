@@ -1,6 +1,6 @@
 // Overlapped ("streaming") outer syncs (Streaming DiLoCo, ALGORITHMS.md §7) under mpirun -np 2
 // and -np 4:
-//  - the started collectives (start_all_reduce, start_all_gather_bytes): the blocking call's
+//  - the started collectives (start_all_reduce, start_all_gather): the blocking call's
 //    values and accounting, progress through test(), a timeout counted from wait();
 //  - OuterSync::start/poll/finish against a hand simulation of every rank (delayed outer step,
 //    then θ_local ← α·θ_local + (1 − α)·θ_global), and bitwise against the blocking sync();
@@ -194,8 +194,7 @@ TEST_CASE("started all_reduce: the blocking call's values and bytes, accounted a
   }
 }
 
-TEST_CASE("started all_gather_bytes: rank order, the blocking call's bytes",
-          "[comm][overlap][mpi]") {
+TEST_CASE("started all_gather: rank order, the blocking call's bytes", "[comm][overlap][mpi]") {
   auto comm = make_mpi_world(kTimeout);
   const int K = comm->size(), r = comm->rank();
   const size_t piece = 1003;  // odd: packed payloads
@@ -204,10 +203,10 @@ TEST_CASE("started all_gather_bytes: rank order, the blocking call's bytes",
   std::vector<uint8_t> a(piece * size_t(K)), b(a.size());
 
   comm->reset_stats();
-  comm->all_gather_bytes(send.data(), piece, a.data());
+  comm->all_gather(host_bytes(send.data(), piece), host_bytes(a.data(), a.size()));
   const CommCounters blocking = comm->stats()[CommKind::AllGather];
   comm->reset_stats();
-  auto req = comm->start_all_gather_bytes(send.data(), piece, b.data());
+  auto req = comm->start_all_gather(host_bytes(send.data(), piece), host_bytes(b.data(), b.size()));
   CHECK(comm->stats()[CommKind::AllGather].calls == 0);
   CHECK(test_until_done(*req, 60.0));
   check_same_bytes(comm->stats()[CommKind::AllGather], blocking);

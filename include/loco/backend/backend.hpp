@@ -41,6 +41,11 @@ class Backend {
   virtual void download(void* host_dst, Buf src) = 0;      // to host, src.dtype kept
   virtual void copy(Buf dst, Buf src) = 0;                 // same numel; converts F32 <-> BF16
   virtual void synchronize() {}
+  // Host memory for staging transfers between this backend and a host transport (MPI):
+  // page-locked on CUDA (cudaMallocHost: fast, DMA-able copies), plain aligned memory on the
+  // CPU. The Buf's space is Host; zero-initialised. Release with release_host.
+  virtual Buf alloc_host(size_t numel, DType dtype);
+  virtual void release_host(Buf& buf);
   // High-water mark of the memory this backend allocated (buffers, scratch, library
   // workspaces), in bytes; 0 when the backend does not track it (the CPU: see peak RSS).
   virtual size_t peak_memory_bytes() const { return 0; }

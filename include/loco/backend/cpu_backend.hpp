@@ -8,7 +8,7 @@
 
 namespace loco {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::F32; }

@@ -33,8 +33,11 @@ namespace loco {
 // CUDA runtime version".
 bool cuda_device_usable(std::string* why_not = nullptr, int device = 0);
 
+// The number of CUDA devices this process sees (0 when none, with *why_not saying why).
+int cuda_device_count(std::string* why_not = nullptr);
+
 // A CudaBackend on `device`; throws loco::Error with cuda_device_usable's reason when the
-// device is not usable. The distributed layer will pass the node-local rank as `device`.
+// device is not usable. The runtime (loco/runtime/runtime.hpp) picks the device of each rank.
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
 
 class CudaBackend final : public Backend {
@@ -61,6 +64,8 @@ class CudaBackend final : public Backend {
   void download(void* host_dst, Buf src) override;
   void copy(Buf dst, Buf src) override;
   void synchronize() override;
+  Buf alloc_host(size_t numel, DType dtype) override;  // cudaMallocHost
+  void release_host(Buf& buf) override;
   size_t peak_memory_bytes() const override { return peak_bytes_; }
 
   void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override;

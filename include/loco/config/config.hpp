@@ -3,10 +3,9 @@
 // what is allowed.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace loco {
 
@@ -22,7 +21,9 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
   double init_std = 0.02;
-  std::string init_from;  // optional Hugging Face directory (later issue)
+  // Weights to start from: a Hugging Face directory or a loco checkpoint (file, step or run
+  // directory); "" = random initialisation. Made absolute by load_config.
+  std::string init_from;
 
   int head_dim() const { return d_model / n_heads; }
 };
@@ -31,6 +32,10 @@ struct DataConfig {
   std::string train = "data/kjv-train.bin";  // shard path or glob
   std::string val = "data/kjv-val.bin";      // shard path or glob; empty = no validation
   std::string tokenizer = "byte";            // only "byte" for now
+  // Resuming with other training data or seq_len than the checkpoint's: "refuse" (an error
+  // naming what changed) or "restart" (keep the weights and optimizer state, read the new
+  // data from its beginning).
+  std::string on_resume_change = "refuse";
 };
 
 struct OptimizerConfig {
@@ -60,11 +65,11 @@ struct ScheduleConfig {
   // "constant", "linear", "cosine", "wsd", "infinite"
   std::string type = "cosine";
   int warmup_steps = 50;
-  double min_lr_ratio = 0.1;     // floor, as a fraction of optimizer.lr
-  double decay_fraction = 0.2;   // wsd: last fraction of steps that decays
-  int cooldown_steps = 200;      // infinite: cosine from lr to const_lr_ratio·lr
-  double const_lr_ratio = 0.5;   // infinite: the constant phase's level
-  int anneal_steps = 100;        // infinite: final linear anneal to min_lr_ratio·lr
+  double min_lr_ratio = 0.1;    // floor, as a fraction of optimizer.lr
+  double decay_fraction = 0.2;  // wsd: last fraction of steps that decays
+  int cooldown_steps = 200;     // infinite: cosine from lr to const_lr_ratio·lr
+  double const_lr_ratio = 0.5;  // infinite: the constant phase's level
+  int anneal_steps = 100;       // infinite: final linear anneal to min_lr_ratio·lr
 };
 
 struct TrainingConfig {
@@ -90,9 +95,9 @@ struct OutputConfig {
 // pseudo-gradients Δ = θ_global − θ_local are averaged and an outer optimizer (SGD with
 // optional Nesterov momentum) updates θ_global.
 struct OuterConfig {
-  int interval = 50;       // H: inner steps between outer syncs
-  double lr = 0.7;         // η_out (1 with momentum 0 is FedAvg / local SGD)
-  double momentum = 0.9;   // μ
+  int interval = 50;      // H: inner steps between outer syncs
+  double lr = 0.7;        // η_out (1 with momentum 0 is FedAvg / local SGD)
+  double momentum = 0.9;  // μ
   bool nesterov = true;
   std::string wire_dtype = "f32";  // dtype of the dense all-reduce: "f32" or "bf16"
   // Streaming DiLoCo overlap (ALGORITHMS.md §7): the sync due at step t is started there and
@@ -104,6 +109,11 @@ struct OuterConfig {
   // strided layers, fragment j synced at the steps t ≡ j·H/p (mod H). 1 = the whole model
   // every H steps (plain DiLoCo). Must divide interval and be <= model.n_layers.
   int fragments = 1;
+  // What carries the outer sync between replicas (the cross group): "nccl" (device memory,
+  // NCCL; needs backend "cuda"), "mpi" (host memory over MPI: on CUDA the pseudo-gradients
+  // are staged through page-locked host memory; with replica_size 1 no NCCL communicator is
+  // made at all, so ranks may share a GPU), or "auto" (nccl on CUDA, mpi on the CPU).
+  std::string transport = "auto";
 };
 
 // Compression of DiLoCo's pseudo-gradients (ALGORITHMS.md §4, §5): error feedback →
@@ -111,14 +121,14 @@ struct OuterConfig {
 // defaults (no EF, selector "none", quantizer "none") are plain DiLoCo: a dense all-reduce.
 struct CompressionConfig {
   bool error_feedback = false;
-  double beta = 0.95;                     // e ← β·e + Δ
-  std::string selector = "none";          // "none", "chunked_topk", "global_topk", "random_k"
-  int topk = 64;                          // kept per full chunk of chunk×chunk elements
-  int chunk = 64;                         // tile side: 2-D tensors in chunk×chunk tiles
-  std::string quantizer = "none";         // "none", "bf16", "8bit", "4bit", "2bit"
-  std::string index_coding = "auto";      // "auto", "rice", "fixed", "bitmap"
+  double beta = 0.95;                         // e ← β·e + Δ
+  std::string selector = "none";              // "none", "chunked_topk", "global_topk", "random_k"
+  int topk = 64;                              // kept per full chunk of chunk×chunk elements
+  int chunk = 64;                             // tile side: 2-D tensors in chunk×chunk tiles
+  std::string quantizer = "none";             // "none", "bf16", "8bit", "4bit", "2bit"
+  std::string index_coding = "auto";          // "auto", "rice", "fixed", "bitmap"
   std::string aggregation = "mean_selected";  // or "mean_all"
-  uint64_t seed = 0;                      // random_k: shared by every rank
+  uint64_t seed = 0;                          // random_k: shared by every rank
 
   // True when the payload is packed and all-gathered; false = the dense all-reduce (error
   // feedback on a dense uncompressed payload is a no-op: nothing is ever left behind).

@@ -13,4 +13,9 @@ void make_directories(const std::string& dir);
 
 std::string read_file(const std::string& path);  // error names the file
 
+// True when `a` and `b` name the same file: the same inode when both exist (so hard and
+// symbolic links count), else the same absolute path once symbolic links in the existing
+// part of each path are resolved.
+bool same_file(const std::string& a, const std::string& b);
+
 }  // namespace loco

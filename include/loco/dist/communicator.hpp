@@ -1,9 +1,12 @@
 // The communication layer: a group of ranks that run collectives together.
 //
-// Two implementations:
+// Implementations (a run's communicators are built in one place: loco/runtime/runtime.hpp):
 //  - MPI (make_mpi_world, below): host buffers. The CPU backend's Bufs are host memory.
 //  - NCCL (loco/dist/nccl_communicator.hpp, CUDA builds only): device buffers; small host
 //    reductions go over the MPI communicator it was bootstrapped from.
+//  - Host-staged MPI (loco/dist/host_staged.hpp): device buffers copied through page-locked
+//    host memory and sent over MPI (distributed.outer.transport = "mpi" on CUDA).
+//  - Decorators: the simulated slow link (loco/dist/simulated_link.hpp).
 //
 // Semantics shared by every implementation:
 //  - Every rank of the communicator makes the same calls in the same order with the same
@@ -18,7 +21,7 @@
 //  - Not thread-safe: one thread drives a communicator.
 //
 // Started (non-blocking) collectives, for overlapping communication with computation
-// (Streaming DiLoCo, ALGORITHMS.md §7): start_all_reduce / start_all_gather_bytes return a
+// (Streaming DiLoCo, ALGORITHMS.md §7): start_all_reduce / start_all_gather return a
 // CommRequest. Same rules as the blocking calls (same order on every rank — a started call
 // counts at its start — same sizes, same accounting), plus:
 //  - the buffers belong to the transport until the request completes: do not read or write
@@ -79,37 +82,39 @@ class Communicator {
   virtual int size() const = 0;
   // For messages: "mpi:world", "mpi:world/split(color=1)", "nccl:world", ...
   virtual std::string name() const = 0;
-  // Where Bufs and the byte pointers of all_gather_bytes / broadcast_bytes must live:
-  // false = host memory (MPI), true = device memory of the current CUDA device (NCCL).
-  virtual bool device_memory() const = 0;
+  // Which memory the buffer collectives take: MPI host memory, NCCL memory of the current
+  // CUDA device, a host-staged MPI communicator both (loco/dist/host_staged.hpp). A buffer in
+  // a memory space the communicator does not take is refused with an error naming the
+  // collective, the communicator and the space: it is never dereferenced.
+  virtual bool accepts(MemSpace space) const = 0;
 
   double timeout_s() const { return timeout_s_; }
   void set_timeout_s(double seconds) { timeout_s_ = seconds; }
 
   // ---------------------------------------------------------------- buffer collectives
-  // In place over every rank's `buf`. F32 and BF16 take every op; I32 takes Sum/Max/Min.
+  // The public calls check their arguments (memory space, dtypes, sizes) once, here, then run
+  // the transport's do_* implementation.
+  //
+  // In place over every rank's `buf`. F32 and BF16 take every op; I32 takes Sum/Max/Min; U8
+  // (bytes) is refused.
   // Mean = Sum, then divided by size() (fp32 arithmetic, one rounding for BF16).
   // BF16 travels as bf16 on both transports: each partial sum is computed in fp32 and
   // rounded to bf16 (as NCCL does), so wire bytes are 2 per element.
-  virtual void all_reduce(Buf buf, ReduceOp op) = 0;
+  void all_reduce(Buf buf, ReduceOp op);
 
-  // Fixed-size pieces: every rank contributes `piece_bytes`; recv_all receives size() pieces
-  // in rank order (rank r's piece at offset r*piece_bytes). send_piece may be the rank's own
-  // slot inside recv_all. Used for packed (sparse / quantised) payloads.
-  virtual void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) = 0;
-  // Typed form: same dtype, recv_all.numel == size() * send_piece.numel.
+  // Fixed-size pieces: every rank contributes `send_piece`; recv_all (same dtype, size() times
+  // the elements) receives size() pieces in rank order (rank r's at element r*send.numel).
+  // send_piece may be the rank's own slot inside recv_all. Used for packed (sparse /
+  // quantised) payloads: U8 for bytes (host_bytes()), I32 words on devices.
   void all_gather(Buf send_piece, Buf recv_all);
 
-  // Started forms of all_reduce and all_gather_bytes: same semantics and accounting, the
-  // result is in place once the request completes. The default runs the blocking call and
-  // returns a completed request (a transport without a non-blocking path still works).
-  virtual std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op);
-  virtual std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece,
-                                                              size_t piece_bytes, void* recv_all);
+  // Started forms of all_reduce and all_gather: same semantics and accounting, the result is
+  // in place once the request completes.
+  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op);
+  std::unique_ptr<CommRequest> start_all_gather(Buf send_piece, Buf recv_all);
 
-  // `bytes` from `root` into every rank's `data`.
-  virtual void broadcast_bytes(void* data, size_t bytes, int root) = 0;
-  void broadcast(Buf buf, int root) { broadcast_bytes(buf.data, buf.bytes(), root); }
+  // `buf` from `root` into every rank's `buf`.
+  void broadcast(Buf buf, int root);
 
   virtual void barrier() = 0;
 
@@ -119,12 +124,17 @@ class Communicator {
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
   // ---------------------------------------------------------------- small host collectives
-  // Always host memory, whatever device_memory() says.
+  // Always host memory, whatever accepts() says.
   virtual void all_reduce_host(std::vector<double>& values, ReduceOp op) = 0;
   // Sum / Max / Min (Mean throws: integer division would hide a remainder).
   virtual void all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) = 0;
-  // Every rank's value, in rank order (e.g. parameter hashes: name the ranks that differ).
-  virtual std::vector<uint64_t> all_gather_host(uint64_t value) = 0;
+  // Every rank's values, in rank order: each rank passes the same number n of values and gets
+  // size()·n back, rank r's at [r·n, r·n + n) (e.g. parameter hashes with flags: name the ranks
+  // that differ; several small facts in one exchange).
+  virtual std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) = 0;
+  std::vector<uint64_t> all_gather_host(uint64_t value) {
+    return all_gather_host(std::vector<uint64_t>{value});
+  }
   virtual void broadcast_host(void* data, size_t bytes, int root) = 0;
 
   double all_reduce_host(double value, ReduceOp op) {
@@ -138,8 +148,24 @@ class Communicator {
   void reset_stats() { stats_.reset(); }
 
  protected:
+  // The transport's collectives, called with checked arguments (see the public calls).
+  // Decorators forward to the wrapped communicator's public calls.
+  virtual void do_all_reduce(Buf buf, ReduceOp op) = 0;
+  virtual void do_all_gather(Buf send_piece, Buf recv_all) = 0;
+  virtual void do_broadcast(Buf buf, int root) = 0;
+  // The default runs the blocking call and returns a completed request (a transport without
+  // a non-blocking path still works).
+  virtual std::unique_ptr<CommRequest> do_start_all_reduce(Buf buf, ReduceOp op);
+  virtual std::unique_ptr<CommRequest> do_start_all_gather(Buf send_piece, Buf recv_all);
+
   CommStats stats_;
   double timeout_s_;
+
+ private:
+  // Throws loco::Error when `buf` is in a memory space this communicator does not take.
+  void check_space(const char* collective, const char* what, Buf buf) const;
+  void check_gather(const char* collective, Buf send_piece, Buf recv_all) const;
+  void check_reducible(Buf buf, ReduceOp op) const;
 };
 
 // Ranks (in rank order) whose value differs from the most common one; empty when all agree.
@@ -168,11 +194,20 @@ class MpiRuntime {
 // caller's own MPI calls). Requires MPI to be initialised. Host buffers.
 std::unique_ptr<Communicator> make_mpi_world(double timeout_s);
 
-// This rank's index among the ranks on the same node (MPI_COMM_TYPE_SHARED), for picking a
-// GPU. Computed once; the first call is collective over MPI_COMM_WORLD (every rank must make
-// it). Without MPI initialised: OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, else 0.
-int node_local_rank();
-int node_local_size();
+// Where this process runs. A node is what MPI calls one shared-memory domain
+// (MPI_COMM_TYPE_SHARED): on a cluster a machine, under scripts/netns-cluster.sh one emulated
+// node. Computed once; the first call is collective over MPI_COMM_WORLD (every rank must make
+// it). Without MPI initialised: OMPI_COMM_WORLD_LOCAL_RANK / SLURM_LOCALID, else rank 0 of 1.
+struct NodeInfo {
+  std::string host;    // MPI_Get_processor_name (the host name)
+  int index = 0;       // which node, 0..count-1, ordered by the nodes' lowest world rank
+  int count = 1;       // nodes in the job
+  int local_rank = 0;  // this rank's index among the ranks of its node (picks its GPU)
+  int local_size = 1;  // ranks on this node
+};
+const NodeInfo& node_info();
+int node_local_rank();  // node_info().local_rank
+int node_local_size();  // node_info().local_size
 
 // MPI_Abort(MPI_COMM_WORLD, code): ends every rank of the job, e.g. after a CommTimeoutError.
 [[noreturn]] void abort_world(int code);

@@ -58,7 +58,8 @@ namespace loco {
 
 // How the world's ranks are grouped. Ranks of one replica DDP among themselves every step
 // (replica group); the replicas exchange pseudo-gradients every H steps (cross group: one
-// rank of each replica with the same position). DDP is one replica of every rank.
+// rank of each replica with the same position). DDP is one replica of every rank. Built by
+// the composition root (loco/runtime/runtime.hpp).
 struct Topology {
   int world_rank = 0, world_size = 1;
   int replica_size = 1;   // ranks per replica
@@ -68,9 +69,6 @@ struct Topology {
   std::unique_ptr<Communicator> replica;  // DDP group (size 1 when replica_size == 1)
   std::unique_ptr<Communicator> cross;    // outer-sync group (size 1 with one replica)
 };
-
-// Builds the groups for a config; errors when replica_size does not divide the world size.
-Topology make_topology(const DistributedConfig& cfg, Communicator& world);
 
 namespace compress {
 class DeviceCompressor;
@@ -205,12 +203,13 @@ class OuterSync {
   void pseudo_gradient(Buf params);     // delta() = θ_global − θ_local, packed, checked finite
   // Compressed path: pack → (collective on send_/recv_ or their device copies) → aggregate.
   // On the backend: only the kept elements visit the host (loco/compress/device_compressor.hpp).
-  void pack_payload();        // compress delta(), exchange sizes, stage the padded piece
-  void* gather_send();        // where the collective reads this rank's piece
-  void* gather_recv();        // where it writes all K pieces
-  void aggregate_payloads();  // decode every piece, aggregate into delta(), fill last_
-  Buf delta() const;          // the active fragment's packed pseudo-gradient (delta_ prefix)
-  Buf dense_wire() const;     // what the dense all-reduce reduces: delta() or its bf16 copy
+  void pack_payload();          // compress delta(), exchange sizes, stage the padded piece
+  bool gather_on_host() const;  // the communicator takes host memory: no device staging
+  Buf gather_send();            // where the collective reads this rank's piece (I32 words)
+  Buf gather_recv();            // where it writes all K pieces
+  void aggregate_payloads();    // decode every piece, aggregate into delta(), fill last_
+  Buf delta() const;            // the active fragment's packed pseudo-gradient (delta_ prefix)
+  Buf dense_wire() const;       // what the dense all-reduce reduces: delta() or its bf16 copy
   void dense_stats();
   // Outer step on the fragment's θ_global from the averaged delta(), then its θ_local: a
   // copy of θ_global, or (merge) α·θ_local + (1 − α)·θ_global. Returns ‖Δ‖.
@@ -234,7 +233,7 @@ class OuterSync {
   uint64_t sent_at_begin_ = 0, last_sent_ = 0, peak_sent_ = 0, total_sent_ = 0;
   // Compressed path: the staged pieces (host memory).
   std::vector<uint8_t> send_, recv_;
-  Buf dev_send_, dev_recv_;            // I32 staging when the communicator wants device memory
+  Buf dev_send_, dev_recv_;            // I32 staging when the communicator takes device memory only
   std::vector<uint64_t> piece_sizes_;  // this sync's payload size per rank
   uint64_t piece_ = 0;                 // this sync's padded piece size
   // Overlap: the collective in flight (null when none) and its timings.

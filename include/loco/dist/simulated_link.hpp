@@ -1,12 +1,13 @@
 // A simulated slow link (distributed.link): a Communicator that wraps another one and makes
-// its model-sync collectives take as long as they would over a link of a given bandwidth and
-// latency. All ranks of a run usually share one machine, where a collective finishes in
-// microseconds, so what overlapping the outer sync buys (Streaming DiLoCo) cannot be seen;
-// wrapping the cross (outer-sync) group in this lets it be measured on one machine.
+// its collectives take as long as they would over a link of a given bandwidth and latency.
+// All ranks of a run usually share one machine, where a collective finishes in microseconds,
+// so what overlapping the outer sync buys (Streaming DiLoCo) cannot be seen; the runtime wraps
+// every communicator that spans replicas (the cross group and the world) in this, so that all
+// traffic between replicas, model and host alike, pays for the link.
 //
 // Semantics:
 //  - Every call is forwarded to the wrapped communicator: values are its values, bit for bit.
-//  - all_reduce, all_gather_bytes and their started forms complete no earlier than
+//  - all_reduce, all_gather and their started forms complete no earlier than
 //        start + latency + 8 · wire_bytes / bandwidth
 //    where wire_bytes is what this rank sends for the call by the accounting's ring formulas
 //    (ring_allreduce_bytes / ring_allgather_bytes, comm_stats.hpp). A 1-rank group sends
@@ -16,8 +17,10 @@
 //    time has passed; wait() waits for the real request, then sleeps until that time.
 //    Each collective gets the whole link: concurrent calls are not queued behind each other
 //    (the trainer has at most one outer sync in flight).
-//  - broadcast_bytes, barrier and the small host collectives (loss averages, hashes, payload
-//    sizes: control traffic) are forwarded unthrottled.
+//  - broadcast, barrier and the small host collectives (loss averages, hashes, payload
+//    sizes, stop flags) are throttled the same way, blocking: latency + 8 · the bytes this
+//    rank sends for them by the accounting's formulas / bandwidth (a barrier: the latency).
+//    Only split() (start-up) is forwarded unthrottled.
 //  - Timeouts: the wrapped communicator bounds the real collective by timeout_s() as always;
 //    the simulated delay is added after it and never counts against timeout_s (a slow link is
 //    not a dead peer). Every rank of a group sleeps the same time for the same call, so a peer
@@ -56,25 +59,21 @@ struct LinkModel {
 class SimulatedLinkCommunicator final : public Communicator {
  public:
   SimulatedLinkCommunicator(std::unique_ptr<Communicator> inner, LinkModel link);
+  // Wraps a communicator owned elsewhere (the MPI world), which must outlive this.
+  SimulatedLinkCommunicator(Communicator& inner, LinkModel link);
 
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   std::string name() const override;
-  bool device_memory() const override { return inner_->device_memory(); }
+  bool accepts(MemSpace space) const override { return inner_->accepts(space); }
 
-  void all_reduce(Buf buf, ReduceOp op) override;
-  void all_gather_bytes(const void* send_piece, size_t piece_bytes, void* recv_all) override;
-  std::unique_ptr<CommRequest> start_all_reduce(Buf buf, ReduceOp op) override;
-  std::unique_ptr<CommRequest> start_all_gather_bytes(const void* send_piece, size_t piece_bytes,
-                                                      void* recv_all) override;
-
-  void broadcast_bytes(void* data, size_t bytes, int root) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
 
   void all_reduce_host(std::vector<double>& values, ReduceOp op) override;
   void all_reduce_host(std::vector<uint64_t>& values, ReduceOp op) override;
-  std::vector<uint64_t> all_gather_host(uint64_t value) override;
+  std::vector<uint64_t> all_gather_host(const std::vector<uint64_t>& values) override;
+  using Communicator::all_gather_host;
   void broadcast_host(void* data, size_t bytes, int root) override;
   using Communicator::all_reduce_host;
 
@@ -87,18 +86,30 @@ class SimulatedLinkCommunicator final : public Communicator {
   //  "simulated_seconds", "note"}: for the run's summary
   nlohmann::json to_json() const;
 
+ protected:
+  void do_all_reduce(Buf buf, ReduceOp op) override;
+  void do_all_gather(Buf send_piece, Buf recv_all) override;
+  std::unique_ptr<CommRequest> do_start_all_reduce(Buf buf, ReduceOp op) override;
+  std::unique_ptr<CommRequest> do_start_all_gather(Buf send_piece, Buf recv_all) override;
+  void do_broadcast(Buf buf, int root) override;
+
  private:
   class Request;
   using Clock = std::chrono::steady_clock;
 
   // After a forwarded (unthrottled) call: add what the wrapped communicator recorded for it.
   void add_inner_since(const CommStats& before) { stats_ += inner_->stats() - before; }
+  // Runs a small blocking call on the wrapped communicator, then sleeps for what is left of
+  // its simulated time, and accounts it (seconds: inside the call, the delay included).
+  template <typename F>
+  void throttled(F&& call);
   // Records a throttled call once it has completed.
   void account(CommKind kind, uint64_t payload_bytes, double seconds);
   // The simulated seconds of one throttled call of `payload_bytes` (this rank's buffer/piece).
   double delay_for(CommKind kind, uint64_t payload_bytes) const;
 
-  std::unique_ptr<Communicator> inner_;
+  std::unique_ptr<Communicator> owned_;  // null when wrapping a borrowed communicator
+  Communicator* inner_ = nullptr;
   LinkModel link_;
   std::array<double, kNumCommKinds> simulated_{};
 };

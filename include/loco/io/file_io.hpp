@@ -56,6 +56,15 @@ inline void write_file_durably(const std::string& path, const std::string& conte
 // nullopt turns in-process fault injection off.
 void set_write_fault_for_testing(std::optional<uint64_t> fail_after_bytes);
 
+// The fault in force for a file opened now (the in-process setting, else
+// LOCO_FAULT_INJECT_WRITE), for writers other than AtomicFile (the metrics log) that honour
+// it too. Throws for a malformed LOCO_FAULT_INJECT_WRITE.
+struct WriteFault {
+  uint64_t after_bytes = 0;
+  bool crash = false;
+};
+std::optional<WriteFault> current_write_fault();
+
 // A whole file in one 64-byte-aligned heap block (so typed views into it are aligned).
 struct AlignedBytes {
   struct Free {
