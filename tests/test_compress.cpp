@@ -1,4 +1,4 @@
-// Pseudo-gradient compression (ALGORITHMS.md §4, §5): chunk geometry, selectors, quantisers,
+// Pseudo-gradient compression (docs/algorithms.md §4, §5): chunk geometry, selectors, quantisers,
 // the exact error-feedback identity, the packed wire format (round trips, Rice vs fixed vs the
 // information limit, corrupt payloads), aggregation. Expected values are computed here
 // independently of the library (reference sorts, hand examples).

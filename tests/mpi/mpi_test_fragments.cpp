@@ -1,4 +1,4 @@
-// Streaming DiLoCo fragments (ALGORITHMS.md §7; loco/dist/fragments.hpp) under mpirun -np 2
+// Streaming DiLoCo fragments (docs/algorithms.md §7; loco/dist/fragments.hpp) under mpirun -np 2
 // and -np 4:
 //  - OuterSync with outer.fragments = 2 against a hand simulation, sync by sync: fragment j
 //    is due at t ≡ j·H/p (mod H); its outer SGD step (Nesterov) runs on its slice of θ_global

@@ -1,4 +1,4 @@
-// Compressed outer syncs (SparseLoCo and friends, ALGORITHMS.md §4, §5, §9) under mpirun -np 2
+// Compressed outer syncs (SparseLoCo and friends, docs/algorithms.md §4, §5, §9) under mpirun -np 2
 // and -np 4: bitwise-identical θ on every rank, equality with a local simulation of every
 // rank's compressor, SparseLoCo at 100 % density = DiLoCo, and the all-gather accounting.
 //

@@ -1,4 +1,4 @@
-// Overlapped ("streaming") outer syncs (Streaming DiLoCo, ALGORITHMS.md §7) under mpirun -np 2
+// Overlapped ("streaming") outer syncs (Streaming DiLoCo, docs/algorithms.md §7) under mpirun -np 2
 // and -np 4:
 //  - the started collectives (start_all_reduce, start_all_gather): the blocking call's
 //    values and accounting, progress through test(), a timeout counted from wait();

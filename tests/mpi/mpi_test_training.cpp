@@ -1,5 +1,5 @@
 // Distributed training, end to end in-process: DDP, DiLoCo and replicas under mpirun -np 2 and
-// -np 4 (ALGORITHMS.md §1, §2, §9). Every rank runs loco::train on a communicator; reference
+// -np 4 (docs/algorithms.md §1, §2, §9). Every rank runs loco::train on a communicator; reference
 // runs with fewer ranks go on a sub-communicator made by split() while the other ranks wait
 // in a world broadcast that carries the reference's results to everyone.
 //

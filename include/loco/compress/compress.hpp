@@ -1,4 +1,4 @@
-// Pseudo-gradient compression (ALGORITHMS.md §4, §5): error feedback → selector → quantiser,
+// Pseudo-gradient compression (docs/algorithms.md §4, §5): error feedback → selector → quantiser,
 // shared by SparseLoCo and compressed MuLoCo/DiLoCo.
 //
 //   with EF:     t = β·e + Δ ;  Ĉ = Q(S(t)) ;  e ← t − D(Ĉ)
