@@ -26,6 +26,7 @@
 #include "loco/optim/optimizer.hpp"
 #include "support/catch.hpp"
 #include "support/fingerprint_checks.hpp"
+#include "support/numeric.hpp"
 
 using loco::Buf;
 using loco::DType;
@@ -67,40 +68,10 @@ class HostBuf {
   Buf buf_;
 };
 
-class Random {
- public:
-  explicit Random(uint64_t seed) : engine_(seed) {}
-  Floats uniform(size_t n, float lo = -1.0f, float hi = 1.0f) {
-    std::uniform_real_distribution<float> dist(lo, hi);
-    Floats v(n);
-    for (float& x : v) x = dist(engine_);
-    return v;
-  }
-  std::vector<int32_t> ids(size_t n, int limit) {
-    std::uniform_int_distribution<int32_t> dist(0, limit - 1);
-    std::vector<int32_t> v(n);
-    for (int32_t& x : v) x = dist(engine_);
-    return v;
-  }
-
- private:
-  std::mt19937_64 engine_;
-};
+using Random = loco::testing::Random<float>;
+using loco::testing::max_relative_error;
 
 Doubles widen(const Floats& v) { return Doubles(v.begin(), v.end()); }
-
-// max_i |actual_i - expected_i| / max_i |expected_i|; infinite if actual has NaN/Inf
-double max_relative_error(const Floats& actual, const Doubles& expected) {
-  REQUIRE(actual.size() == expected.size());
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    // std::max would silently skip a NaN (every comparison with it is false).
-    if (!std::isfinite(actual[i])) return std::numeric_limits<double>::infinity();
-    max_diff = std::max(max_diff, std::abs(actual[i] - expected[i]));
-    max_ref = std::max(max_ref, std::abs(expected[i]));
-  }
-  return max_diff / std::max(max_ref, std::numeric_limits<double>::min());
-}
 
 #define CHECK_MATCHES_REFERENCE(actual, expected)                     \
   do {                                                                \
