@@ -31,7 +31,7 @@ TESTS=("$@")
 [[ -f $CUDA_INC/cuda_runtime_api.h ]] || { echo "no CUDA headers in $CUDA_INC"; exit 1; }
 T0=$SECONDS
 
-cmake -S . -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCO_EMULATE_CUDA=ON >/dev/null
+cmake --preset emu -B "$OUT" >/dev/null  # CMakePresets.json
 targets=()
 ((multi)) && targets+=(loco)
 if ((single)); then for t in "${TESTS[@]}"; do targets+=("gpu_test_$t"); done; fi
