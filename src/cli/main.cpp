@@ -138,10 +138,13 @@ int main(int argc, char** argv) {
       ->type_name("KEY=VALUE");
   train->add_option("--out", train_args.out_dir,
                     "Run directory (default: output.dir from the config)");
-  train->add_option("--resume", train_args.resume,
-                    "Continue from a checkpoint: \"latest\" (the run directory's latest), a "
-                    "step directory, a run directory or a rank file")
-      ->type_name("DIR|latest");
+  train
+      ->add_option("--resume", train_args.resume,
+                   "Continue from a checkpoint: \"latest\" (the run directory's latest), a "
+                   "step directory, a run directory or a checkpoint file; \"auto\": the latest "
+                   "checkpoint if there is one (on any node), else from step 0 in the same "
+                   "run directory (what `loco launch` uses for restarts)")
+      ->type_name("DIR|latest|auto");
   train->add_flag("--overwrite", train_args.overwrite,
                   "Replace the run in the run directory (its config.json, metrics.jsonl, "
                   "summary.json and checkpoints); without it a directory holding a run is "
