@@ -1,6 +1,5 @@
 // `loco launch`: the elastic supervisor's command line (loco/launch/supervisor.hpp).
 #include <CLI/CLI.hpp>
-
 #include <memory>
 
 #include "io_commands.hpp"

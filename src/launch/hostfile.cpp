@@ -69,8 +69,7 @@ std::vector<HostEntry> parse_hostfile(const std::string& text, const std::string
         throw Error(where + "unknown field \"" + word + "\" (want \"HOST [slots=N]\")");
       }
     }
-    if (!seen.insert(e.name).second)
-      throw Error(where + "host " + e.name + " is listed twice");
+    if (!seen.insert(e.name).second) throw Error(where + "host " + e.name + " is listed twice");
     hosts.push_back(e);
   }
   return hosts;
@@ -104,9 +103,9 @@ HostChoice choose_hosts(const std::vector<HostEntry>& listed, const std::vector<
     for (const std::string& h : c.not_answering) missing += (missing.empty() ? "" : ", ") + h;
     c.error = std::to_string(c.hosts.size()) + " host(s) available, fewer than --min-nodes " +
               std::to_string(min_nodes) +
-              (c.not_answering.empty() ? std::string(" (the hostfile lists ") +
-                                             std::to_string(listed.size()) + ")"
-                                       : " (not answering: " + missing + ")");
+              (c.not_answering.empty()
+                   ? std::string(" (the hostfile lists ") + std::to_string(listed.size()) + ")"
+                   : " (not answering: " + missing + ")");
     c.hosts.clear();
   }
   return c;
@@ -114,7 +113,8 @@ HostChoice choose_hosts(const std::vector<HostEntry>& listed, const std::vector<
 
 std::string mpirun_hostfile(const std::vector<HostEntry>& hosts, int ranks_per_node) {
   std::string out;
-  for (const HostEntry& h : hosts) out += h.name + " slots=" + std::to_string(ranks_per_node) + "\n";
+  for (const HostEntry& h : hosts)
+    out += h.name + " slots=" + std::to_string(ranks_per_node) + "\n";
   return out;
 }
 

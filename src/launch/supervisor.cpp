@@ -58,8 +58,7 @@ double seconds_since(Clock::time_point t0) {
 }
 
 double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string clock_text() {
@@ -95,7 +94,8 @@ pid_t spawn(const std::vector<std::string>& argv, int stderr_fd = -1) {
   args.push_back(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
-  if (pid < 0) throw Error(std::string("cannot start ") + argv[0] + ": fork: " + std::strerror(errno));
+  if (pid < 0)
+    throw Error(std::string("cannot start ") + argv[0] + ": fork: " + std::strerror(errno));
   if (pid == 0) {
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -180,7 +180,8 @@ std::vector<ProbeResult> probe_hosts(const std::vector<HostEntry>& hosts, const 
           while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
           const size_t nl = text.rfind('\n');
           if (nl != std::string::npos) text = text.substr(nl + 1);
-          results[i].reason = "agent exit " + std::to_string(code) + (text.empty() ? "" : ": " + text);
+          results[i].reason =
+              "agent exit " + std::to_string(code) + (text.empty() ? "" : ": " + text);
         }
       } else {
         all = false;
@@ -216,7 +217,8 @@ class Supervisor {
     }
     char tmpl[] = "/tmp/loco-launch-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr)
-      throw Error(std::string("cannot create a scratch directory in /tmp: ") + std::strerror(errno));
+      throw Error(std::string("cannot create a scratch directory in /tmp: ") +
+                  std::strerror(errno));
     scratch_ = tmpl;
   }
   ~Supervisor() {
@@ -271,10 +273,11 @@ std::vector<HostEntry> Supervisor::hosts_for_launch(int& code) {
     if (int(listed.size()) < o_.min_nodes) {
       std::vector<std::string> names;
       for (const HostEntry& h : listed) names.push_back(h.name);
-      spdlog::error("loco launch: the hostfile {} lists {} host(s){}, fewer than --min-nodes {}: "
-                    "add hosts to it or lower --min-nodes",
-                    o_.hostfile, listed.size(), names.empty() ? "" : " (" + join(names, ", ") + ")",
-                    o_.min_nodes);
+      spdlog::error(
+          "loco launch: the hostfile {} lists {} host(s){}, fewer than --min-nodes {}: "
+          "add hosts to it or lower --min-nodes",
+          o_.hostfile, listed.size(), names.empty() ? "" : " (" + join(names, ", ") + ")",
+          o_.min_nodes);
       event("give_up", {{"reason", "hostfile lists fewer hosts than --min-nodes"}});
       code = 2;
       return {};
@@ -286,8 +289,8 @@ std::vector<HostEntry> Supervisor::hosts_for_launch(int& code) {
       answered.push_back(probes[i].answered);
       record[listed[i].name] = probes[i].answered ? "answers" : probes[i].reason;
       if (!probes[i].answered)
-        spdlog::warn("[{}] loco launch: host {} does not answer ({})", clock_text(),
-                     listed[i].name, probes[i].reason);
+        spdlog::warn("[{}] loco launch: host {} does not answer ({})", clock_text(), listed[i].name,
+                     probes[i].reason);
     }
     event("probe", {{"hosts", record}});
     const HostChoice choice =
@@ -336,7 +339,8 @@ int Supervisor::run() {
                                      "--map-by",
                                      "ppr:" + std::to_string(o_.ranks_per_node) + ":node"};
     argv.insert(argv.end(), o_.mpirun_args.begin(), o_.mpirun_args.end());
-    const std::vector<std::string> command = launches == 0 ? o_.command : restart_command(o_.command);
+    const std::vector<std::string> command =
+        launches == 0 ? o_.command : restart_command(o_.command);
     argv.insert(argv.end(), command.begin(), command.end());
     std::vector<std::string> names;
     for (const HostEntry& h : hosts) names.push_back(h.name);
@@ -366,18 +370,20 @@ int Supervisor::run() {
       }
       if (g_rescale_requests.load() != handled_rescales && !rescale && stops_sent == 0) {
         rescale = true;
-        spdlog::info("[{}] loco launch: rescale requested (SIGUSR1): the run stops at its next "
-                     "outer sync with a checkpoint, then restarts with the hostfile's hosts",
-                     clock_text());
+        spdlog::info(
+            "[{}] loco launch: rescale requested (SIGUSR1): the run stops at its next "
+            "outer sync with a checkpoint, then restarts with the hostfile's hosts",
+            clock_text());
         event("rescale", {{"launch", launches}});
         ::kill(pid, SIGUSR1);
       }
       const int stops = g_stop_requests.load();
       if (stops > stops_sent) {
         if (stops_sent == 0) {
-          spdlog::warn("[{}] loco launch: stop requested (signal {}): the run stops at its next "
-                       "outer sync with a checkpoint; no restart (again: stop at once)",
-                       clock_text(), g_stop_signal.load());
+          spdlog::warn(
+              "[{}] loco launch: stop requested (signal {}): the run stops at its next "
+              "outer sync with a checkpoint; no restart (again: stop at once)",
+              clock_text(), g_stop_signal.load());
           ::kill(pid, SIGUSR1);
         } else {
           ::kill(pid, SIGTERM);
@@ -406,15 +412,17 @@ int Supervisor::run() {
     }
     switch (classify_job_end(exit_code, rescale, lost)) {
       case JobEnd::Done:
-        spdlog::info("loco launch: the job is done after {} launch(es), {} restart(s) after "
-                     "failures",
-                     launches, restarts);
+        spdlog::info(
+            "loco launch: the job is done after {} launch(es), {} restart(s) after "
+            "failures",
+            launches, restarts);
         event("done", {{"launches", launches}, {"restarts", restarts}});
         return 0;
       case JobEnd::Definitive:
-        spdlog::error("loco launch: the job failed with exit {} ({}), every host answers: not "
-                      "restarting",
-                      exit_code, exit_code == 2 ? "a user error: see its message" : "non-finite");
+        spdlog::error(
+            "loco launch: the job failed with exit {} ({}), every host answers: not "
+            "restarting",
+            exit_code, exit_code == 2 ? "a user error: see its message" : "non-finite");
         event("give_up", {{"reason", "job exit " + std::to_string(exit_code)}});
         return exit_code;
       case JobEnd::Rescale:
@@ -432,9 +440,10 @@ int Supervisor::run() {
     ++restarts;
     consecutive_failures = ran >= o_.healthy_after_s ? 1 : consecutive_failures + 1;
     const double wait = restart_backoff(consecutive_failures, o_.backoff_s, o_.max_backoff_s);
-    spdlog::warn("[{}] loco launch: restart {} of at most {} in {:.1f} s (from the newest "
-                 "checkpoint: --resume auto)",
-                 clock_text(), restarts, o_.max_restarts, wait);
+    spdlog::warn(
+        "[{}] loco launch: restart {} of at most {} in {:.1f} s (from the newest "
+        "checkpoint: --resume auto)",
+        clock_text(), restarts, o_.max_restarts, wait);
     event("restart", {{"restart", restarts}, {"backoff_s", wait}});
     if (!pause(wait)) return 128 + g_stop_signal.load();
   }

@@ -42,11 +42,11 @@ std::vector<std::string> restart_command(const std::vector<std::string>& command
 
 // What the end of a job means to the supervisor.
 enum class JobEnd {
-  Done,       // exit 0
-  Rescale,    // stopped at an outer sync because the supervisor asked (exit 138 after SIGUSR1)
-  Definitive, // the job itself failed for good: 1 (non-finite), 2 (a user error), while every
-              // host still answers: restarting would fail the same way
-  Failure,    // anything else (a node lost, a peer timed out, killed): restart
+  Done,        // exit 0
+  Rescale,     // stopped at an outer sync because the supervisor asked (exit 138 after SIGUSR1)
+  Definitive,  // the job itself failed for good: 1 (non-finite), 2 (a user error), while every
+               // host still answers: restarting would fail the same way
+  Failure,     // anything else (a node lost, a peer timed out, killed): restart
 };
 JobEnd classify_job_end(int exit_code, bool rescale_requested, bool hosts_lost);
 
