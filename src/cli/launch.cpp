@@ -50,7 +50,8 @@ IoCommand add_launch_command(CLI::App& app) {
   sub->add_option("--mpirun", o->mpirun, "The mpirun to start");
   sub->add_option("--mpirun-arg", o->mpirun_args,
                   "One more argument for mpirun (repeatable), e.g. --mpirun-arg=--bind-to "
-                  "--mpirun-arg=none");
+                  "--mpirun-arg=none")
+      ->allow_extra_args(false);  // one value per --mpirun-arg: never the COMMAND after it
   sub->add_option("--events", o->events, "Append every event as a JSON line to this file");
   sub->add_option("command", o->command,
                   "What every rank runs (after --), e.g. loco train run.json --out runs/x; "

@@ -66,6 +66,16 @@ void require_rank_file(const std::string& step_dir, int rank) {
                 " holds a checkpoint written at an outer sync (global.bin, "
                 "replica-<key>.bin), not per-rank files: resume it with checkpoint.at_sync >= 1 "
                 "(it then resumes on any number of replicas)");
+  int ranks = 0;
+  while (fs::is_regular_file(checkpoint_rank_file(step_dir, ranks), ec)) ++ranks;
+  if (ranks > 0)
+    throw Error("no " + file + ": " + step_dir + " holds the files of " + std::to_string(ranks) +
+                " rank(s), this run has more. " + per_rank_world_size_hint());
+}
+
+std::string per_rank_world_size_hint() {
+  return "Per-rank checkpoints (checkpoint.interval) resume on the same number of ranks; to "
+         "change the number of replicas, write checkpoints at outer syncs (checkpoint.at_sync)";
 }
 
 }  // namespace loco

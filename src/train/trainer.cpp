@@ -360,6 +360,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       resumed_from = step_dir;
       require_rank_file(step_dir, world.rank());
       const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
+      if (c.meta().contains("world_size") &&
+          c.meta().at("world_size") != nlohmann::json(world.size()))
+        throw Error(c.path() + ": written by " + c.meta().at("world_size").dump() +
+                    " rank(s), this run has " + std::to_string(world.size()) + ". " +
+                    per_rank_world_size_hint());
       validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
                           c.path());
       data_change = training_data_change(c.meta(), config,

@@ -28,5 +28,7 @@ std::string resolve_auto_resume(Communicator& world, const std::string& root);
 // Per-rank resume: <step_dir>/rank-<rank>.bin must be there. When the directory holds a
 // checkpoint written at outer syncs instead (global.bin), the error says how to resume it.
 void require_rank_file(const std::string& step_dir, int rank);
+// What to do when a per-rank checkpoint has another number of ranks than this run.
+std::string per_rank_world_size_hint();
 
 }  // namespace loco
