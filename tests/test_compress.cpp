@@ -823,9 +823,10 @@ TEST_CASE("distributed.compression: defaults, settings, consistency errors", "[c
   CHECK(c.index_coding == "auto");
   CHECK(c.aggregation == "mean_selected");
   CHECK(c.seed == 0u);
+  CHECK(c.rules == "loco");
   CHECK_FALSE(c.compressed());
   const json out = config_to_json(d);
-  CHECK(out["distributed"]["compression"].size() == 9);
+  CHECK(out["distributed"]["compression"].size() == 10);
 
   json j = {{"distributed",
              {{"method", "diloco"},

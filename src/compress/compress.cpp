@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "loco/compress/templar_rules.hpp"
 #include "loco/compress/wire.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/hash.hpp"
@@ -67,6 +68,8 @@ const char* index_coding_name(IndexCoding c) {
 const char* aggregation_name(Aggregation a) {
   return a == Aggregation::MeanAll ? "mean_all" : "mean_selected";
 }
+
+const char* rules_name(Rules r) { return r == Rules::Templar ? "templar" : "loco"; }
 
 int value_bits(Quantizer q) {
   switch (q) {
@@ -138,6 +141,12 @@ Settings settings_from_config(const CompressionConfig& c) {
     s.aggregation = Aggregation::MeanAll;
   else
     throw Error("distributed.compression.aggregation = \"" + c.aggregation + "\": unknown");
+  if (c.rules == "loco")
+    s.rules = Rules::Loco;
+  else if (c.rules == "templar")
+    s.rules = Rules::Templar;
+  else
+    throw Error("distributed.compression.rules = \"" + c.rules + "\": unknown (loco, templar)");
   s.chunk = c.chunk;
   s.topk = c.topk;
   s.error_feedback = c.error_feedback;
@@ -191,6 +200,8 @@ Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
   mixin(uint64_t(s.quantizer));
   mixin(uint64_t(s.chunk));
   mixin(uint64_t(s.topk));
+  if (s.rules != Rules::Loco) mixin(uint64_t(s.rules));  // loco's fingerprints stay as they were
+  const bool templar = s.rules == Rules::Templar;
   p.first_chunk.push_back(0);
   p.k_start.push_back(0);
   for (const TensorShape& t : p.tensors) {
@@ -209,7 +220,7 @@ Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
     } else {
       LOCO_CHECK(t.rows == 1, "a 1-D tensor has one row");
       th = 1;
-      tw = s.chunk;
+      tw = templar ? largest_divisor_at_most(t.cols, s.chunk) : s.chunk;
     }
     for (int64_t r0 = 0; r0 < t.rows; r0 += th) {
       for (int64_t c0 = 0; c0 < t.cols; c0 += tw) {
@@ -218,7 +229,7 @@ Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
         g.stride = size_t(t.cols);
         g.h = uint32_t(std::min(th, t.rows - r0));
         g.w = uint32_t(std::min(tw, t.cols - c0));
-        g.k = chunk_k(g.size(), s.topk, s.chunk);
+        g.k = templar ? templar_chunk_k(g.size(), s.topk) : chunk_k(g.size(), s.topk, s.chunk);
         p.max_chunk = std::max(p.max_chunk, g.size());
         p.chunks.push_back(g);
         p.k_start.push_back(p.k_start.back() + g.k);
@@ -408,7 +419,10 @@ void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
   auto kept_in = [&](size_t t) {
     return size_t(sel.start[plan.first_chunk[t + 1]] - sel.start[plan.first_chunk[t]]);
   };
-  auto uses_means = [L](size_t n) { return L <= 16 || n >= size_t(16) * size_t(L); };
+  const bool templar = plan.settings.rules == Rules::Templar;
+  auto uses_means = [L, templar](size_t n) {
+    return templar || L <= 16 || n >= size_t(16) * size_t(L);
+  };
   out.table_start.assign(nt + 1, 0);
   for (size_t t = 0; t < nt; ++t) {
     const size_t n = kept_in(t);
@@ -430,6 +444,9 @@ void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
         code[i] = b;
         v[i] = ops::bf16_bits_to_float(b);
       }
+    } else if (n > 0 && templar) {
+      out.table_kind[t] = TableKind::Means;
+      templar_quantize_tensor(v, n, L, code, out.table.data() + out.table_start[t]);
     } else if (n > 0) {
       double sum = 0.0;
       for (size_t i = 0; i < n; ++i) sum += v[i];
@@ -520,25 +537,57 @@ void Aggregator::reset() {
   sum_.assign(plan_.total, 0.0f);
   if (how_ == Aggregation::MeanSelected) count_.assign(plan_.total, 0);
   added_ = 0;
+  pending_flat_.clear();
+  pending_values_.clear();
 }
 
 void Aggregator::add(const uint8_t* payload, size_t bytes) {
   if (added_ >= int(UINT16_MAX)) throw Error("compression: too many payloads to aggregate");
-  decode_accumulate(plan_, payload, bytes, sum_.data(),
-                    how_ == Aggregation::MeanSelected ? count_.data() : nullptr);
+  if (plan_.settings.rules == Rules::Templar) {
+    pending_flat_.emplace_back();
+    pending_values_.emplace_back();
+    try {
+      decode_sparse(plan_, payload, bytes, pending_flat_.back(), pending_values_.back());
+    } catch (...) {
+      pending_flat_.pop_back();
+      pending_values_.pop_back();
+      throw;
+    }
+  } else {
+    decode_accumulate(plan_, payload, bytes, sum_.data(),
+                      how_ == Aggregation::MeanSelected ? count_.data() : nullptr);
+  }
   ++added_;
 }
 
 void Aggregator::finish(float* out, int workers) const {
   const size_t n = plan_.total;
+  std::vector<float> clipped_sum;
+  std::vector<uint16_t> clipped_count;
+  const float* sum = sum_.data();
+  const uint16_t* count = count_.data();
+  if (!pending_values_.empty()) {  // rules = templar: clip, then sum payload by payload
+    std::vector<std::vector<float>> values = pending_values_;
+    clip_to_median_norm(plan_, pending_flat_, values, values.size());
+    clipped_sum.assign(n, 0.0f);
+    clipped_count.assign(n, 0);
+    for (size_t r = 0; r < values.size(); ++r) {
+      for (size_t i = 0; i < values[r].size(); ++i) {
+        clipped_sum[pending_flat_[r][i]] += values[r][i];
+        ++clipped_count[pending_flat_[r][i]];
+      }
+    }
+    sum = clipped_sum.data();
+    count = clipped_count.data();
+  }
   if (how_ == Aggregation::MeanSelected) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) out[i] = count_[i] ? sum_[i] / float(count_[i]) : 0.0f;
+    for (size_t i = 0; i < n; ++i) out[i] = count[i] ? sum[i] / float(count[i]) : 0.0f;
   } else {
     LOCO_CHECK(workers >= 1, "mean_all needs the number of workers");
     const float k = float(workers);
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) out[i] = sum_[i] / k;
+    for (size_t i = 0; i < n; ++i) out[i] = sum[i] / k;
   }
 }
 

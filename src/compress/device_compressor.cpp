@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "loco/compress/templar_rules.hpp"
 #include "loco/compress/wire.hpp"
 #include "loco/core/error.hpp"
 #include "loco/ops/chunk_topk.hpp"
@@ -186,6 +187,7 @@ void DeviceAggregator::reset() {
   backend_.zero(sum_);
   if (!count_.empty()) backend_.zero(count_);
   added_ = 0;
+  pending_ = 0;
 }
 
 void DeviceAggregator::add(const uint8_t* payload, size_t bytes) {
@@ -196,9 +198,13 @@ void DeviceAggregator::add_all(const std::vector<Payload>& payloads) {
   const size_t K = payloads.size();
   if (size_t(added_) + K > size_t(INT32_MAX))
     throw Error("compression: too many payloads to aggregate");
-  if (host_flat_.size() < K) {
-    host_flat_.resize(K);
-    host_values_.resize(K);
+  // rules = templar: every payload of this sync is kept (decoded) until finish(), which clips
+  // them to their median norm and only then accumulates; else slots are reused per call.
+  const bool defer = plan_.settings.rules == Rules::Templar;
+  const size_t first = defer ? pending_ : 0;
+  if (host_flat_.size() < first + K) {
+    host_flat_.resize(first + K);
+    host_values_.resize(first + K);
   }
   // Decode (and validate) every payload first, in parallel: decode_sparse throws before it
   // yields anything from a malformed payload, and nothing is accumulated unless all are good.
@@ -206,13 +212,19 @@ void DeviceAggregator::add_all(const std::vector<Payload>& payloads) {
 #pragma omp parallel for schedule(dynamic, 1) if (K > 1)
   for (size_t r = 0; r < K; ++r) {
     try {
-      decode_sparse(plan_, payloads[r].data, payloads[r].bytes, host_flat_[r], host_values_[r]);
+      decode_sparse(plan_, payloads[r].data, payloads[r].bytes, host_flat_[first + r],
+                    host_values_[first + r]);
     } catch (const std::exception& e) {  // must not leave the OpenMP region
       errors[r] = e.what();
     }
   }
   for (size_t r = 0; r < K; ++r)
     if (!errors[r].empty()) throw PayloadError(r, errors[r]);
+  if (defer) {
+    pending_ += K;
+    added_ += int(K);
+    return;
+  }
   for (size_t r = 0; r < K; ++r) {  // in order: every element's sum is formed payload by payload
     scatter(host_flat_[r], host_values_[r]);
     ++added_;
@@ -239,6 +251,11 @@ void DeviceAggregator::finish(Buf out, int workers) {
   if (out.dtype != DType::F32 || out.numel != plan_.total)
     throw Error("compression: the aggregate must be f32 with " + std::to_string(plan_.total) +
                 " elements");
+  if (pending_ > 0) {  // rules = templar: clip every payload of the sync, then sum in order
+    clip_to_median_norm(plan_, host_flat_, host_values_, pending_);
+    for (size_t r = 0; r < pending_; ++r) scatter(host_flat_[r], host_values_[r]);
+    pending_ = 0;
+  }
   if (how_ == Aggregation::MeanSelected) {
     backend_.divide(out, sum_, count_, 1.0f);
   } else {

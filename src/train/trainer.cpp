@@ -14,6 +14,7 @@
 #include "loco/core/files.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/dist/outer_sync.hpp"
 #include "loco/dist/simulated_link.hpp"
 #include "loco/io/checkpoint.hpp"
@@ -21,6 +22,7 @@
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
 #include "loco/runtime/runtime.hpp"
+#include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/data_trace.hpp"
 #include "loco/train/elastic_resume.hpp"
@@ -295,6 +297,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       val_stream ? static_cast<int>(std::min<size_t>(
                        tc.eval_batches, val_stream->windows_per_worker() / std::max(1, B)))
                  : 0;
+  // Bits per byte of the validation text (the scored windows are fixed: counted once).
+  const TextTokenizer tokenizer = TextTokenizer::from_spec(config.data.tokenizer);
+  const double val_bytes_per_token =  // 0: unknown (shards of another tokenizer)
+      val_stream && eval_batches > 0
+          ? validation_bytes_per_token(*val_stream, tokenizer, eval_batches, B, T).value_or(0.0)
+          : 0.0;
 
   // Start-up consistency: a mismatch stops every rank with the same message.
   // (Paths may differ between nodes; the data is compared by content instead.)
@@ -448,6 +456,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (is_root) {
       try {
         run_files->begin(config);
+        // The tokenizer beside the run, where export-hf and eval find it.
+        if (!tokenizer.is_byte())
+          write_file_atomic(run_dir + "/tokenizer.model", tokenizer.model_bytes());
         size_t dropped = 0;
         if (!resume.empty())
           dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
@@ -573,6 +584,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     return several_replicas ? world.stats() + topo.cross->stats() : CommStats{};
   };
   const CommStats cross_replica_at_start = cross_replica_traffic();
+  // The small host collectives (loss averages, stop flags, sync points), first to last step:
+  // a rank that arrives early waits in them for its peers, so their time is time blocked.
+  const CommStats control_at_start = host_traffic(topo, world);
   stop_note_loop_started(ckpt_every > 0 || at_sync, world.rank());
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
@@ -696,7 +710,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (is_root && val_stream && eval_batches > 0 &&
         ((tc.eval_interval > 0 && (step + 1) % tc.eval_interval == 0) || last || stopping)) {
       last_val = evaluate(model, *val_stream, eval_batches, B, T);
-      metrics->write({{"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}});
+      nlohmann::json record = {
+          {"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}};
+      if (val_bytes_per_token > 0) record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+      metrics->write(record);
       spdlog::info("step {:>{}}/{} | val loss {:.4f}", step + 1,
                    std::to_string(tc.steps).size(), tc.steps, last_val);
     }
@@ -741,6 +758,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // The last background checkpoint write must be complete (and good) on every rank.
   if (sync_ckpt) fail_together(world, sync_ckpt->finish(), "checkpoint");
   const CommStats cross_replica = cross_replica_traffic() - cross_replica_at_start;
+  const CommCounters control = (host_traffic(topo, world) - control_at_start).total();
   // Communication report: per worker, max over ranks (ring figures are equal on every rank
   // of a group, but replicas of different sizes could differ).
   CommStats traffic = model_traffic(topo);
@@ -786,6 +804,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
        "collectives over communicators that span replicas (the world and the outer-sync "
        "group; none with one replica), first to last step, this rank; bytes = sent"}};
 
+  comm["control"] = {
+      {"calls", control.calls},
+      {"bytes", control.sent_bytes},
+      {"seconds", control.seconds},
+      {"note",
+       "host collectives (loss averages, stop flags, sync-point exchanges) over every "
+       "communicator, first to last step, this rank; seconds include waiting for peers"}};
+
   result.params_hash = hash_params(*backend, model.params());
   result.finite = std::isfinite(result.final_train_loss) && backend->all_finite(model.params());
   result.final_val_loss = last_val;
@@ -809,6 +835,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                     {"launch", runtime.launch_json()}};
   if (sync_ckpt) result.summary["checkpoints"] = sync_ckpt_stats.to_json();
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
+  result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
+                                 {"source", tokenizer.origin()},
+                                 {"vocab_size", tokenizer.vocab_size()}};
+  if (val_bytes_per_token > 0 && last_val >= 0) {
+    result.summary["val_bytes_per_token"] = val_bytes_per_token;
+    result.summary["final_val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+  }
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
     spdlog::info("\n{}", comm_report_table(comm));

@@ -632,6 +632,13 @@ TEST_CASE("between outer syncs the replicas share nothing: at most 3 cross-repli
     CHECK(calls <= 3 * syncs);
     CHECK(calls == c.calls_per_sync * syncs);
     CHECK(xr["bytes"].get<uint64_t>() > 0);
+    // The host collectives of the loop: the replica's loss and stop flag every step (when it
+    // has more than one rank), the sync point at each sync, and SparseLoCo's payload sizes.
+    const json& control = r.summary["comm"]["control"];
+    const uint64_t steps = r.summary["steps"].get<uint64_t>();
+    CHECK(control["calls"].get<uint64_t>() ==
+          (c.replica_size > 1 ? steps : 0) + syncs * (c.compressed ? 2 : 1));
+    CHECK(control["seconds"].get<double>() >= 0.0);
     // The mean over the replicas is known at every sync, and is the final loss.
     REQUIRE(r.sync_mean_losses.size() == syncs);
     CHECK(r.final_train_loss == r.sync_mean_losses.back());
@@ -643,4 +650,9 @@ TEST_CASE("between outer syncs the replicas share nothing: at most 3 cross-repli
   // One replica (DDP): nothing crosses replicas.
   const TrainResult ddp = train(to_config(tiny_json()), tmp.run_dir("ddp-x"), *world);
   CHECK(ddp.summary["comm"]["cross_replica"]["calls"].get<uint64_t>() == 0);
+  // DDP's one host collective a step (mean loss, stop flag): the time a rank waits there for
+  // a slower peer is reported with it.
+  CHECK(ddp.summary["comm"]["control"]["calls"].get<uint64_t>() ==
+        ddp.summary["steps"].get<uint64_t>());
+  CHECK(ddp.summary["comm"]["control"]["bytes"].get<uint64_t>() > 0);
 }

@@ -174,52 +174,57 @@ inline void check_compression_primitives(Backend& be) {
 }
 
 // The device pipeline against the host pipeline over three syncs, every selector ×
-// quantiser, with and without error feedback: identical payload bytes, identical EF state,
-// and identical aggregates of the payloads of three "workers" (mean_selected and mean_all).
+// quantiser × rule set (loco's, templar's), with and without error feedback: identical
+// payload bytes, identical EF state, and identical aggregates of the payloads of three
+// "workers" (mean_selected and mean_all; under templar's rules after median-norm clipping).
 inline void check_device_pipeline_matches_host(Backend& be) {
   const Selector selectors[] = {Selector::ChunkedTopK, Selector::RandomK, Selector::GlobalTopK,
                                 Selector::None};
   const Quantizer quantizers[] = {Quantizer::F32, Quantizer::BF16, Quantizer::Q8, Quantizer::Q4,
                                   Quantizer::Q2};
-  for (Selector sel : selectors) {
-    for (Quantizer qz : quantizers) {
-      if (sel == Selector::None && qz == Quantizer::F32) continue;  // dense: not compressed
-      for (bool ef : {false, true}) {
-        Settings st{sel, qz, IndexCoding::Auto, Aggregation::MeanSelected, 64, 64, ef, 0.9f, 7};
-        const Plan plan = make_plan(awkward_shapes(), st);
-        INFO(selector_name(sel) << " / " << quantizer_name(qz) << " / ef " << ef);
-        Compressor host(plan);
-        DeviceCompressor device(plan, be);
-        Buf delta = be.alloc(plan.total, DType::F32);
-        std::vector<std::vector<uint8_t>> payloads;
-        for (uint64_t step = 0; step < 3; ++step) {
-          const auto d = compress_test_data(plan.total, 1000 * step + 17, false);
-          be.upload(delta, d.data());
-          const std::vector<uint8_t> want = host.compress(d.data(), step);
-          const std::vector<uint8_t>& got = device.compress(delta, step);
-          REQUIRE(got.size() == want.size());
-          CHECK(std::memcmp(got.data(), want.data(), got.size()) == 0);
-          CHECK(device.stats().bytes == host.stats().bytes);
-          if (ef) {
-            CHECK(same_bits(device.download_error(), host.error()));
+  for (Rules rules : {Rules::Loco, Rules::Templar}) {
+    for (Selector sel : selectors) {
+      for (Quantizer qz : quantizers) {
+        if (sel == Selector::None && qz == Quantizer::F32) continue;  // dense: not compressed
+        for (bool ef : {false, true}) {
+          Settings st{sel, qz,   IndexCoding::Auto, Aggregation::MeanSelected, 64, 64, ef, 0.9f,
+                      7,   rules};
+          const Plan plan = make_plan(awkward_shapes(), st);
+          INFO(rules_name(rules) << " / " << selector_name(sel) << " / " << quantizer_name(qz)
+                                 << " / ef " << ef);
+          Compressor host(plan);
+          DeviceCompressor device(plan, be);
+          Buf delta = be.alloc(plan.total, DType::F32);
+          std::vector<std::vector<uint8_t>> payloads;
+          for (uint64_t step = 0; step < 3; ++step) {
+            const auto d = compress_test_data(plan.total, 1000 * step + 17, false);
+            be.upload(delta, d.data());
+            const std::vector<uint8_t> want = host.compress(d.data(), step);
+            const std::vector<uint8_t>& got = device.compress(delta, step);
+            REQUIRE(got.size() == want.size());
+            CHECK(std::memcmp(got.data(), want.data(), got.size()) == 0);
+            CHECK(device.stats().bytes == host.stats().bytes);
+            if (ef) {
+              CHECK(same_bits(device.download_error(), host.error()));
+            }
+            payloads.push_back(want);
           }
-          payloads.push_back(want);
-        }
-        for (Aggregation how : {Aggregation::MeanSelected, Aggregation::MeanAll}) {
-          Aggregator host_agg(plan, how);
-          DeviceAggregator device_agg(plan, how, be);
-          device_agg.reset();
-          for (const auto& p : payloads) {
-            host_agg.add(p.data(), p.size());
-            device_agg.add(p.data(), p.size());
+          for (Aggregation how : {Aggregation::MeanSelected, Aggregation::MeanAll}) {
+            Aggregator host_agg(plan, how);
+            DeviceAggregator device_agg(plan, how, be);
+            device_agg.reset();
+            for (const auto& p : payloads) {
+              host_agg.add(p.data(), p.size());
+              device_agg.add(p.data(), p.size());
+            }
+            std::vector<float> want(plan.total), got(plan.total);
+            host_agg.finish(want.data(), int(payloads.size()));
+            device_agg.finish(delta, int(payloads.size()));
+            be.download(got.data(), delta);
+            CHECK(same_bits(got, want));
           }
-          std::vector<float> want(plan.total), got(plan.total);
-          host_agg.finish(want.data(), int(payloads.size()));
-          device_agg.finish(delta, int(payloads.size()));
-          be.download(got.data(), delta);
-          CHECK(same_bits(got, want));
+          be.release(delta);
         }
-        be.release(delta);
       }
     }
   }

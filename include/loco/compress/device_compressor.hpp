@@ -80,7 +80,8 @@ class PayloadError : public Error {
 
 // Receive side: sums decoded payloads in the order they are added, then divides (the rules
 // of Aggregator), in backend memory. Each payload is decoded and validated on the host into
-// (flat index, value) pairs, which are uploaded and scattered.
+// (flat index, value) pairs, which are uploaded and scattered (under rules = templar in
+// finish(), after every payload's values are clipped to the median norm).
 class DeviceAggregator {
  public:
   DeviceAggregator(const Plan& plan, Aggregation how, Backend& backend);
@@ -112,6 +113,7 @@ class DeviceAggregator {
   std::vector<std::vector<uint32_t>> host_flat_;  // one per payload being added
   std::vector<std::vector<float>> host_values_;
   int added_ = 0;
+  size_t pending_ = 0;  // rules = templar: payloads decoded, waiting for finish() to clip them
 };
 
 }  // namespace loco::compress

@@ -31,7 +31,9 @@ struct ModelConfig {
 struct DataConfig {
   std::string train = "data/kjv-train.bin";  // shard path or glob
   std::string val = "data/kjv-val.bin";      // shard path or glob; empty = no validation
-  std::string tokenizer = "byte";            // only "byte" for now
+  // "byte", or the path of a SentencePiece .model file (loco/data/text_tokenizer.hpp); a run
+  // copies it to <run dir>/tokenizer.model.
+  std::string tokenizer = "byte";
   // Resuming with other training data or seq_len than the checkpoint's: "refuse" (an error
   // naming what changed) or "restart" (keep the weights and optimizer state, read the new
   // data from its beginning).
@@ -129,6 +131,9 @@ struct CompressionConfig {
   std::string index_coding = "auto";          // "auto", "rice", "fixed", "bitmap"
   std::string aggregation = "mean_selected";  // or "mean_all"
   uint64_t seed = 0;                          // random_k: shared by every rank
+  // "loco" (loco/compress/compress.hpp) or "templar": the SparseLoCo reference's k per chunk,
+  // 2-bit level rule and median-norm clipping (loco/compress/templar_rules.hpp).
+  std::string rules = "loco";
 
   // True when the payload is packed and all-gathered; false = the dense all-reduce (error
   // feedback on a dense uncompressed payload is a no-op: nothing is ever left behind).
