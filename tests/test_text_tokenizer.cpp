@@ -22,41 +22,21 @@
 #include "loco/data/tokenizer.hpp"
 #include "loco/train/bits_per_byte.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
 namespace fs = std::filesystem;
 using namespace loco;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loco_test_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const std::string& s) {
-  std::ofstream(path, std::ios::binary) << s;
-}
+using loco::testing::slurp;
+using loco::testing::TempDir;
+using loco::testing::spit;
 
 // The first ~100 kB of the bundled corpus, cut at a line end.
 const std::string& corpus_sample() {
   static const std::string text = [] {
-    std::string all = read_bytes(std::string(LOCO_SOURCE_DIR) + "/data/kjv.txt");
+    std::string all = slurp(std::string(LOCO_SOURCE_DIR) + "/data/kjv.txt");
     return all.substr(0, all.find('\n', 100000) + 1);
   }();
   return text;
@@ -132,7 +112,7 @@ TEST_CASE("token_bytes: the bytes each token stands for", "[tokenizer]") {
 TEST_CASE("tokenize with a trained model: u16 shards that decode to the text, the model file",
           "[tokenizer]") {
   TempDir dir;
-  write_bytes(dir.file("in.txt"), corpus_sample());
+  spit(dir.file("in.txt"), corpus_sample());
   TokenizeOptions opt;
   opt.tokenizer = "bpe";
   opt.vocab_size = 420;
@@ -164,7 +144,7 @@ TEST_CASE("tokenize with a trained model: u16 shards that decode to the text, th
 
 TEST_CASE("tokenize refuses bad tokenizer options before writing anything", "[tokenizer]") {
   TempDir dir;
-  write_bytes(dir.file("in.txt"), corpus_sample());
+  spit(dir.file("in.txt"), corpus_sample());
   const std::string in = dir.file("in.txt"), out = dir.file("t.bin");
   TokenizeOptions opt;
   opt.tokenizer = "bpe";
@@ -182,7 +162,7 @@ TEST_CASE("tokenize refuses bad tokenizer options before writing anything", "[to
   TokenizeOptions missing;
   missing.tokenizer = dir.file("nope.model");
   CHECK_THROWS_WITH(tokenize_text_file(in, out, "", 0.0, missing), LOCO_CONTAINS("cannot open"));
-  write_bytes(dir.file("junk.model"), "this is not a protobuf");
+  spit(dir.file("junk.model"), "this is not a protobuf");
   missing.tokenizer = dir.file("junk.model");
   CHECK_THROWS_WITH(tokenize_text_file(in, out, "", 0.0, missing),
                     LOCO_CONTAINS("not a SentencePiece model"));
@@ -216,8 +196,8 @@ TEST_CASE("tokenize with a normalising model: an error naming the offset, or --a
   const auto status = sentencepiece::SentencePieceTrainer::Train(defaults, &lines, &model);
   INFO(status.ToString());
   REQUIRE(status.ok());
-  write_bytes(dir.file("nfkc.model"), model);
-  write_bytes(dir.file("in.txt"), "one space\ntwo  spaces\n");
+  spit(dir.file("nfkc.model"), model);
+  spit(dir.file("in.txt"), "one space\ntwo  spaces\n");
   TokenizeOptions opt;
   opt.tokenizer = dir.file("nfkc.model");
   CHECK_THROWS_WITH(tokenize_text_file(dir.file("in.txt"), dir.file("t.bin"), "", 0.0, opt),
@@ -238,11 +218,11 @@ TEST_CASE("first_difference", "[tokenizer]") {
 
 TEST_CASE("a config's data.tokenizer: resolved, loaded, its vocabulary must fit", "[tokenizer]") {
   TempDir dir;
-  write_bytes(dir.file("m.model"), trained("bpe").model_bytes());
+  spit(dir.file("m.model"), trained("bpe").model_bytes());
   const std::string cfg = dir.file("c.json");
-  write_bytes(cfg, "{\"name\": \"t\", \"data\": {\"train\": \"" + std::string(LOCO_SOURCE_DIR) +
-                       "/data/kjv-val.bin\", \"val\": \"\", \"tokenizer\": \"" +
-                       dir.file("m.model") + "\"}, \"model\": {\"vocab_size\": 512}}");
+  spit(cfg, "{\"name\": \"t\", \"data\": {\"train\": \"" + std::string(LOCO_SOURCE_DIR) +
+                      "/data/kjv-val.bin\", \"val\": \"\", \"tokenizer\": \"" +
+                      dir.file("m.model") + "\"}, \"model\": {\"vocab_size\": 512}}");
   const Config c = load_config(cfg, {});
   CHECK(c.data.tokenizer == dir.file("m.model"));
   CHECK_THROWS_WITH(load_config(cfg, {"model.vocab_size=300"}),

@@ -11,15 +11,19 @@
 
 #include "loco/core/hash.hpp"
 #include "loco/ops/adamw.hpp"
+#include "loco/ops/add_rmsnorm.hpp"
 #include "loco/ops/attention.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_pack.hpp"
+#include "loco/ops/compress_quantize.hpp"
 #include "loco/ops/cross_entropy.hpp"
 #include "loco/ops/embedding.hpp"
 #include "loco/ops/gemm.hpp"
 #include "loco/ops/matmul.hpp"
 #include "loco/ops/rmsnorm.hpp"
 #include "loco/ops/rope.hpp"
+#include "loco/ops/step_stats.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "loco/ops/vector_ops.hpp"
 
@@ -175,6 +179,16 @@ void CpuBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, i
                        eps);
 }
 
+void CpuBackend::add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                     int C, float eps) {
+  const OpArgs args("add_rmsnorm_forward");
+  args.non_negative({N, C});
+  ops::add_rmsnorm_forward(args.f32(sum, elements(N, C), "sum"),
+                           args.f32(out, elements(N, C), "out"), args.f32(rstd, N, "rstd"),
+                           args.f32(a, elements(N, C), "a"), args.f32(b, elements(N, C), "b"),
+                           args.f32(weight, C, "weight"), N, C, eps);
+}
+
 void CpuBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
                                   int N, int C) {
   const OpArgs args("rmsnorm_backward");
@@ -313,6 +327,47 @@ void CpuBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float
   const ops::AdamWHyperparams hp{lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale};
   ops::adamw_update(args.f32(param, n, "param"), args.f32(grad, n, "grad"), args.f32(m, n, "m"),
                     args.f32(v, n, "v"), n, hp);
+}
+
+void CpuBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                             const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
+  const OpArgs args("adamw_multi");
+  const size_t n = param.numel;
+  args.require(grad.numel == n && m.numel == n && v.numel == n,
+               "param, grad, m and v must have the same number of elements");
+  for (const AdamTensor& t : tensors)
+    args.require(t.offset <= n && t.numel <= n - t.offset,
+                 "a tensor reaches past the buffers (" + std::to_string(t.offset) + " + " +
+                     std::to_string(t.numel) + " > " + std::to_string(n) + ")");
+  const float* h = args.f32(hyper, kAdamHyperFloats, "hyper");
+  float scale = h[6];
+  if (!stats.empty()) {
+    const ops::StepStats st = ops::read_step_stats(args.i32(stats, ops::kStepStatsWords, "stats"));
+    if (st.non_finite) return;  // the step is skipped
+    scale = st.clip_scale;
+  }
+  float* p = args.f32(param, n, "param");
+  const float* g = args.f32(grad, n, "grad");
+  float* pm = args.f32(m, n, "m");
+  float* pv = args.f32(v, n, "v");
+  for (const AdamTensor& t : tensors) {
+    const ops::AdamWHyperparams hp{h[0], h[1], h[2], h[3], t.weight_decay, h[4], h[5], scale};
+    ops::adamw_update(p + t.offset, g + t.offset, pm + t.offset, pv + t.offset, t.numel, hp);
+  }
+}
+
+void CpuBackend::accumulate_loss(Buf stats, Buf losses) {
+  const OpArgs args("accumulate_loss");
+  auto* st = const_cast<int32_t*>(args.i32(stats, ops::kStepStatsWords, "stats"));
+  ops::accumulate_loss(st, args.f32(losses, losses.numel, "losses"), losses.numel);
+}
+
+void CpuBackend::clip_grad_norm(Buf stats, Buf grads, double max_norm) {
+  const OpArgs args("clip_grad_norm");
+  auto* st = const_cast<int32_t*>(args.i32(stats, ops::kStepStatsWords, "stats"));
+  const double ss = ops::sum_squares(args.f32(grads, grads.numel, "grads"), grads.numel);
+  std::memcpy(st + 2, &ss, sizeof ss);
+  ops::finish_grad_norm(st, max_norm);
 }
 
 void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
@@ -463,6 +518,79 @@ void CpuBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
   const int32_t* counts = count.empty() ? nullptr : args.i32(count, n, "count");
   args.require(counts != nullptr || divisor != 0.0f, "divisor is 0 and no counts were given");
   ops::divide(args.f32(out, n, "out"), args.f32(sum, n, "sum"), counts, divisor, n);
+}
+
+void CpuBackend::quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                                 int value_bits) {
+  const OpArgs args("quantize_values");
+  args.require(
+      value_bits == 32 || value_bits == 16 || value_bits == 8 || value_bits == 4 || value_bits == 2,
+      "value_bits = " + std::to_string(value_bits) + " (32, 16, 8, 4 or 2)");
+  const size_t n = values.numel;
+  auto* code = reinterpret_cast<uint32_t*>(const_cast<int32_t*>(args.i32(codes, n, "codes")));
+  float* v = args.f32(values, n, "values");
+  std::vector<ops::QuantTensor> rows;
+  float* table = nullptr;
+  if (value_bits < 16) {
+    args.require(tensors.numel % ops::kQuantTensorInts == 0,
+                 "tensors has " + std::to_string(tensors.numel) + " ints, not a multiple of " +
+                     std::to_string(ops::kQuantTensorInts));
+    const int32_t* raw = args.i32(tensors, tensors.numel, "tensors");
+    table = tables.numel > 0 ? args.f32(tables, tables.numel, "tables") : nullptr;
+    const size_t L = size_t{1} << value_bits;
+    for (size_t t = 0; t < tensors.numel / ops::kQuantTensorInts; ++t) {
+      const ops::QuantTensor q = ops::unpack_quant_tensor(raw + t * ops::kQuantTensorInts);
+      const size_t entries = q.kept == 0                          ? 0
+                             : q.table_kind == ops::kTableMeans   ? L
+                             : q.table_kind == ops::kTableUniform ? 2
+                                                                  : SIZE_MAX;
+      if (uint64_t(q.kept_begin) + q.kept > n || entries == SIZE_MAX ||
+          uint64_t(q.table_begin) + entries > tables.numel)
+        args.require(false, "tensor " + std::to_string(t) + ": kept range or table slot out of " +
+                                "range, or a bad table kind");
+      rows.push_back(q);
+    }
+    (void)segments;  // the reference derives the segments itself (same rule)
+  }
+  ops::quantize_values(code, v, table, n, rows.data(), rows.size(), value_bits);
+}
+
+void CpuBackend::pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                               Buf tensors, Buf chunks, const ops::PackOptions& opt) {
+  const OpArgs args("pack_sections");
+  args.require(tensors.numel % ops::kPackTensorInts == 0 && chunks.numel % ops::kPackChunkInts == 0,
+               "tensors / chunks are not whole rows");
+  const size_t nt = tensors.numel / ops::kPackTensorInts, nc = chunks.numel / ops::kPackChunkInts;
+  std::vector<ops::PackTensor> trows(nt);
+  std::vector<ops::PackChunk> crows(nc);
+  const int32_t* traw = args.i32(tensors, tensors.numel, "tensors");
+  const int32_t* craw = args.i32(chunks, chunks.numel, "chunks");
+  for (size_t c = 0; c < nc; ++c) {
+    crows[c] = ops::unpack_pack_chunk(craw + c * ops::kPackChunkInts);
+    if (uint64_t(crows[c].kept_start) + crows[c].kept > offsets.numel ||
+        crows[c].kept > crows[c].size)
+      args.require(false, "chunk " + std::to_string(c) + ": kept range out of range");
+  }
+  for (size_t t = 0; t < nt; ++t) {
+    trows[t] = ops::unpack_pack_tensor(traw + t * ops::kPackTensorInts);
+    const ops::PackTensor& T = trows[t];
+    if (T.chunk_begin > T.chunk_end || T.chunk_end > nc ||
+        uint64_t(T.kept_begin) + T.kept > codes.numel ||
+        uint64_t(T.table_begin) + T.table_entries > tables.numel)
+      args.require(false, "tensor " + std::to_string(t) + ": a range out of bounds");
+  }
+  args.require(layout.numel >= nt + 2, "layout needs tensors + 2 words");
+  const uint64_t bound = ops::pack_bound(trows.data(), nt, crows.data(), opt);
+  args.require(payload.dtype == DType::I32 && payload.bytes() >= bound && opt.first_byte <= bound,
+               "payload holds " + std::to_string(payload.bytes()) + " bytes, needs " +
+                   std::to_string(bound));
+  auto* bytes = static_cast<uint8_t*>(payload.data);
+  std::memset(bytes + opt.first_byte, 0, payload.bytes() - opt.first_byte);
+  ops::pack_sections(bytes, reinterpret_cast<uint32_t*>(layout.data),
+                     as_indices(args.i32(offsets, offsets.numel, "offsets")),
+                     as_indices(args.i32(codes, codes.numel, "codes")),
+                     tables.numel > 0 ? args.f32(tables, tables.numel, "tables") : nullptr,
+                     trows.data(), nt, crows.data(), opt);
 }
 
 }  // namespace loco

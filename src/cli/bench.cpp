@@ -26,6 +26,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/ops/cpu_isa.hpp"
 #include "loco/optim/optimizer.hpp"
+#include "loco/train/train_step.hpp"
 
 namespace loco {
 
@@ -91,6 +92,11 @@ class TimedBackend final : public Backend {
                         int C) override {
     timed("rmsnorm_backward",
           [&] { be_.rmsnorm_backward(din, dweight, dout, in, weight, rstd, N, C); });
+  }
+  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                           float eps) override {
+    timed("add_rmsnorm_forward",
+          [&] { be_.add_rmsnorm_forward(sum, out, rstd, a, b, weight, N, C, eps); });
   }
   void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override {
     timed("matmul_forward " + std::to_string(IC) + "->" + std::to_string(OC),
@@ -160,6 +166,16 @@ class TimedBackend final : public Backend {
                        grad_scale);
     });
   }
+  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                   Buf hyper, Buf stats) override {
+    timed("adamw_multi", [&] { be_.adamw_multi(param, grad, m, v, tensors, hyper, stats); });
+  }
+  void accumulate_loss(Buf stats, Buf losses) override {
+    timed("accumulate_loss", [&] { be_.accumulate_loss(stats, losses); });
+  }
+  void clip_grad_norm(Buf stats, Buf grads, double max_norm) override {
+    timed("clip_grad_norm", [&] { be_.clip_grad_norm(stats, grads, max_norm); });
+  }
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override {
     timed("gemm_f32", [&] { be_.gemm_f32(trans_a, trans_b, M, N, K, alpha, A, B, beta, C); });
@@ -192,6 +208,17 @@ class TimedBackend final : public Backend {
   }
   void divide(Buf out, Buf sum, Buf count, float divisor) override {
     timed("divide", [&] { be_.divide(out, sum, count, divisor); });
+  }
+  void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                       int value_bits) override {
+    timed("quantize_values",
+          [&] { be_.quantize_values(codes, values, tables, tensors, segments, value_bits); });
+  }
+  void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables, Buf tensors,
+                     Buf chunks, const ops::PackOptions& opt) override {
+    timed("pack_sections", [&] {
+      be_.pack_sections(payload, layout, offsets, codes, tables, tensors, chunks, opt);
+    });
   }
 
  private:
@@ -287,7 +314,10 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
   uint64_t step = 0;
   const double s =
       median_seconds(backend, 5, [&] { payload = compressor.compress(delta, step++).size(); });
-  const compress::DeviceCompressor::Timings phases = compressor.timings();  // the last call
+  // One more call with a synchronisation at every phase boundary, for the phase split.
+  compressor.set_phase_timing(true);
+  compressor.compress(delta, step++);
+  const compress::DeviceCompressor::Timings phases = compressor.timings();
   Buf copy = backend.alloc(delta.numel, DType::F32);
   const double copy_s = median_seconds(backend, 5, [&] { backend.copy(copy, delta); });
   backend.release(copy);
@@ -306,9 +336,9 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
           {"phases_ms",
            {{"select", 1e3 * phases.select_s},
             {"gather", 1e3 * phases.gather_s},
-            {"quantize_host", 1e3 * phases.quantize_s},
+            {"quantize", 1e3 * phases.quantize_s},
             {"ef_update", 1e3 * phases.ef_update_s},
-            {"pack_host", 1e3 * phases.pack_s}}},
+            {"pack", 1e3 * phases.pack_s}}},
           {"share_of_step", s / step_s}};
 }
 
@@ -344,18 +374,18 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   model.init_weights(tc.seed);
   auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), backend);
 
-  // grad_accum distinct micro-batches of uniform random tokens, made once.
+  // grad_accum distinct micro-batches of uniform random tokens, made once, back to back.
   Rng rng(tc.seed ^ 0x62656e6368ULL);
   const size_t n_tok = static_cast<size_t>(B) * T;
-  std::vector<std::vector<int32_t>> inputs(accum), targets(accum);
-  for (int m = 0; m < accum; ++m) {
-    inputs[m].resize(n_tok);
-    targets[m].resize(n_tok);
-    for (size_t i = 0; i < n_tok; ++i) {
-      inputs[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
-      targets[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
-    }
+  std::vector<int32_t> inputs(n_tok * static_cast<size_t>(accum)), targets(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
+    targets[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
   }
+  // The trainer's inner step, in the mode LOCO_STEP asks for (host, device or graph).
+  TrainStep inner_step(
+      model, *optimizer,
+      TrainStep::Options{B, T, accum, config.optimizer.grad_clip, TrainStep::mode_from_env()});
 
   // Phases are timed (with a sync at each boundary) only when profiling.
   std::map<std::string, double> phases;
@@ -369,22 +399,14 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   double last_loss = 0.0;
   auto run_step = [&]() {
     auto t = Clock::now();
-    backend.zero(model.grads());
-    phase("zero_grads", t);
-    double loss = 0.0;
-    for (int m = 0; m < accum; ++m)
-      loss += model.forward_backward(inputs[m].data(), targets[m].data(), B, T,
-                                     1.0f / static_cast<float>(accum));
-    phase("forward_backward", t);
-    const GradNorm gn = global_grad_norm(backend, model.grads(), config.optimizer.grad_clip);
-    phase("grad_norm", t);
     // The schedule's value does not change the work; the peak lr keeps the steps comparable.
-    optimizer->step(model.params(), model.grads(), config.optimizer.lr, gn.clip_scale);
-    phase("optimizer", t);
+    inner_step.start(inputs.data(), targets.data(), config.optimizer.lr);
+    phase("step (zero, forward_backward, clip, update)", t);
+    last_loss = inner_step.finish().loss;
+    phase("finish (read the statistics)", t);
     model.params_changed();
     backend.synchronize();
     phase("params_changed", t);
-    last_loss = loss / accum;
   };
 
   for (int s = 0; s < options.warmup; ++s) run_step();
@@ -436,6 +458,8 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
               {"d_ff", mc.d_ff},
               {"tie_embeddings", mc.tie_embeddings}}},
             {"optimizer", config.optimizer.type},
+            {"step_mode", TrainStep::mode_name(inner_step.mode())},
+            {"step_graph", inner_step.graph_captured()},
             {"micro_batch", B},
             {"seq_len", T},
             {"grad_accum", accum},
@@ -490,8 +514,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
         "thread(s), %d BLAS thread(s), %s kernels\n",
         config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B, T, accum,
         omp_get_max_threads(), openblas_get_num_threads(), ops::cpu_isa_name(ops::cpu_isa()));
-    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens\n", "steps", options.warmup,
-                options.steps, group_digits(tokens_per_step).c_str());
+    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens (LOCO_STEP: %s%s)\n", "steps",
+                options.warmup, options.steps, group_digits(tokens_per_step).c_str(),
+                TrainStep::mode_name(inner_step.mode()),
+                inner_step.graph_captured() ? ", graph replayed" : "");
     std::printf("  %-14s median %.2f ms | mean %.2f ms | min %.2f ms | max %.2f ms | sd %.2f ms\n",
                 "step time", median * 1e3, mean * 1e3, r["step_min_s"].get<double>() * 1e3,
                 r["step_max_s"].get<double>() * 1e3, stddev * 1e3);
@@ -531,11 +557,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
           group_digits(c["payload_bytes"].get<long long>()).c_str());
       const json& p = c["phases_ms"];
       std::printf(
-          "  %-14s select %.2f | gather %.2f | quantise (host) %.2f | EF update %.2f | "
-          "pack (host) %.2f ms\n",
-          "", p["select"].get<double>(), p["gather"].get<double>(),
-          p["quantize_host"].get<double>(), p["ef_update"].get<double>(),
-          p["pack_host"].get<double>());
+          "  %-14s phases (synchronised): select %.2f | gather %.2f | quantise %.2f | "
+          "EF update %.2f | pack + download + checksum %.2f ms\n",
+          "", p["select"].get<double>(), p["gather"].get<double>(), p["quantize"].get<double>(),
+          p["ef_update"].get<double>(), p["pack"].get<double>());
     }
     if (timed) {
       std::printf("\n  per step (synchronised around every op; totals differ from above)\n");

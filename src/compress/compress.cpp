@@ -16,6 +16,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_quantize.hpp"
 
 namespace loco::compress {
 
@@ -382,16 +383,47 @@ void select(const Plan& plan, const float* x, uint64_t key, Selection& out) {
 // ------------------------------------------------------------------ quantisation
 
 int quant_level(double v, double mu, double step, int L) {
-  if (!(step > 0.0) || !std::isfinite(step)) return L / 2;
-  const double z = std::floor((v - mu) / step + 0.5 * L);
-  if (!(z >= 0.0)) return 0;  // also NaN
-  if (z >= double(L - 1)) return L - 1;
-  return static_cast<int>(z);
+  return ops::quant_level(v, mu, step, L);
 }
 
 void uniform_table(float shift, float step, int L, float* table) {
   for (int q = 0; q < L; ++q)
-    table[q] = static_cast<float>(double(shift) + (q + 0.5 - 0.5 * L) * double(step));
+    table[q] = static_cast<float>(ops::quant_bin_centre(double(shift), double(step), q, L));
+}
+
+QuantLayout quant_layout(const Plan& plan, const std::vector<uint64_t>& chunk_start) {
+  LOCO_CHECK(chunk_start.size() == plan.chunks.size() + 1, "quant_layout: one start per chunk");
+  const int L = quant_levels(plan.settings.quantizer);
+  const size_t nt = plan.tensors.size();
+  QuantLayout out;
+  out.tensors.resize(nt);
+  out.table_kind.assign(nt, TableKind::None);
+  out.table_start.assign(nt + 1, 0);
+  for (size_t t = 0; t < nt; ++t) {
+    const uint64_t k0 = chunk_start[plan.first_chunk[t]];
+    const uint64_t n = chunk_start[plan.first_chunk[t + 1]] - k0;
+    LOCO_CHECK(chunk_start.back() <= UINT32_MAX, "fewer than 2^32 kept elements");
+    ops::QuantTensor& q = out.tensors[t];
+    q.kept_begin = uint32_t(k0);
+    q.kept = uint32_t(n);
+    q.segment_begin = uint32_t(out.segments.size());
+    for (uint64_t s = 0; s < n; s += ops::kQuantSegment)
+      out.segments.push_back(ops::QuantSegment{
+          uint32_t(k0 + s), uint32_t(std::min<uint64_t>(ops::kQuantSegment, n - s)), uint32_t(t)});
+    q.segment_end = uint32_t(out.segments.size());
+    q.table_begin = uint32_t(out.table_start[t]);
+    size_t entries = 0;
+    if (L > 0 && n > 0) {
+      // rules = templar: always L level values (docs/algorithms.md, the reference's rules).
+      const bool means =
+          plan.settings.rules == Rules::Templar || ops::quant_uses_means(size_t(n), L);
+      out.table_kind[t] = means ? TableKind::Means : TableKind::Uniform;
+      entries = means ? size_t(L) : 2;
+    }
+    q.table_kind = uint32_t(out.table_kind[t]);
+    out.table_start[t + 1] = out.table_start[t] + entries;
+  }
+  return out;
 }
 
 void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized& out) {
@@ -408,79 +440,21 @@ void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized&
 
 void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
   LOCO_CHECK(out.value.size() == sel.kept(), "quantize_gathered: one value per kept element");
-  const Quantizer qz = plan.settings.quantizer;
-  const int L = quant_levels(qz);
-  const size_t nt = plan.tensors.size();
-  const size_t kept = sel.kept();
-  out.code.resize(kept);
-  out.table_kind.assign(nt, TableKind::None);
-  // Table sizes depend only on the counts, so every tensor's slot is known up front and the
-  // tensors are quantised in parallel (each one's statistics stay sequential: same bits).
-  auto kept_in = [&](size_t t) {
-    return size_t(sel.start[plan.first_chunk[t + 1]] - sel.start[plan.first_chunk[t]]);
-  };
-  const bool templar = plan.settings.rules == Rules::Templar;
-  auto uses_means = [L, templar](size_t n) {
-    return templar || L <= 16 || n >= size_t(16) * size_t(L);
-  };
-  out.table_start.assign(nt + 1, 0);
-  for (size_t t = 0; t < nt; ++t) {
-    const size_t n = kept_in(t);
-    const size_t entries = (L == 0 || n == 0) ? 0 : uses_means(n) ? size_t(L) : 2;
-    out.table_start[t + 1] = out.table_start[t] + entries;
+  const QuantLayout layout = quant_layout(plan, sel.start);
+  out.code.resize(sel.kept());
+  out.table_kind = layout.table_kind;
+  out.table_start = layout.table_start;
+  out.table.assign(layout.table_start.back(), 0.0f);
+  if (plan.settings.rules == Rules::Templar && quant_levels(plan.settings.quantizer) > 0) {
+    templar_quantize_gathered(layout, quant_levels(plan.settings.quantizer), out.value.data(),
+                              out.code.data(), out.table.data());
+    return;
   }
-  out.table.assign(out.table_start[nt], 0.0f);
-
-#pragma omp parallel for schedule(dynamic, 1) if (kept >= 65536)
-  for (size_t t = 0; t < nt; ++t) {
-    const size_t k0 = sel.start[plan.first_chunk[t]], n = kept_in(t);
-    float* v = out.value.data() + k0;
-    uint32_t* code = out.code.data() + k0;
-    if (qz == Quantizer::F32) {
-      for (size_t i = 0; i < n; ++i) code[i] = std::bit_cast<uint32_t>(v[i]);
-    } else if (qz == Quantizer::BF16) {
-      for (size_t i = 0; i < n; ++i) {
-        const uint16_t b = ops::float_to_bf16_bits(v[i]);
-        code[i] = b;
-        v[i] = ops::bf16_bits_to_float(b);
-      }
-    } else if (n > 0 && templar) {
-      out.table_kind[t] = TableKind::Means;
-      templar_quantize_tensor(v, n, L, code, out.table.data() + out.table_start[t]);
-    } else if (n > 0) {
-      double sum = 0.0;
-      for (size_t i = 0; i < n; ++i) sum += v[i];
-      const double mu = sum / double(n);
-      double ss = 0.0;
-      for (size_t i = 0; i < n; ++i) ss += (v[i] - mu) * (v[i] - mu);
-      const double sigma = std::sqrt(ss / double(n));
-      const double step = 6.0 * sigma / L;
-      std::vector<double> lsum(L, 0.0);
-      std::vector<uint64_t> lcount(L, 0);
-      for (size_t i = 0; i < n; ++i) {
-        const int q = quant_level(v[i], mu, step, L);
-        code[i] = uint32_t(q);
-        lsum[q] += v[i];
-        ++lcount[q];
-      }
-      std::vector<float> table(L);
-      float* slot = out.table.data() + out.table_start[t];
-      if (uses_means(n)) {
-        out.table_kind[t] = TableKind::Means;
-        for (int q = 0; q < L; ++q)
-          table[q] = lcount[q] ? static_cast<float>(lsum[q] / double(lcount[q]))
-                               : static_cast<float>(mu + (q + 0.5 - 0.5 * L) * step);
-        std::copy(table.begin(), table.end(), slot);
-      } else {
-        out.table_kind[t] = TableKind::Uniform;
-        const float shift = static_cast<float>(mu), fstep = static_cast<float>(step);
-        uniform_table(shift, fstep, L, table.data());
-        slot[0] = shift;
-        slot[1] = fstep;
-      }
-      for (size_t i = 0; i < n; ++i) v[i] = table[code[i]];
-    }
-  }
+  // The same function the CPU backend runs for Backend::quantize_values (and the CUDA
+  // kernels follow): one definition of every sum and rounding.
+  ops::quantize_values(out.code.data(), out.value.data(), out.table.data(), sel.kept(),
+                       layout.tensors.data(), layout.tensors.size(),
+                       value_bits(plan.settings.quantizer));
 }
 
 // ------------------------------------------------------------------ error feedback

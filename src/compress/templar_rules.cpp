@@ -50,6 +50,18 @@ void templar_quantize_tensor(float* v, size_t n, int L, uint32_t* code, float* t
   for (size_t i = 0; i < n; ++i) v[i] = table[code[i]];
 }
 
+void templar_quantize_gathered(const QuantLayout& layout, int L, float* values, uint32_t* codes,
+                               float* tables) {
+  const size_t nt = layout.tensors.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
+  for (size_t t = 0; t < nt; ++t) {
+    const ops::QuantTensor& q = layout.tensors[t];
+    if (q.kept == 0) continue;
+    templar_quantize_tensor(values + q.kept_begin, q.kept, L, codes + q.kept_begin,
+                            tables + q.table_begin);
+  }
+}
+
 void clip_to_median_norm(const Plan& plan, const std::vector<std::vector<uint32_t>>& flat,
                          std::vector<std::vector<float>>& values, size_t payloads) {
   LOCO_CHECK(flat.size() >= payloads && values.size() >= payloads, "one list per payload");

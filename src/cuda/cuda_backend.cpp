@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "loco/core/error.hpp"
+#include "loco/ops/compress_pack.hpp"
 #include "loco_kernels.cuh"
 
 namespace loco {
@@ -228,6 +229,7 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   plans_.clear();
+  if (adam_table_.data != nullptr) cudaFree(adam_table_.data);
   if (lt_ != nullptr) cublasLtDestroy(lt_);
   if (scratch_ != nullptr) cudaFree(scratch_);
   if (workspace_ != nullptr) cudaFree(workspace_);
@@ -240,8 +242,17 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::activate() const { LOCO_CUDA(cudaSetDevice(device_)); }
 
+void CudaBackend::not_while_capturing(const char* op) const {
+  if (capturing_)
+    throw Error(std::string("cuda backend: ") + op +
+                " synchronises with the host, allocates or frees, and cannot be part of a "
+                "captured graph (run the work once eagerly before capturing it)");
+}
+
 void* CudaBackend::scratch(size_t bytes) {
   if (bytes <= scratch_bytes_) return scratch_;
+  not_while_capturing("growing the scratch memory");
+  ++scratch_generation_;  // graphs captured with the old block cannot run any more
   // Work queued on the stream may still read the old block: wait before freeing it.
   LOCO_CUDA(cudaStreamSynchronize(stream_));
   if (scratch_ != nullptr) LOCO_CUDA(cudaFree(scratch_));
@@ -280,6 +291,7 @@ void CudaBackend::check_status() {
 Buf CudaBackend::alloc(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel, MemSpace::Device};
   if (numel == 0) return buf;
+  not_while_capturing("alloc");
   activate();
   const cudaError_t e = cudaMalloc(&buf.data, buf.bytes());
   if (e != cudaSuccess) {
@@ -300,6 +312,7 @@ Buf CudaBackend::alloc(size_t numel, DType dtype) {
 }
 
 void CudaBackend::release(Buf& buf) {
+  not_while_capturing("release");
   if (buf.data != nullptr) {
     activate();
     LOCO_CUDA(cudaStreamSynchronize(stream_));
@@ -312,6 +325,7 @@ void CudaBackend::release(Buf& buf) {
 Buf CudaBackend::alloc_host(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel, MemSpace::Host};
   if (numel == 0) return buf;
+  not_while_capturing("alloc_host");
   activate();
   const cudaError_t e = cudaMallocHost(&buf.data, buf.bytes());
   if (e != cudaSuccess) {
@@ -324,6 +338,7 @@ Buf CudaBackend::alloc_host(size_t numel, DType dtype) {
 }
 
 void CudaBackend::release_host(Buf& buf) {
+  not_while_capturing("release_host");
   if (buf.data != nullptr) cudaFreeHost(buf.data);
   buf = Buf{};
 }
@@ -336,6 +351,7 @@ void CudaBackend::zero(Buf buf) {
 }
 
 void CudaBackend::upload(Buf dst, const void* host_src) {
+  not_while_capturing("upload");
   Args("upload").device(dst, "dst");
   if (dst.bytes() == 0) return;
   activate();
@@ -344,6 +360,7 @@ void CudaBackend::upload(Buf dst, const void* host_src) {
 }
 
 void CudaBackend::download(void* host_dst, Buf src) {
+  not_while_capturing("download");
   Args("download").device(src, "src");
   activate();
   if (src.bytes() > 0)
@@ -376,6 +393,7 @@ void CudaBackend::copy(Buf dst, Buf src) {
 }
 
 void CudaBackend::synchronize() {
+  not_while_capturing("synchronize");
   activate();
   check_status();
 }
@@ -592,6 +610,20 @@ void CudaBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf w
   args.launched(loco_rmsnorm_backward(dx, dw, dy, x, w, r, N, C, partial, stream_));
 }
 
+void CudaBackend::add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                      int C, float eps) {
+  const Args args("add_rmsnorm_forward");
+  args.non_negative({N, C});
+  auto* s = args.bf16(sum, elements(N, C), "sum");
+  auto* o = args.bf16(out, elements(N, C), "out");
+  float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
+  const auto* x = args.bf16(a, elements(N, C), "a");
+  const auto* y = args.bf16(b, elements(N, C), "b");
+  const auto* w = args.bf16(weight, static_cast<size_t>(C), "weight");
+  activate();
+  args.launched(loco_add_rmsnorm_forward(s, o, r, x, y, w, N, C, eps, stream_));
+}
+
 void CudaBackend::rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
   const Args args("rope_forward");
   args.non_negative({B, T, H, hd});
@@ -710,6 +742,7 @@ void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int 
 // ---------------------------------------------------------------------------- F32 vector ops
 
 double CudaBackend::sum_squares(Buf x) {
+  not_while_capturing("sum_squares");
   const Args args("sum_squares");
   const float* p = args.f32(x, x.numel, "x");
   activate();
@@ -741,6 +774,7 @@ void CudaBackend::axpby(Buf y, float a, Buf x, float b) {
 }
 
 bool CudaBackend::all_finite(Buf x) {
+  not_while_capturing("all_finite");
   const Args args("all_finite");
   const float* p = args.f32(x, x.numel, "x");
   activate();
@@ -754,6 +788,7 @@ bool CudaBackend::all_finite(Buf x) {
 }
 
 uint64_t CudaBackend::fingerprint(Buf x) {
+  not_while_capturing("fingerprint");
   activate();
   auto* sum = static_cast<unsigned long long*>(result_dev_);
   Args("fingerprint").launched(loco_fingerprint(sum, x.data, x.bytes(), stream_));
@@ -778,6 +813,126 @@ void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, floa
   activate();
   args.launched(loco_adamw_f32(p, g, pm, pv, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
                                grad_scale, stream_));
+}
+
+void CudaBackend::adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                              const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
+  const Args args("adamw_multi");
+  const size_t n = param.numel;
+  args.require(grad.numel == n && m.numel == n && v.numel == n,
+               "param, grad, m and v must have the same number of elements");
+  size_t max_numel = 0;
+  for (const AdamTensor& t : tensors) {
+    args.require(t.offset <= n && t.numel <= n - t.offset,
+                 "a tensor reaches past the buffers (" + std::to_string(t.offset) + " + " +
+                     std::to_string(t.numel) + " > " + std::to_string(n) + ")");
+    max_numel = std::max(max_numel, t.numel);
+  }
+  args.require(tensors.size() <= 65535, "at most 65535 tensors per launch");
+  float* p = args.f32(param, n, "param");
+  const float* g = args.f32(grad, n, "grad");
+  float* pm = args.f32(m, n, "m");
+  float* pv = args.f32(v, n, "v");
+  const float* h = args.f32(hyper, kAdamHyperFloats, "hyper");
+  const int32_t* st = stats.empty() ? nullptr : args.i32(stats, 8, "stats");
+  activate();
+  if (tensors != adam_rows_ || adam_table_.data == nullptr) {
+    // A new tensor table (once per optimizer): to device memory, which a capture cannot do.
+    not_while_capturing("adamw_multi with a new tensor table");
+    std::vector<uint64_t> rows;
+    for (const AdamTensor& t : tensors) {
+      uint32_t wd = 0;
+      std::memcpy(&wd, &t.weight_decay, 4);
+      rows.insert(rows.end(), {uint64_t(t.offset), uint64_t(t.numel), uint64_t(wd)});
+    }
+    if (adam_table_.data != nullptr) release(adam_table_);
+    adam_rows_.clear();
+    if (!rows.empty()) {
+      adam_table_ = alloc(rows.size() * 2, DType::I32);
+      upload(adam_table_, rows.data());
+    }
+    adam_rows_ = tensors;
+  }
+  if (tensors.empty()) return;
+  args.launched(loco_adamw_multi_f32(p, g, pm, pv,
+                                     static_cast<const unsigned long long*>(adam_table_.data),
+                                     tensors.size(), max_numel, h, st, stream_));
+}
+
+void CudaBackend::accumulate_loss(Buf stats, Buf losses) {
+  const Args args("accumulate_loss");
+  const int32_t* st = args.i32(stats, 8, "stats");
+  const float* l = args.f32(losses, losses.numel, "losses");
+  activate();
+  args.launched(loco_accumulate_loss(const_cast<int32_t*>(st), l, losses.numel, stream_));
+}
+
+void CudaBackend::clip_grad_norm(Buf stats, Buf grads, double max_norm) {
+  const Args args("clip_grad_norm");
+  const int32_t* st = args.i32(stats, 8, "stats");
+  const float* g = args.f32(grads, grads.numel, "grads");
+  activate();
+  auto* partial = static_cast<double*>(scratch(loco_sum_squares_scratch() * sizeof(double)));
+  args.launched(
+      loco_clip_grad_norm(const_cast<int32_t*>(st), g, grads.numel, max_norm, partial, stream_));
+}
+
+// ---------------------------------------------------------------------------- graphs
+
+class CudaBackend::CudaGraph final : public Backend::Graph {
+ public:
+  CudaGraph(CudaBackend& backend, cudaGraphExec_t exec)
+      : backend_(backend), exec_(exec), generation_(backend.scratch_generation_) {}
+  ~CudaGraph() override {  // never throws
+    cudaSetDevice(backend_.device_);
+    cudaStreamSynchronize(backend_.stream_);  // it may still run
+    cudaGraphExecDestroy(exec_);
+    cudaGetLastError();
+  }
+  bool launch() override {
+    if (backend_.scratch_generation_ != generation_) return false;
+    backend_.not_while_capturing("launching a graph");
+    backend_.activate();
+    LOCO_CUDA(cudaGraphLaunch(exec_, backend_.stream_));
+    return true;
+  }
+
+ private:
+  CudaBackend& backend_;
+  cudaGraphExec_t exec_;
+  uint64_t generation_;
+};
+
+std::unique_ptr<Backend::Graph> CudaBackend::capture(const std::function<void()>& work) {
+  not_while_capturing("capture");
+  activate();
+  LOCO_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  cudaGraph_t graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    capturing_ = false;
+    if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph != nullptr)
+      cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  capturing_ = false;
+  const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: graph capture failed: " + cuda_error_text(e) +
+                " (the captured work made a call a capture may not contain)");
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (ie != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: cudaGraphInstantiate failed: " + cuda_error_text(ie));
+  }
+  return std::make_unique<CudaGraph>(*this, exec);
 }
 
 void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
@@ -904,6 +1059,58 @@ void CudaBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
   const float* ps = args.f32(sum, n, "sum");
   activate();
   args.launched(loco_divide_f32(po, ps, pc, divisor, n, stream_));
+}
+
+void CudaBackend::quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                                  int value_bits) {
+  const Args args("quantize_values");
+  args.require(
+      value_bits == 32 || value_bits == 16 || value_bits == 8 || value_bits == 4 || value_bits == 2,
+      "value_bits = " + std::to_string(value_bits) + " (32, 16, 8, 4 or 2)");
+  const size_t n = values.numel;
+  auto* code = const_cast<uint32_t*>(as_indices(codes));
+  args.i32(codes, n, "codes");
+  float* v = args.f32(values, n, "values");
+  const int32_t* trows = nullptr;
+  const int32_t* srows = nullptr;
+  float* table = nullptr;
+  size_t nt = 0, ns = 0;
+  if (value_bits < 16) {
+    args.require(tensors.numel % 6 == 0 && segments.numel % 3 == 0,
+                 "tensors / segments are not whole rows");
+    nt = tensors.numel / 6;
+    ns = segments.numel / 3;
+    trows = args.i32(tensors, tensors.numel, "tensors");
+    srows = args.i32(segments, segments.numel, "segments");
+    if (tables.numel > 0) table = args.f32(tables, tables.numel, "tables");
+  }
+  activate();
+  void* work = nullptr;
+  const size_t bytes = loco_quantize_values_scratch(nt, ns, value_bits);
+  if (bytes > 0) work = scratch(bytes);
+  args.launched(
+      loco_quantize_values(code, v, table, n, trows, nt, srows, ns, value_bits, work, stream_));
+}
+
+void CudaBackend::pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                                Buf tensors, Buf chunks, const ops::PackOptions& opt) {
+  const Args args("pack_sections");
+  args.require(tensors.numel % ops::kPackTensorInts == 0 && chunks.numel % ops::kPackChunkInts == 0,
+               "tensors / chunks are not whole rows");
+  const size_t nt = tensors.numel / ops::kPackTensorInts, nc = chunks.numel / ops::kPackChunkInts;
+  args.require(payload.dtype == DType::I32 && payload.data != nullptr, "payload is not i32");
+  args.i32(layout, nt + 2, "layout");
+  const int32_t* trows = args.i32(tensors, tensors.numel, "tensors");
+  const int32_t* crows = args.i32(chunks, chunks.numel, "chunks");
+  const float* table = tables.numel > 0 ? args.f32(tables, tables.numel, "tables") : nullptr;
+  args.require(opt.first_byte <= payload.bytes(), "payload is shorter than its header");
+  activate();
+  void* work = scratch(loco_pack_sections_scratch(nt, nc));
+  args.launched(loco_pack_sections(
+      static_cast<uint32_t*>(payload.data), payload.bytes(), static_cast<uint32_t*>(layout.data),
+      as_indices(offsets), as_indices(codes), table, trows, nt, crows, nc,
+      opt.max_chunks_per_tensor, opt.max_value_bytes, opt.index_coding, opt.implied ? 1 : 0,
+      opt.explicit_counts ? 1 : 0, opt.value_bits, opt.first_byte, work, stream_));
 }
 
 }  // namespace loco

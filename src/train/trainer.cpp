@@ -35,6 +35,7 @@
 #include "loco/train/startup_checks.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/sync_checkpoint.hpp"
+#include "loco/train/train_step.hpp"
 
 namespace loco {
 
@@ -520,6 +521,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   const long long tokens_per_step = static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
   std::vector<int32_t> inputs(static_cast<size_t>(R) * B * T), targets(inputs.size());
   const size_t my_offset = static_cast<size_t>(topo.rank_in_replica) * B * T;
+  // The inner step (loco/train/train_step.hpp; LOCO_STEP picks host, device or graph) and
+  // this rank's tokens of all its micro-batches.
+  TrainStep inner_step(model, *optimizer,
+                       TrainStep::Options{B, T, tc.grad_accum, config.optimizer.grad_clip,
+                                          TrainStep::mode_from_env()});
+  std::vector<int32_t> step_inputs(static_cast<size_t>(tc.grad_accum) * B * T),
+      step_targets(step_inputs.size());
 
   TrainResult result;
   result.steps_done = start_step;
@@ -592,26 +600,27 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     const auto t_step = Clock::now();
     running_step = step;
     stop_note_step_started(step);
-    backend->zero(model.grads());
-    double loss = 0.0;
+    const size_t n_tok = static_cast<size_t>(B) * T;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
       train_stream.next_batch(R * B, inputs.data(), targets.data());
-      loss += model.forward_backward(inputs.data() + my_offset, targets.data() + my_offset, B, T,
-                                     1.0f / static_cast<float>(tc.grad_accum));
-      if (outer) outer->poll();  // an overlapped sync progresses between the inner steps' parts
+      std::copy_n(inputs.data() + my_offset, n_tok, step_inputs.data() + micro * n_tok);
+      std::copy_n(targets.data() + my_offset, n_tok, step_targets.data() + micro * n_tok);
     }
-    loss /= tc.grad_accum;
-    if (topo.replica->size() > 1) topo.replica->all_reduce(model.grads(), ReduceOp::Mean);
-    const GradNorm gn = global_grad_norm(*backend, model.grads(), config.optimizer.grad_clip);
     const double lr = learning_rate(config.schedule, config.optimizer.lr, step, tc.steps);
+    TrainStep::Hooks hooks;
+    if (topo.replica->size() > 1)
+      hooks.reduce_grads = [&](Buf g) { topo.replica->all_reduce(g, ReduceOp::Mean); };
+    // An overlapped sync progresses between the inner steps' parts.
+    if (outer) hooks.poll = [&] { outer->poll(); };
+    inner_step.start(step_inputs.data(), step_targets.data(), lr, hooks);
+    const TrainStep::Result inner = inner_step.finish();  // a non-finite update was skipped
+    double loss = inner.loss;
     const std::string bad_grad =
-        std::isfinite(gn.norm) ? std::string() : first_non_finite(*backend, model, model.grads());
-    if (!bad_grad.empty() && tc.nan_policy == "stop")
+        inner.finite ? std::string() : first_non_finite(*backend, model, model.grads());
+    if (!inner.finite && tc.nan_policy == "stop")
       throw Error("non-finite gradient in " + bad_grad + " at step " + std::to_string(step + 1) +
                   " (training.nan_policy = \"stop\"; \"skip\" drops such steps)");
-    if (bad_grad.empty()) {
-      optimizer->step(model.params(), model.grads(), lr, gn.clip_scale);
-    } else {
+    if (!inner.finite) {
       ++result.skipped_steps;
       spdlog::warn("step {}: non-finite gradient in {}: update skipped (training.nan_policy)",
                    step + 1, bad_grad);
@@ -721,7 +730,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       nlohmann::json record = {{"step", step + 1},
                                {"loss", loss},
                                {"lr", lr},
-                               {"grad_norm", gn.norm},
+                               {"grad_norm", inner.grad_norm},
                                {"tokens", result.tokens},
                                {"step_seconds", step_seconds},
                                {"tok_per_s", tokens_per_step / std::max(step_seconds, 1e-9)},
@@ -743,7 +752,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     const bool sync_line = several_replicas && !outer_records.empty();
     if ((step + 1) % tc.log_interval == 0 || last || sync_line)
       spdlog::info("{}{}",
-                   progress.line(step + 1, loss, lr, gn.norm, step_seconds, seconds_since(t_loop)),
+                   progress.line(step + 1, loss, lr, inner.grad_norm, step_seconds,
+                                 seconds_since(t_loop)),
                    sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
     stop_note_step_finished(seconds_since(t_step));
     if (trace) trace->end_of_step();

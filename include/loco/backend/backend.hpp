@@ -14,12 +14,18 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "loco/core/buffer.hpp"
 
 namespace loco {
+
+namespace ops {
+struct PackOptions;  // loco/ops/compress_pack.hpp
+}
 
 class Backend {
  public:
@@ -55,6 +61,13 @@ class Backend {
   // din(N,C) += ..., dweight(C) F32 += ...  (din accumulates: it is the residual stream)
   virtual void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
                                 int C) = 0;
+
+  // The residual add fused with the RMSNorm after it (loco/ops/add_rmsnorm.hpp): sum(N,C) =
+  // a + b (stored in the act dtype), then out, rstd = rmsnorm_forward(sum): exactly add()
+  // followed by rmsnorm_forward() on the stored sum. sum may alias a or b. Its backward is
+  // rmsnorm_backward, whose din += already is the add's backward.
+  virtual void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                   int C, float eps) = 0;
 
   // out(N,OC) = in(N,IC) · weight(OC,IC)ᵀ
   virtual void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) = 0;
@@ -114,6 +127,30 @@ class Backend {
                             float eps, float weight_decay, float bc1, float bc2,
                             float grad_scale) = 0;
 
+  // One tensor of a multi-tensor AdamW launch: elements [offset, offset + numel) of the flat
+  // buffers, with its own weight decay.
+  struct AdamTensor {
+    size_t offset = 0, numel = 0;
+    float weight_decay = 0.0f;
+    bool operator==(const AdamTensor&) const = default;
+  };
+  // Words of adamw_multi's `hyper` buffer, in this order: lr, beta1, beta2, eps, bc1, bc2,
+  // grad_scale, 0.
+  static constexpr int kAdamHyperFloats = 8;
+  // adamw_update on every tensor of `tensors` in one launch, with the scalars read from
+  // backend memory (so a captured step reads each step's values): hyper (F32,
+  // kAdamHyperFloats). With `stats` (I32, loco/ops/step_stats.hpp) the gradient is scaled
+  // by its clip scale instead of hyper's grad_scale, and nothing changes when it flags a
+  // non-finite gradient. Bit for bit the same as adamw_update tensor by tensor.
+  virtual void adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                           const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) = 0;
+  // Training-step statistics kept in backend memory (loco/ops/step_stats.hpp; stats: I32).
+  // stats.loss += Σ losses / losses.numel (losses F32, one micro-batch's token losses).
+  virtual void accumulate_loss(Buf stats, Buf losses) = 0;
+  // Σ g² over grads (the sum_squares reduction) into stats, then the clip scale for
+  // max_norm (<= 0: no clipping) and the non-finite flag.
+  virtual void clip_grad_norm(Buf stats, Buf grads, double max_norm) = 0;
+
   // Row-major F32 GEMM: C(M,N) = alpha · op(A) · op(B) + beta · C, op = transpose when set.
   // A is (M,K) or (K,M) when trans_a; B is (K,N) or (N,K) when trans_b. Used by Muon.
   virtual void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
@@ -159,6 +196,40 @@ class Backend {
   virtual void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) = 0;
   // out = sum / count (0 where count is 0); with an empty count, out = sum / divisor.
   virtual void divide(Buf out, Buf sum, Buf count, float divisor) = 0;
+  // The quantiser, on the gathered kept values (loco/ops/compress_quantize.hpp has the rules
+  // and the CPU reference). value_bits 32 / 16: codes (I32) = the f32 / bf16 bits of values
+  // (16: values ← the bf16 value). 8 / 4 / 2: for each tensor of `tensors` (I32,
+  // ops::kQuantTensorInts per tensor; its segments in `segments`, ops::kQuantSegmentInts
+  // each) the statistics, codes = levels, its table at its slot of `tables` (F32), and
+  // values ← D, what every receiver decodes. codes.numel >= values.numel = kept elements.
+  virtual void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                               int value_bits) = 0;
+  // The tensor sections of a compressed payload (loco/ops/compress_pack.hpp; wire format in
+  // loco/compress/wire.hpp) from the kept in-chunk `offsets`, the `codes` and `tables` of
+  // quantize_values, and the I32 tables `tensors` / `chunks` (ops::kPackTensorInts /
+  // kPackChunkInts per row). payload (I32 words holding the bytes) is written from byte
+  // opt.first_byte on and must hold ops::pack_bound bytes; layout (I32, tensors + 2) = each
+  // tensor's index stream bytes, then the payload's total bytes (u64, low word first).
+  virtual void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                             Buf tensors, Buf chunks, const ops::PackOptions& opt) = 0;
+
+  // ------------------------------------------------------------------ graphs
+  // Work recorded once and replayed (CUDA graphs). capture() records what `work` enqueues
+  // instead of running it and returns the recording, or nullptr when this backend has no
+  // graphs (the CPU): the caller then simply runs the work each time. The recorded work must
+  // not synchronise with the host, allocate or free (the CUDA backend throws loco::Error
+  // naming the op), and every buffer it touches must outlive the graph.
+  class Graph {
+   public:
+    virtual ~Graph() = default;
+    // Runs the recorded work (enqueued like any op). False, and nothing runs, when the
+    // backend's scratch memory was reallocated since the capture: capture again.
+    virtual bool launch() = 0;
+  };
+  virtual std::unique_ptr<Graph> capture(const std::function<void()>& work) {
+    (void)work;
+    return nullptr;
+  }
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a device is usable, else the CPU). A request for

@@ -25,6 +25,8 @@ class CpuBackend : public Backend {
   void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
   void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
                         int C) override;
+  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                           float eps) override;
   void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
   void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
                        bool accumulate_din) override;
@@ -47,6 +49,10 @@ class CpuBackend : public Backend {
   uint64_t fingerprint(Buf x) override;
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
+  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                   Buf hyper, Buf stats) override;
+  void accumulate_loss(Buf stats, Buf losses) override;
+  void clip_grad_norm(Buf stats, Buf grads, double max_norm) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
   void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
@@ -59,6 +65,10 @@ class CpuBackend : public Backend {
   void scatter_subtract(Buf x, Buf flat, Buf values) override;
   void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override;
   void divide(Buf out, Buf sum, Buf count, float divisor) override;
+  void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                       int value_bits) override;
+  void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables, Buf tensors,
+                     Buf chunks, const ops::PackOptions& opt) override;
 };
 
 }  // namespace loco

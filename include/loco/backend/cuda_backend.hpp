@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "loco/backend/backend.hpp"
 
@@ -72,6 +73,8 @@ class CudaBackend final : public Backend {
   void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
   void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
                         int C) override;
+  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                           float eps) override;
   void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
   void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
                        bool accumulate_din) override;
@@ -94,6 +97,10 @@ class CudaBackend final : public Backend {
   uint64_t fingerprint(Buf x) override;
   void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
+  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                   Buf hyper, Buf stats) override;
+  void accumulate_loss(Buf stats, Buf losses) override;
+  void clip_grad_norm(Buf stats, Buf grads, double max_norm) override;
   void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
                 float beta, Buf C) override;
   void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
@@ -106,6 +113,13 @@ class CudaBackend final : public Backend {
   void scatter_subtract(Buf x, Buf flat, Buf values) override;
   void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override;
   void divide(Buf out, Buf sum, Buf count, float divisor) override;
+  // CUDA graph capture of `work` on this backend's stream (cudaStreamCaptureModeThreadLocal).
+  // Ops that synchronise, allocate or free throw loco::Error while it records.
+  std::unique_ptr<Graph> capture(const std::function<void()>& work) override;
+  void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                       int value_bits) override;
+  void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables, Buf tensors,
+                     Buf chunks, const ops::PackOptions& opt) override;
 
  private:
   struct GemmPlan;  // cuBLASLt descriptors + heuristic algorithm for one GEMM shape
@@ -114,7 +128,10 @@ class CudaBackend final : public Backend {
   using GemmKey = std::tuple<bool, bool, int, int, int, int, int, int, int, int, int, int, int64_t,
                              int64_t, int64_t>;
 
+  class CudaGraph;
   void activate() const;        // cudaSetDevice(device_)
+  // Throws when a graph capture is recording: `op` would synchronise, allocate or free.
+  void not_while_capturing(const char* op) const;
   void* scratch(size_t bytes);  // grow-only device scratch, stream-ordered
   void check_status();          // syncs; throws on kernel-reported bad ids
   // Row-major C(M,N) = alpha·op(A)·op(B) + beta·C through cuBLASLt, fp32 compute.
@@ -142,6 +159,10 @@ class CudaBackend final : public Backend {
   void* result_dev_ = nullptr;   // small device results (sum_squares, all_finite)
   void* host_pinned_ = nullptr;  // pinned host mirror for small results
   std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
+  bool capturing_ = false;             // a graph capture is recording on stream_
+  uint64_t scratch_generation_ = 0;    // bumped whenever scratch_ moves (graphs hold its address)
+  std::vector<AdamTensor> adam_rows_;  // the tensor table last uploaded for adamw_multi
+  Buf adam_table_;                     // it, in device memory: (offset, numel, wd bits) u64
   size_t allocated_bytes_ = 0;  // live buffers + scratch + workspace, and its maximum
   size_t peak_bytes_ = 0;
   void count_allocation(ptrdiff_t bytes) {

@@ -1,4 +1,4 @@
-// Pseudo-gradient compression (ALGORITHMS.md §4, §5): error feedback → selector → quantiser,
+// Pseudo-gradient compression (docs/algorithms.md §4, §5): error feedback → selector → quantiser,
 // shared by SparseLoCo and compressed MuLoCo/DiLoCo.
 //
 //   with EF:     t = β·e + Δ ;  Ĉ = Q(S(t)) ;  e ← t − D(Ĉ)
@@ -35,8 +35,11 @@
 // Quantisers (per tensor, over that tensor's kept values v₁..v_n):
 //  - none (f32): D(v) = v.      bf16: D(v) = bf16(v) (round to nearest even), widened.
 //  - 8bit/4bit/2bit, L = 2^bits levels ("statistical"): μ = mean(v), σ = std(v) (population,
-//    both in double); step = 6σ/L (the levels span μ ± 3σ); level q(v) = clamp(⌊(v−μ)/step
-//    + L/2⌋, 0, L−1) (σ = 0: q = L/2 for all). D(v) = table[q(v)] where the table, sent with
+//    both in double; every sum is taken in segments of 1024 kept values, each summed in
+//    order, then the segment sums in order: loco/ops/compress_quantize.hpp, the one
+//    definition the host, the CPU backend and the CUDA kernels share); step = 6σ/L (the
+//    levels span μ ± 3σ); level q(v) = clamp(⌊(v−μ)/step + L/2⌋, 0, L−1) (σ = 0: q = L/2
+//    for all). D(v) = table[q(v)] where the table, sent with
 //    the payload, is either
 //      means:   table[q] = fp32(mean of the v with level q)  (empty level: the bin centre)
 //      uniform: two fp32 numbers (shift = fp32(μ), step = fp32(step)); table[q] =
@@ -65,6 +68,7 @@
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_quantize.hpp"
 
 namespace loco {
 struct ParamLayout;
@@ -177,6 +181,18 @@ void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out);
 void uniform_table(float shift, float step, int L, float* table);
 // Level of v for mean mu, level width step (double), L levels (the rule above).
 int quant_level(double v, double mu, double step, int L);
+
+// The quantiser's view of a selection, as Backend::quantize_values reads it
+// (loco/ops/compress_quantize.hpp): per tensor its kept range, segments, table slot and kind.
+// `chunk_start`: the kept elements before each chunk (Selection::start; plan.k_start for the
+// selectors whose counts are fixed). quantize_gathered builds the same layout.
+struct QuantLayout {
+  std::vector<ops::QuantTensor> tensors;
+  std::vector<ops::QuantSegment> segments;
+  std::vector<TableKind> table_kind;  // per tensor
+  std::vector<size_t> table_start;    // per tensor, size tensors + 1 (f32 entries)
+};
+QuantLayout quant_layout(const Plan& plan, const std::vector<uint64_t>& chunk_start);
 
 // ------------------------------------------------------------------ error feedback
 // e[i] = β·e[i] + Δ[i]  (t, stored in e)

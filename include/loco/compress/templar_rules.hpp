@@ -38,6 +38,7 @@
 namespace loco::compress {
 
 struct Plan;
+struct QuantLayout;
 
 // Rule 1: kept elements of a chunk of C elements.
 uint32_t templar_chunk_k(uint32_t chunk_size, int topk);
@@ -45,6 +46,12 @@ uint32_t templar_chunk_k(uint32_t chunk_size, int topk);
 // Rule 2, for one tensor's n kept values with L levels: writes the levels to `code`, the L
 // table entries to `table` and the dequantised values over `v` (in place).
 void templar_quantize_tensor(float* v, size_t n, int L, uint32_t* code, float* table);
+
+// Rule 2 over a whole selection laid out by quant_layout (rules = templar: every tensor with
+// kept values has L table entries at its table_begin): what quantize_gathered and the device
+// compressor run, so that both send the same bytes.
+void templar_quantize_gathered(const QuantLayout& layout, int L, float* values, uint32_t* codes,
+                               float* tables);
 
 // Rule 3: values[r] are the decoded values of payload r (flat[r] their flat indices, tensors
 // in plan order, as decode_sparse yields them). Scales them in place.
