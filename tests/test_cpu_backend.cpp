@@ -258,7 +258,8 @@ TEST_CASE("cpu backend: cross_entropy matches the double reference", "[cpu][ops]
 TEST_CASE("cpu backend: ops reject buffers of the wrong size, dtype or ids", "[cpu][ops]") {
   loco::CpuBackend backend;
   HostBuf in(backend, 6, DType::F32), weight(backend, 6, DType::F32),
-      small_out(backend, 3, DType::F32), bf16_out(backend, 4, DType::BF16),
+      small_out(backend, 3, DType::F32), out(backend, 4, DType::F32),
+      bf16_out(backend, 4, DType::BF16),
       logits(backend, 6, DType::F32), losses(backend, 2, DType::F32),
       targets(backend, std::vector<int32_t>{1, 3});
   // in (2,3) · weight (2,3)ᵀ -> out (2,2): 4 elements needed.
@@ -268,7 +269,8 @@ TEST_CASE("cpu backend: ops reject buffers of the wrong size, dtype or ids", "[c
                     LOCO_CONTAINS("out is bf16"));
   CHECK_THROWS_WITH(backend.cross_entropy(losses, logits, targets, 2, 3, 1.0f, true),
                     LOCO_CONTAINS("targets[1] = 3"));
-  CHECK_THROWS_WITH(backend.embedding_forward(small_out, targets, weight, 2, 2),
+  // Sizes are checked before the ids (Backend's public op, then the CPU's value check).
+  CHECK_THROWS_WITH(backend.embedding_forward(out, targets, weight, 2, 2),
                     LOCO_CONTAINS("tokens[1] = 3 is outside [0, 3)"));
   CHECK_THROWS_AS(backend.attention_forward(in, in, in, in, in, 1, 1, 3, 2, 1), loco::Error);
   CHECK_THROWS_AS(backend.rope_forward(in, in, 1, 1, 2, 3, 10000.0f), loco::Error);  // odd hd

@@ -45,198 +45,25 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-// A Backend that forwards every call to another one and adds up the wall time of each op
-// (synchronising around it, so the figures mean something on an asynchronous device too).
-// Matmuls are keyed by shape, so the table says which projection costs what.
-class TimedBackend final : public Backend {
+// The per-op table of `--profile`: Backend's timing hook (Backend::set_op_timer) adds up the
+// wall and CPU time of each op, synchronised around it; matmuls are keyed by shape.
+class OpTable final : public Backend::OpTimer {
  public:
-  explicit TimedBackend(Backend& inner) : be_(inner) {}
-
   struct Entry {
     double seconds = 0;      // wall
     double cpu_seconds = 0;  // process CPU time (all threads)
     long long calls = 0;
   };
+  void record(const std::string& op, double wall_seconds, double cpu_seconds) override {
+    Entry& e = entries_[op];
+    e.seconds += wall_seconds;
+    e.cpu_seconds += cpu_seconds;
+    ++e.calls;
+  }
   const std::map<std::string, Entry>& entries() const { return entries_; }
   void reset() { entries_.clear(); }
 
-  std::string name() const override { return be_.name(); }
-  DType activation_dtype() const override { return be_.activation_dtype(); }
-  Buf alloc(size_t numel, DType dtype) override { return be_.alloc(numel, dtype); }
-  void release(Buf& buf) override { be_.release(buf); }
-  void synchronize() override { be_.synchronize(); }
-  size_t peak_memory_bytes() const override { return be_.peak_memory_bytes(); }
-
-  void zero(Buf buf) override {
-    timed("zero", [&] { be_.zero(buf); });
-  }
-  void upload(Buf dst, const void* src) override {
-    timed("upload", [&] { be_.upload(dst, src); });
-  }
-  void download(void* dst, Buf src) override {
-    timed("download", [&] { be_.download(dst, src); });
-  }
-  void copy(Buf dst, Buf src) override {
-    timed("copy", [&] { be_.copy(dst, src); });
-  }
-  void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override {
-    timed("embedding_forward", [&] { be_.embedding_forward(out, tokens, wte, N, C); });
-  }
-  void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override {
-    timed("embedding_backward", [&] { be_.embedding_backward(dwte, dout, tokens, N, C); });
-  }
-  void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override {
-    timed("rmsnorm_forward", [&] { be_.rmsnorm_forward(out, rstd, in, weight, N, C, eps); });
-  }
-  void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
-                        int C) override {
-    timed("rmsnorm_backward",
-          [&] { be_.rmsnorm_backward(din, dweight, dout, in, weight, rstd, N, C); });
-  }
-  void add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
-                           float eps) override {
-    timed("add_rmsnorm_forward",
-          [&] { be_.add_rmsnorm_forward(sum, out, rstd, a, b, weight, N, C, eps); });
-  }
-  void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override {
-    timed("matmul_forward " + std::to_string(IC) + "->" + std::to_string(OC),
-          [&] { be_.matmul_forward(out, in, weight, N, IC, OC); });
-  }
-  void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
-                       bool accumulate_din) override {
-    timed("matmul_backward " + std::to_string(IC) + "->" + std::to_string(OC),
-          [&] { be_.matmul_backward(din, dweight, dout, in, weight, N, IC, OC, accumulate_din); });
-  }
-  void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override {
-    timed("rope_forward", [&] { be_.rope_forward(out, x, B, T, H, hd, theta); });
-  }
-  void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override {
-    timed("rope_backward", [&] { be_.rope_backward(dx, dout, B, T, H, hd, theta); });
-  }
-  void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
-                         int hd) override {
-    timed("attention_forward",
-          [&] { be_.attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd); });
-  }
-  void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
-                          int B, int T, int NH, int NKV, int hd) override {
-    timed("attention_backward",
-          [&] { be_.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, hd); });
-  }
-  void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override {
-    timed("swiglu_forward", [&] { be_.swiglu_forward(out, gate, up, n); });
-  }
-  void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override {
-    timed("swiglu_backward", [&] { be_.swiglu_backward(dgate, dup, dout, gate, up, n); });
-  }
-  void add(Buf out, Buf a, Buf b, size_t n) override {
-    timed("add", [&] { be_.add(out, a, b, n); });
-  }
-  void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
-                     bool compute_grad) override {
-    timed("cross_entropy",
-          [&] { be_.cross_entropy(losses, logits, targets, N, V, grad_scale, compute_grad); });
-  }
-  double sum_squares(Buf x) override {
-    double r = 0;
-    timed("sum_squares", [&] { r = be_.sum_squares(x); });
-    return r;
-  }
-  void scale(Buf x, float s) override {
-    timed("scale", [&] { be_.scale(x, s); });
-  }
-  void axpby(Buf y, float a, Buf x, float b) override {
-    timed("axpby", [&] { be_.axpby(y, a, x, b); });
-  }
-  bool all_finite(Buf x) override {
-    bool r = false;
-    timed("all_finite", [&] { r = be_.all_finite(x); });
-    return r;
-  }
-  uint64_t fingerprint(Buf x) override {
-    uint64_t r = 0;
-    timed("fingerprint", [&] { r = be_.fingerprint(x); });
-    return r;
-  }
-  void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
-                    float eps, float weight_decay, float bc1, float bc2,
-                    float grad_scale) override {
-    timed("adamw_update", [&] {
-      be_.adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
-                       grad_scale);
-    });
-  }
-  void adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
-                   Buf hyper, Buf stats) override {
-    timed("adamw_multi", [&] { be_.adamw_multi(param, grad, m, v, tensors, hyper, stats); });
-  }
-  void accumulate_loss(Buf stats, Buf losses) override {
-    timed("accumulate_loss", [&] { be_.accumulate_loss(stats, losses); });
-  }
-  void clip_grad_norm(Buf stats, Buf grads, double max_norm) override {
-    timed("clip_grad_norm", [&] { be_.clip_grad_norm(stats, grads, max_norm); });
-  }
-  void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
-                float beta, Buf C) override {
-    timed("gemm_f32", [&] { be_.gemm_f32(trans_a, trans_b, M, N, K, alpha, A, B, beta, C); });
-  }
-  void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
-                    Strided A, Strided B, float beta, Strided C, Strided D) override {
-    timed("gemm_batched",
-          [&] { be_.gemm_batched(trans_a, trans_b, M, N, K, batch, alpha, A, B, beta, C, D); });
-  }
-  void muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) override {
-    timed("muon_momentum", [&] { be_.muon_momentum(m, u, g, beta, grad_scale, nesterov); });
-  }
-  void frobenius_normalize(Buf x, size_t each, int batch, float eps) override {
-    timed("frobenius_normalize", [&] { be_.frobenius_normalize(x, each, batch, eps); });
-  }
-  void ef_accumulate(Buf e, Buf delta, float beta) override {
-    timed("ef_accumulate", [&] { be_.ef_accumulate(e, delta, beta); });
-  }
-  void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override {
-    timed("chunked_topk", [&] { be_.chunked_topk(offsets, flat, x, chunks, max_chunk); });
-  }
-  void gather(Buf values, Buf x, Buf flat) override {
-    timed("gather", [&] { be_.gather(values, x, flat); });
-  }
-  void scatter_subtract(Buf x, Buf flat, Buf values) override {
-    timed("scatter_subtract", [&] { be_.scatter_subtract(x, flat, values); });
-  }
-  void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override {
-    timed("scatter_accumulate", [&] { be_.scatter_accumulate(sum, count, flat, values); });
-  }
-  void divide(Buf out, Buf sum, Buf count, float divisor) override {
-    timed("divide", [&] { be_.divide(out, sum, count, divisor); });
-  }
-  void quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
-                       int value_bits) override {
-    timed("quantize_values",
-          [&] { be_.quantize_values(codes, values, tables, tensors, segments, value_bits); });
-  }
-  void pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables, Buf tensors,
-                     Buf chunks, const ops::PackOptions& opt) override {
-    timed("pack_sections", [&] {
-      be_.pack_sections(payload, layout, offsets, codes, tables, tensors, chunks, opt);
-    });
-  }
-
  private:
-  template <typename F>
-  void timed(const std::string& key, F&& f) {
-    be_.synchronize();
-    const double c0 = process_cpu_seconds();
-    const auto t0 = Clock::now();
-    f();
-    be_.synchronize();
-    const auto t1 = Clock::now();
-    Entry& e = entries_[key];
-    e.seconds += seconds_between(t0, t1);
-    e.cpu_seconds += process_cpu_seconds() - c0;
-    ++e.calls;
-  }
-
-  Backend& be_;
   std::map<std::string, Entry> entries_;
 };
 
@@ -366,9 +193,12 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   const int B = tc.micro_batch, T = tc.seq_len, accum = tc.grad_accum;
 
   auto device = make_backend(config.backend);
-  std::unique_ptr<TimedBackend> timed;
-  if (options.profile) timed = std::make_unique<TimedBackend>(*device);
-  Backend& backend = timed ? static_cast<Backend&>(*timed) : *device;
+  Backend& backend = *device;
+  std::unique_ptr<OpTable> timed;
+  if (options.profile) {
+    timed = std::make_unique<OpTable>();
+    backend.set_op_timer(timed.get());
+  }
 
   LlamaModel model(mc, backend);
   model.init_weights(tc.seed);
@@ -487,11 +317,12 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
             {"final_loss", last_loss},
             {"params_hash", hash_hex}};
 
-  // Extras run on the un-profiled backend: they are single figures, not op tables.
+  // Extras run un-profiled: they are single figures, not op tables.
+  backend.set_op_timer(nullptr);
   if (options.muon) r["muon"] = time_muon_step(config, model, *device, median);
   if (options.compression) r["compression"] = time_compression(config, model, *device, median);
 
-  std::vector<std::pair<std::string, TimedBackend::Entry>> ops;
+  std::vector<std::pair<std::string, OpTable::Entry>> ops;
   if (timed) {
     ops.assign(timed->entries().begin(), timed->entries().end());
     std::sort(ops.begin(), ops.end(),
