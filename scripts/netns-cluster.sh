@@ -16,6 +16,12 @@
 # addresses and tc rules; the processes inside them; its scratch directory) is removed when it
 # ends, fails or is interrupted. The launch is bounded by --time-limit.
 #
+# With --launcher the cluster stays up while COMMAND runs on the head (instead of being
+# started by one mpirun): COMMAND may start mpirun as often as it likes (an elastic
+# supervisor such as `loco launch`), and can take nodes down and bring them back with the
+# generated `nodectl` ($NETNS_CLUSTER_CTL). --node-disk gives every node a private directory
+# at one path, like the local disks of real nodes.
+#
 # Run as root. See docs/launch.md ("An emulated cluster on one machine").
 set -euo pipefail
 
@@ -41,8 +47,31 @@ Options:
       --mca NAME VALUE     an Open MPI parameter (mpirun --mca; repeatable), e.g.
                            --mca coll_libnbc_iallreduce_algorithm ring (see docs/launch.md)
       --mpirun-arg ARG     one more argument for mpirun (repeatable)
+      --launcher           run COMMAND once, on the head (where mpirun would run), with the
+                           cluster up until it ends; COMMAND starts mpirun itself, as often as
+                           it wants. It finds the cluster in its environment:
+                             NETNS_CLUSTER_HOSTFILE  the nodes, one "HOST slots=R" line each
+                             NETNS_CLUSTER_CTL       nodectl (below)
+                             NETNS_CLUSTER_NODES     the node host names, space-separated
+                             NETNS_CLUSTER_NODE_DISKS with --node-disk: where each node's
+                                                     disk lives on this machine, in node order
+                             OMPI_MCA_*              the launch settings (agent, transports,
+                                                     -x, --mca), so that a plain
+                                                     mpirun -np N --hostfile FILE ... uses them
+                           (--mpirun-arg is refused with --launcher: pass those to COMMAND)
+      --node-disk PATH     every node sees its own directory at PATH (a bind mount, kept
+                           while the cluster lives), as on nodes with local disks; the head
+                           sees this machine's PATH (created if missing, then removed again)
   -v, --verbose            print the topology and the mpirun command line
   -h, --help               this text
+
+nodectl NODE commands (with --launcher in \$NETNS_CLUSTER_CTL; its path is printed with -v):
+  down NODE    the node vanishes: its agent stops answering, as ssh would ("No route to
+               host", exit 255), its link goes down, then every process in it is killed
+               (SIGKILL), so that nothing it sends on its way out (a TCP FIN) arrives
+  up NODE      the node is back: link up, the agent answers again (its --node-disk is kept)
+  kill NODE    kills every process in the node, which stays reachable
+  status NODE  prints "up" or "down"
 
 Each rank sees OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_LOCAL_RANK/SIZE and its node's host
 name (NAME-n<i>), as on real nodes. Ranks fill the nodes in order: node i holds ranks
@@ -72,8 +101,13 @@ name="loco$$"
 subnet=10.213.0
 btl=self,vader,tcp
 verbose=0
+launcher=0
+node_disk=""
 env_args=()
+env_names=() # the -x arguments, for OMPI_MCA_mca_base_env_list with --launcher
 extra_mpirun_args=()
+mca_pairs=()       # NAME VALUE ... of --mca, for OMPI_MCA_<NAME> with --launcher
+raw_mpirun_args=() # --mpirun-arg
 
 need_value() { [[ $# -ge 2 ]] || die "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -86,10 +120,12 @@ while [[ $# -gt 0 ]]; do
     --name) need_value "$@"; name=$2; shift 2 ;;
     --subnet) need_value "$@"; subnet=$2; shift 2 ;;
     --btl) need_value "$@"; btl=$2; shift 2 ;;
-    -x) need_value "$@"; env_args+=(-x "$2"); shift 2 ;;
+    -x) need_value "$@"; env_args+=(-x "$2"); env_names+=("$2"); shift 2 ;;
     --mca) [[ $# -ge 3 ]] || die "--mca needs a name and a value (see --help)"
-      extra_mpirun_args+=(--mca "$2" "$3"); shift 3 ;;
-    --mpirun-arg) need_value "$@"; extra_mpirun_args+=("$2"); shift 2 ;;
+      extra_mpirun_args+=(--mca "$2" "$3"); mca_pairs+=("$2" "$3"); shift 3 ;;
+    --mpirun-arg) need_value "$@"; extra_mpirun_args+=("$2"); raw_mpirun_args+=("$2"); shift 2 ;;
+    --launcher) launcher=1; shift ;;
+    --node-disk) need_value "$@"; node_disk=$2; shift 2 ;;
     -v | --verbose) verbose=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
@@ -106,6 +142,12 @@ is_count "$time_limit" || die "--time-limit $time_limit: want whole seconds >= 1
 [[ $qdisc == tbf || $qdisc == htb ]] || die "--qdisc $qdisc: want tbf or htb"
 [[ -z $rate || $rate =~ ^[0-9]+(\.[0-9]+)?([kmgt]?(bit|bps))$ ]] ||
   die "--rate $rate: want a number and a unit, e.g. 10mbit, 100mbit, 1gbit"
+((launcher == 0 || ${#raw_mpirun_args[@]} == 0)) ||
+  die "--mpirun-arg is not used with --launcher (COMMAND starts mpirun): pass it to COMMAND"
+if [[ -n $node_disk ]]; then
+  [[ $node_disk == /* ]] || die "--node-disk $node_disk: want an absolute path"
+  [[ ! -e $node_disk || -d $node_disk ]] || die "--node-disk $node_disk exists and is not a directory"
+fi
 # Namespace names are file names under /run/netns; host names are at most 64 characters.
 [[ $name =~ ^[A-Za-z][A-Za-z0-9_-]{0,39}$ ]] ||
   die "--name $name: want a letter, then up to 39 letters, digits, '-' or '_'"
@@ -138,6 +180,7 @@ done
 created_ns=() # only what this run created, so that cleanup never touches anything else
 run_dir=""
 job_pid=""
+created_disk="" # --node-disk's directory, when this run created it
 
 # Processes still inside a namespace keep it (and its links) alive after `ip netns del`, so
 # they go first: TERM, a moment to exit, then KILL. They are the ranks and daemons of this
@@ -178,6 +221,8 @@ cleanup() {
       echo "netns-cluster: warning: could not remove namespace ${created_ns[i]}" >&2
   done
   [[ -n $run_dir ]] && rm -rf "$run_dir"
+  # Only if empty: what the nodes wrote lived in their own disks under the scratch directory.
+  if [[ -n $created_disk ]]; then rmdir "$created_disk" 2>/dev/null || true; fi
   # Open MPI's shared-memory segments are named after the host; ranks that were killed leave
   # theirs behind. These names are this run's own (its node host names).
   for ((i = 0; i < nodes; i++)); do
@@ -250,7 +295,13 @@ done
 # MPI's session directory). The host name is what matters: Open MPI names the shared-memory
 # (vader) segments in /dev/shm, one directory for all namespaces, after the host and the
 # node-local rank, so with one name for all nodes the ranks of different nodes map each
-# other's segments and crash.
+# other's segments and crash. A node that nodectl took down does not answer, as ssh would not
+# (exit 255). With --node-disk the daemon also gets a mount namespace of its own, in which the
+# node's disk directory is bind-mounted at PATH.
+if [[ -n $node_disk && ! -e $node_disk ]]; then
+  mkdir -p "$node_disk" || die "--node-disk $node_disk: cannot create it"
+  created_disk=$node_disk
+fi
 {
   echo '#!/bin/sh'
   echo '# Generated by netns-cluster.sh: "ssh" into an emulated node.'
@@ -261,12 +312,53 @@ done
   echo '  *) echo "rsh-agent: unknown node $host" >&2; exit 1 ;;'
   echo 'esac'
   echo "dir=$run_dir/\$host"
-  echo 'exec ip netns exec "$ns" unshare --uts sh -c '\''
+  echo 'if [ -e "$dir/down" ]; then'
+  echo '  echo "ssh: connect to host $host port 22: No route to host (emulated: nodectl down)" >&2'
+  echo '  exit 255'
+  echo 'fi'
+  if [[ -z $node_disk ]]; then
+    echo 'exec ip netns exec "$ns" unshare --uts sh -c '\''
     echo "$1" > /proc/sys/kernel/hostname || exit 1
     export TMPDIR="$2" OMPI_MCA_orte_tmpdir_base="$2"
     exec sh -c "$3"'\'' sh "$host" "$dir" "$*"'
+  else
+    echo "disk=$node_disk"
+    echo 'exec ip netns exec "$ns" unshare --uts --mount --propagation private sh -c '\''
+    echo "$1" > /proc/sys/kernel/hostname || exit 1
+    mount --bind "$2/disk" "$4" || exit 1
+    export TMPDIR="$2" OMPI_MCA_orte_tmpdir_base="$2"
+    exec sh -c "$3"'\'' sh "$host" "$dir" "$*" "$disk"'
+  fi
 } >"$agent"
 chmod +x "$agent"
+for ((i = 0; i < nodes; i++)); do mkdir -p "$run_dir/${node_host[i]}/disk"; done
+
+# nodectl: failures on demand (see --help). It knows only this cluster's nodes.
+ctl=$run_dir/nodectl
+{
+  echo '#!/bin/sh'
+  echo '# Generated by netns-cluster.sh: take an emulated node down, bring it back.'
+  echo 'usage() { echo "usage: $0 down|up|kill|status NODE" >&2; exit 2; }'
+  echo '[ $# -eq 2 ] || usage'
+  echo 'case $2 in'
+  for ((i = 0; i < nodes; i++)); do echo "  ${node_host[i]}) ns=${node_ns[i]} ;;"; done
+  echo '  *) echo "nodectl: unknown node $2 (nodes: '"${node_host[*]}"')" >&2; exit 2 ;;'
+  echo 'esac'
+  echo "dir=$run_dir/\$2"
+  echo 'kill_all() {'
+  echo '  ip netns pids "$ns" | xargs -r kill -KILL 2>/dev/null'
+  echo '  i=0'
+  echo '  while [ -n "$(ip netns pids "$ns")" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done'
+  echo '}'
+  echo 'case $1 in'
+  echo '  down) touch "$dir/down"; ip -n "$ns" link set eth0 down; kill_all ;;'
+  echo '  up) ip -n "$ns" link set eth0 up; rm -f "$dir/down" ;;'
+  echo '  kill) kill_all ;;'
+  echo '  status) if [ -e "$dir/down" ]; then echo down; else echo up; fi ;;'
+  echo '  *) usage ;;'
+  echo 'esac'
+} >"$ctl"
+chmod +x "$ctl"
 
 mpirun_args=(
   --allow-run-as-root --oversubscribe --bind-to none
@@ -281,12 +373,45 @@ log "$nodes node(s) x $ranks_per_node rank(s), link ${rate:-unlimited} ($qdisc),
 log "namespaces: ${created_ns[*]}; scratch $run_dir"
 log "mpirun ${mpirun_args[*]}"
 
-# mpirun runs in the switch namespace (it needs an address on the nodes' network for its
-# daemons to call back) with a host name of its own, so that it treats every node as remote.
-# In the background so that a signal reaches the trap at once rather than after the job.
-timeout --kill-after=10 "$time_limit" \
-  ip netns exec "$switch_ns" unshare --uts sh -c \
-  'echo "$0" > /proc/sys/kernel/hostname && exec mpirun "$@"' "$name-head" "${mpirun_args[@]}" &
+if ((launcher)); then
+  # COMMAND runs where mpirun would, and finds the cluster in its environment: every mpirun
+  # it starts reads the OMPI_MCA_* variables (the same settings as the arguments above).
+  export NETNS_CLUSTER_HOSTFILE=$hostfile NETNS_CLUSTER_CTL=$ctl
+  export NETNS_CLUSTER_NODES="${node_host[*]}"
+  if [[ -n $node_disk ]]; then
+    disks=()
+    for ((i = 0; i < nodes; i++)); do disks+=("$run_dir/${node_host[i]}/disk"); done
+    export NETNS_CLUSTER_NODE_DISKS="${disks[*]}"
+  fi
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export OMPI_MCA_plm_rsh_agent=$agent OMPI_MCA_plm_rsh_no_tree_spawn=1
+  export OMPI_MCA_pml=ob1 OMPI_MCA_btl=$btl
+  export OMPI_MCA_btl_tcp_if_include=$subnet.0/24 OMPI_MCA_oob_tcp_if_include=$subnet.0/24
+  export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none
+  if ((${#env_names[@]} > 0)); then
+    OMPI_MCA_mca_base_env_list=$(
+      IFS=';'
+      echo "${env_names[*]}"
+    )
+    export OMPI_MCA_mca_base_env_list
+  fi
+  for ((i = 0; i < ${#mca_pairs[@]}; i += 2)); do
+    export "OMPI_MCA_${mca_pairs[i]}=${mca_pairs[i + 1]}"
+  done
+  log "launcher: $*"
+  log "nodectl: $ctl"
+  timeout --kill-after=10 "$time_limit" \
+    ip netns exec "$switch_ns" unshare --uts sh -c \
+    'echo "$0" > /proc/sys/kernel/hostname && exec "$@"' "$name-head" "$@" &
+else
+  # mpirun runs in the switch namespace (it needs an address on the nodes' network for its
+  # daemons to call back) with a host name of its own, so that it treats every node as
+  # remote. In the background so that a signal reaches the trap at once rather than after the
+  # job.
+  timeout --kill-after=10 "$time_limit" \
+    ip netns exec "$switch_ns" unshare --uts sh -c \
+    'echo "$0" > /proc/sys/kernel/hostname && exec mpirun "$@"' "$name-head" "${mpirun_args[@]}" &
+fi
 job_pid=$!
 rc=0
 wait "$job_pid" || rc=$?

@@ -521,6 +521,14 @@ TEST_CASE("keep_last pruning", "[checkpoint]") {
   CHECK(prune_checkpoints(root, 1, 600).empty());
   CHECK_FALSE(has_temp_files(root));
   CHECK(fs::exists(checkpoint_rank_path(root, 600, 0)));
+  // Without sweeping the step directories (checkpoints at syncs: other ranks may still be
+  // writing there) only the root's temporary files go.
+  spit(checkpoint_step_dir(root, 600) + "/.replica-x.bin.tmp-123-2", "being written");
+  spit(root + "/.latest.tmp-123-3", "partial");
+  CHECK(prune_checkpoints(root, 1, 600, /*sweep_step_dirs=*/false).empty());
+  CHECK_FALSE(fs::exists(root + "/.latest.tmp-123-3"));
+  CHECK(fs::exists(checkpoint_step_dir(root, 600) + "/.replica-x.bin.tmp-123-2"));
+  fs::remove(checkpoint_step_dir(root, 600) + "/.replica-x.bin.tmp-123-2");
 
   // Resumed from an earlier step: newer directories of the abandoned run are left alone.
   make(100);

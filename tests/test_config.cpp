@@ -92,7 +92,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
         "log_interval", "seed", "nan_policy"}},
       {"output", {"dir"}},
       {"distributed", {"method", "replica_size", "timeout_s", "outer", "compression", "link"}},
-      {"checkpoint", {"interval", "keep_last", "dir"}},
+      {"checkpoint", {"interval", "at_sync", "keep_last", "dir", "storage"}},
   };
   REQUIRE(j.size() == expected_keys.size());
   for (auto it = expected_keys.begin(); it != expected_keys.end(); ++it) {
@@ -479,6 +479,43 @@ TEST_CASE("distributed.link: a simulated slow link for DiLoCo's outer syncs", "[
   // Off (both 0) is fine with DDP.
   ddp["distributed"]["link"]["latency_ms"] = 0;
   CHECK_FALSE(from(ddp).distributed.link.enabled());
+}
+
+TEST_CASE("checkpoint.at_sync and checkpoint.storage: checkpoints at outer syncs", "[config]") {
+  const Config d = from(json::object());
+  CHECK(d.checkpoint.at_sync == 0);
+  CHECK(d.checkpoint.storage == "shared");
+  const json diloco = json::parse(R"({"distributed": {"method": "diloco"},
+      "checkpoint": {"at_sync": 2, "storage": "node_local"}})");
+  const Config c = from(diloco);
+  CHECK(c.checkpoint.at_sync == 2);
+  CHECK(c.checkpoint.storage == "node_local");
+  CHECK(config_to_json(from(config_to_json(c))) == config_to_json(c));
+
+  auto with = [&](const char* key, const json& v) {
+    json j = diloco;
+    j["checkpoint"][key] = v;
+    return j;
+  };
+  REQUIRE_THROWS_WITH(from(with("at_sync", -1)),
+                      LOCO_CONTAINS("cfg.json: checkpoint.at_sync = -1: must be >= 0"));
+  REQUIRE_THROWS_WITH(
+      from(with("storage", "nfs")),
+      LOCO_CONTAINS("checkpoint.storage = \"nfs\"") && LOCO_CONTAINS("\"shared\", \"node_local\""));
+  // One kind of checkpoint per run.
+  REQUIRE_THROWS_WITH(
+      from(with("interval", 10)),
+      LOCO_CONTAINS("checkpoint.interval = 10: must be 0 with checkpoint.at_sync = 2"));
+  // DDP has no outer syncs.
+  json ddp = diloco;
+  ddp["distributed"]["method"] = "ddp";
+  REQUIRE_THROWS_WITH(from(ddp), LOCO_CONTAINS("checkpoint.at_sync = 2") &&
+                                     LOCO_CONTAINS("use checkpoint.interval"));
+  // node_local storage exists only for checkpoints at syncs.
+  json per_rank = with("at_sync", 0);
+  per_rank["checkpoint"]["interval"] = 5;
+  REQUIRE_THROWS_WITH(from(per_rank), LOCO_CONTAINS("checkpoint.storage = \"node_local\"") &&
+                                          LOCO_CONTAINS("checkpoint.at_sync >= 1"));
 }
 
 TEST_CASE("schedule parameters must fit in training.steps", "[config]") {

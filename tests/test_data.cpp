@@ -496,6 +496,93 @@ TEST_CASE("token streams: save/restore reproduces the following batches", "[data
   REQUIRE_THROWS_WITH(a.restore({3, 31}), LOCO_CONTAINS("cursor 31") && LOCO_CONTAINS("30"));
 }
 
+TEST_CASE("token streams: a redeal to another number of workers repeats and skips nothing",
+          "[data][stream][elastic]") {
+  // Workers step together (one window per step each here); after some steps the number of
+  // workers changes (3 -> 2 -> 5 -> 3 -> 4), each new deal starting where the old one stopped
+  // (global_slot -> redeal). In every epoch exactly the slots 0 .. N-1 of its order are read,
+  // each once; only a tail of fewer slots than workers is skipped at an epoch's end.
+  TempDir dir;
+  const int L = 4;
+  const uint64_t W = 47;  // windows per epoch: no worker count divides it
+  loco::write_shard(dir.file("s.bin"), iota_tokens(0, uint32_t(W) * L + 1), true);
+  const std::string p = dir.file("s.bin");
+  TokenStream whole(p, L, 11, 0, 1);
+  std::vector<std::vector<int32_t>> order;  // the epochs' shuffled orders
+  for (uint64_t e = 0; e < 4; ++e) {
+    whole.restore({e, 0});
+    order.push_back(take_starts(whole, L, int(W)));
+  }
+  std::vector<std::vector<uint64_t>> slots_read(order.size());  // per epoch, in read order
+  StreamPosition at{};                                          // where the previous deal stopped
+  int prev_K = 3;
+  struct Phase {
+    int K, steps;
+  };
+  int dealt = 0;
+  for (const Phase ph : {Phase{3, 5}, Phase{2, 9}, Phase{5, 6}, Phase{3, 20}, Phase{4, 9}}) {
+    CAPTURE(ph.K, ph.steps);
+    const StreamPosition start = loco::redeal(at.epoch, loco::global_slot(at, prev_K), ph.K, W);
+    std::vector<TokenStream> workers;
+    for (int w = 0; w < ph.K; ++w) workers.emplace_back(p, L, 11, w, ph.K);
+    for (TokenStream& worker : workers) {
+      worker.restore(start);
+      worker.set_window_observer([&](const loco::WindowRead& r) {
+        REQUIRE(r.epoch < order.size());
+        REQUIRE(order[r.epoch][r.slot] == int32_t(r.first_token));  // slot -> window, as dealt
+        slots_read[r.epoch].push_back(r.slot);
+      });
+    }
+    for (int step = 0; step < ph.steps; ++step)
+      for (TokenStream& worker : workers) take_starts(worker, L, 1);
+    for (const TokenStream& worker : workers) {  // the workers stand at the same position
+      REQUIRE(worker.position().epoch == workers[0].position().epoch);
+      REQUIRE(worker.position().cursor == workers[0].position().cursor);
+    }
+    at = workers[0].position();
+    prev_K = ph.K;
+    dealt += ph.K * ph.steps;
+  }
+  // By hand: epoch 0 reads slots 0..42 (K=5 leaves 43..46, fewer than 5), epoch 1 all 47,
+  // epoch 2 0..44 (K=4 leaves 2), epoch 3 the 24 dealt since.
+  const std::vector<size_t> want = {43, 47, 45, 24};
+  size_t total = 0;
+  for (size_t e = 0; e < order.size(); ++e) {
+    CAPTURE(e);
+    std::vector<uint64_t> sorted = slots_read[e];
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(sorted.size() == want[e]);
+    for (size_t i = 0; i < sorted.size(); ++i) REQUIRE(sorted[i] == i);  // 0..N-1, each once
+    total += sorted.size();
+  }
+  CHECK(total == size_t(dealt));
+}
+
+TEST_CASE("token streams: redeal and global_slot", "[data][stream][elastic]") {
+  // K workers at cursor c of a deal that began at slot s stand at slot s + K*c.
+  CHECK(loco::global_slot({2, 5, 0}, 3) == 15);
+  CHECK(loco::global_slot({2, 5, 7}, 3) == 22);
+  // Continue at slot 22 of a 47-window epoch with 4 workers: 25 left, 6 each.
+  const StreamPosition p = loco::redeal(2, 22, 4, 47);
+  CHECK(p.epoch == 2);
+  CHECK(p.start == 22);
+  CHECK(p.cursor == 0);
+  // Fewer slots left than workers: the next epoch from slot 0 (the tail is skipped).
+  const StreamPosition q = loco::redeal(2, 44, 4, 47);
+  CHECK(q.epoch == 3);
+  CHECK(q.start == 0);
+  // A redeal at the same K is the continuation: same windows as the undisturbed stream.
+  TempDir dir;
+  loco::write_shard(dir.file("s.bin"), iota_tokens(0, 47 * 4 + 1), true);
+  TokenStream a(dir.file("s.bin"), 4, 3, 1, 3), b(dir.file("s.bin"), 4, 3, 1, 3);
+  take_starts(a, 4, 5);
+  b.restore(loco::redeal(0, loco::global_slot(a.position(), 3), 3, 47));
+  CHECK(take_starts(a, 4, 10) == take_starts(b, 4, 10));
+  REQUIRE_THROWS_WITH(loco::redeal(0, 48, 2, 47), LOCO_CONTAINS("past the epoch"));
+  // A deal that begins mid-epoch restores only cursors inside it.
+  REQUIRE_THROWS_WITH(b.restore({0, 9, 20}), LOCO_CONTAINS("start 20"));
+}
+
 TEST_CASE("token streams: epoch rollover", "[data][stream]") {
   TempDir dir;
   loco::write_shard(dir.file("s.bin"), iota_tokens(0, 10 * 8 + 1), true);  // 10 windows

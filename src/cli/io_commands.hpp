@@ -18,5 +18,7 @@ struct IoCommand {
 IoCommand add_export_hf_command(CLI::App& app);
 IoCommand add_eval_command(CLI::App& app);
 IoCommand add_tokenize_command(CLI::App& app);
+// `loco launch` (the elastic supervisor): no MPI in its own process; it starts mpirun.
+IoCommand add_launch_command(CLI::App& app);
 
 }  // namespace loco::cli

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "loco/backend/backend.hpp"
 #include "loco/config/config.hpp"
@@ -101,7 +102,9 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
 int main(int argc, char** argv) {
   spdlog::set_pattern("%v");
   // Every rank of `mpirun -np K loco train …` is one worker; a plain `loco` is a 1-rank world.
-  loco::MpiRuntime mpi(&argc, &argv);
+  // `loco launch` starts mpirun itself and must not be an MPI process.
+  std::optional<loco::MpiRuntime> mpi;
+  if (!(argc > 1 && std::string(argv[1]) == "launch")) mpi.emplace(&argc, &argv);
   CLI::App app{
       "loco: low-communication distributed Llama pre-training (DDP, DiLoCo, MuLoCo, "
       "SparseLoCo)\n\nExamples:\n"
@@ -122,10 +125,13 @@ int main(int argc, char** argv) {
       ->type_name("KEY=VALUE");
   train->add_option("--out", train_args.out_dir,
                     "Run directory (default: output.dir from the config)");
-  train->add_option("--resume", train_args.resume,
-                    "Continue from a checkpoint: \"latest\" (the run directory's latest), a "
-                    "step directory, a run directory or a rank file")
-      ->type_name("DIR|latest");
+  train
+      ->add_option("--resume", train_args.resume,
+                   "Continue from a checkpoint: \"latest\" (the run directory's latest), a "
+                   "step directory, a run directory or a checkpoint file; \"auto\": the latest "
+                   "checkpoint if there is one (on any node), else from step 0 in the same "
+                   "run directory (what `loco launch` uses for restarts)")
+      ->type_name("DIR|latest|auto");
   train->add_flag("--overwrite", train_args.overwrite,
                   "Replace the run in the run directory (its config.json, metrics.jsonl, "
                   "summary.json and checkpoints); without it a directory holding a run is "
@@ -135,6 +141,7 @@ int main(int argc, char** argv) {
   const loco::BenchCommand bench = loco::add_bench_command(app);
   const loco::cli::IoCommand export_hf = loco::cli::add_export_hf_command(app);
   const loco::cli::IoCommand eval = loco::cli::add_eval_command(app);
+  const loco::cli::IoCommand launch = loco::cli::add_launch_command(app);
 
   // An unknown first word is a mistyped subcommand, not a missing one.
   if (argc > 1 && argv[1][0] != '-') {
@@ -162,6 +169,7 @@ int main(int argc, char** argv) {
     if (*bench.sub) return bench.run();
     if (*export_hf.sub) return export_hf.run();
     if (*eval.sub) return eval.run();
+    if (*launch.sub) return launch.run();
     world = loco::make_mpi_world(/*timeout_s=*/120.0);
     if (*train) {
       const int code = run_train(train_args, *world);
@@ -180,9 +188,14 @@ int main(int argc, char** argv) {
     const std::string where = multi_rank ? fmt::format("rank {}: ", world->rank()) : "";
     std::fprintf(stderr, "error: %s%s\n", where.c_str(), e.what());
     std::fflush(stderr);
+    // A peer that died or hangs (a collective timed out or failed) is not the user's error:
+    // exit 4, which a supervisor (loco launch) restarts.
+    const bool lost_peer = dynamic_cast<const loco::CommTimeoutError*>(&e) != nullptr ||
+                           dynamic_cast<const loco::CommFailureError*>(&e) != nullptr;
+    const int code = lost_peer ? 4 : dynamic_cast<const loco::Error*>(&e) ? 2 : 3;
     // With several ranks a failure on one must not leave the others waiting in a collective.
-    if (multi_rank) loco::abort_world(2);
-    return dynamic_cast<const loco::Error*>(&e) ? 2 : 3;
+    if (multi_rank) loco::abort_world(code == 3 ? 2 : code);
+    return code;
   }
   return 0;
 }

@@ -261,8 +261,10 @@ void fields(V& v, DistributedConfig& d) {
 template <class V>
 void fields(V& v, CheckpointConfig& c) {
   v.field("interval", c.interval, at_least(0));
+  v.field("at_sync", c.at_sync, at_least(0));
   v.field("keep_last", c.keep_last, at_least(0));
   v.field("dir", c.dir);
+  v.field("storage", c.storage, one_of({"shared", "node_local"}));
 }
 
 template <class V>
@@ -364,6 +366,21 @@ void check_consistency(const Config& c, const std::string& source) {
              render_value(c.distributed.method) +
              " has no outer sync: use method \"diloco\" or leave distributed.link at 0");
   }
+
+  const CheckpointConfig& k = c.checkpoint;
+  if (k.at_sync > 0 && c.distributed.method != "diloco")
+    fail("checkpoint.at_sync", num(k.at_sync),
+         "writes checkpoints at the outer syncs of method \"diloco\"; with method " +
+             render_value(c.distributed.method) + " use checkpoint.interval");
+  if (k.at_sync > 0 && k.interval > 0)
+    fail("checkpoint.interval", num(k.interval),
+         "must be 0 with checkpoint.at_sync = " + num(k.at_sync) +
+             " (one run writes one kind of checkpoint: per-rank files every interval steps, "
+             "or global + per-replica files at outer syncs)");
+  if (k.storage != "shared" && k.at_sync == 0)
+    fail("checkpoint.storage", render_value(k.storage),
+         "applies to checkpoints at outer syncs: set checkpoint.at_sync >= 1 (per-rank "
+         "checkpoints need one file system that every rank sees)");
 
   const TrainingConfig& t = c.training;
   if (t.seq_len > m.max_seq_len)

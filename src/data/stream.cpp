@@ -3,7 +3,9 @@
 // Windows: window i covers tokens [i*seq_len, i*seq_len + seq_len + 1); there are
 // W = (N - 1) / seq_len of them for N tokens. Each worker reads W / K windows per epoch (the
 // same count for every worker, so data-parallel workers step together); the W % K windows at
-// the tail of an epoch's order are skipped that epoch. The order is shuffled per epoch with
+// the tail of an epoch's order are skipped that epoch. After a redeal at slot s (the number
+// of workers changed mid-epoch) each worker reads (W - s) / K' more windows that epoch, and
+// the (W - s) % K' at the tail are skipped. The order is shuffled per epoch with
 // std::mt19937_64 (its output is fixed by the standard) seeded from (seed, epoch), and our own
 // Fisher–Yates with unbiased rejection sampling (std::shuffle and std::uniform_int_distribution
 // are implementation-defined), so every platform reads the same windows.
@@ -42,6 +44,19 @@ uint64_t total_windows(size_t tokens, int seq_len) {
 }
 
 }  // namespace
+
+uint64_t global_slot(const StreamPosition& p, int worker_count) {
+  return p.start + static_cast<uint64_t>(worker_count) * p.cursor;
+}
+
+StreamPosition redeal(uint64_t epoch, uint64_t slot, int new_count, uint64_t windows) {
+  if (new_count < 1) throw Error("redeal: the number of workers must be >= 1");
+  if (slot > windows)
+    throw Error("redeal: slot " + std::to_string(slot) + " is past the epoch's " +
+                std::to_string(windows) + " windows");
+  if ((windows - slot) / static_cast<uint64_t>(new_count) == 0) return {epoch + 1, 0, 0};
+  return {epoch, 0, slot};
+}
 
 TokenStream::TokenStream(const std::string& shard_glob, int seq_len, uint64_t seed,
                          int worker_index, int worker_count, bool shuffle, int vocab_size)
@@ -90,9 +105,15 @@ TokenStream::TokenStream(const std::string& shard_glob, int seq_len, uint64_t se
   shuffle_epoch();
 }
 
+uint64_t TokenStream::windows() const { return total_windows(tokens_.size(), seq_len_); }
+
 size_t TokenStream::windows_per_worker() const {
-  return static_cast<size_t>(total_windows(tokens_.size(), seq_len_) /
-                             static_cast<uint64_t>(worker_count_));
+  return static_cast<size_t>(windows() / static_cast<uint64_t>(worker_count_));
+}
+
+uint64_t TokenStream::windows_this_deal() const {
+  const uint64_t w = windows();
+  return pos_.start >= w ? 0 : (w - pos_.start) / static_cast<uint64_t>(worker_count_);
 }
 
 void TokenStream::shuffle_epoch() {
@@ -111,12 +132,13 @@ void TokenStream::next_batch(int B, int32_t* inputs, int32_t* targets) {
   if (B < 1)
     throw Error("token stream " + glob_ + ": batch size " + std::to_string(B) + " must be >= 1");
   LOCO_CHECK(inputs != nullptr && targets != nullptr, "next_batch needs output buffers");
-  const size_t per_worker = windows_per_worker();
   const size_t L = static_cast<size_t>(seq_len_);
   for (int b = 0; b < B; ++b) {
-    const uint64_t slot =
-        static_cast<uint64_t>(worker_index_) + static_cast<uint64_t>(worker_count_) * pos_.cursor;
-    LOCO_CHECK(pos_.cursor < per_worker && slot < order_.size(), "stream cursor out of range");
+    const uint64_t slot = pos_.start + static_cast<uint64_t>(worker_index_) +
+                          static_cast<uint64_t>(worker_count_) * pos_.cursor;
+    LOCO_CHECK(pos_.cursor < windows_this_deal() && slot < order_.size(),
+               "stream cursor out of range");
+    if (observer_) observer_(WindowRead{pos_.epoch, slot, order_[slot]});
     const uint32_t* w = tokens_.data() + order_[slot];
     int32_t* in = inputs + static_cast<size_t>(b) * L;
     int32_t* tg = targets + static_cast<size_t>(b) * L;
@@ -124,22 +146,26 @@ void TokenStream::next_batch(int B, int32_t* inputs, int32_t* targets) {
       in[i] = static_cast<int32_t>(w[i]);
       tg[i] = static_cast<int32_t>(w[i + 1]);
     }
-    // Keep the position canonical: after the epoch's last window it reads (epoch + 1, 0).
-    if (++pos_.cursor == per_worker) {
+    // Keep the position canonical: after the epoch's last window it reads (epoch + 1, 0, 0).
+    if (++pos_.cursor == windows_this_deal()) {
       ++pos_.epoch;
       pos_.cursor = 0;
+      pos_.start = 0;
       shuffle_epoch();
     }
   }
 }
 
 void TokenStream::restore(const StreamPosition& p) {
-  const size_t per_worker = windows_per_worker();
+  const uint64_t w = windows();
+  const uint64_t per_worker =
+      p.start >= w ? 0 : (w - p.start) / static_cast<uint64_t>(worker_count_);
   if (p.cursor >= per_worker)
     throw Error("token stream " + glob_ + ": cannot restore position (epoch " +
-                std::to_string(p.epoch) + ", cursor " + std::to_string(p.cursor) +
-                "): the cursor must be below the " + std::to_string(per_worker) +
-                " windows per worker per epoch (did the data or seq_len/worker count change?)");
+                std::to_string(p.epoch) + ", cursor " + std::to_string(p.cursor) + ", start " +
+                std::to_string(p.start) + "): the cursor must be below the " +
+                std::to_string(per_worker) + " windows per worker left in the epoch after slot " +
+                std::to_string(p.start) + " (did the data or seq_len/worker count change?)");
   const bool reshuffle = p.epoch != pos_.epoch || order_.empty();
   pos_ = p;
   if (reshuffle) shuffle_epoch();

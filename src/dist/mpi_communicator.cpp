@@ -147,7 +147,7 @@ std::string mpi_error_text(int code) {
 }
 
 void mpi_check(int code, const std::string& what) {
-  if (code != MPI_SUCCESS) throw Error(what + " failed: " + mpi_error_text(code));
+  if (code != MPI_SUCCESS) throw CommFailureError(what + " failed: " + mpi_error_text(code));
 }
 
 bool mpi_is_initialised() {

@@ -589,8 +589,8 @@ std::optional<int64_t> read_latest_checkpoint(const std::string& root) {
   return step;
 }
 
-std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last,
-                                       int64_t just_written) {
+std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last, int64_t just_written,
+                                       bool sweep_step_dirs) {
   std::vector<int64_t> removed;
   if (keep_last <= 0) return removed;
   std::optional<int64_t> latest;
@@ -627,8 +627,9 @@ std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last,
     }
   };
   sweep(root);
-  for (int64_t s : list_checkpoint_steps(root))
-    if (s <= just_written) sweep(checkpoint_step_dir(root, s));
+  if (sweep_step_dirs)
+    for (int64_t s : list_checkpoint_steps(root))
+      if (s <= just_written) sweep(checkpoint_step_dir(root, s));
   if (!removed.empty()) fsync_directory(root);
   std::sort(removed.begin(), removed.end());
   return removed;
@@ -649,24 +650,25 @@ std::string resolve_resume(const std::string& spec, const std::string& root) {
     // A rank file stands for its step directory; anything else (a config, a typo) is named
     // as what it is rather than blaming the rank file that would be read next to it.
     const std::string name = p.filename().string();
-    const bool rank_file = name.rfind("rank-", 0) == 0 && name.size() > 9 &&
-                           name.compare(name.size() - 4, 4, ".bin") == 0;
+    const bool rank_file = (name.rfind("rank-", 0) == 0 && name.size() > 9 &&
+                            name.compare(name.size() - 4, 4, ".bin") == 0) ||
+                           name == "global.bin";
     if (!rank_file)
       throw Error("cannot resume from " + spec +
-                  ": not a checkpoint (a checkpoint file is named rank-<r>.bin; give "
-                  "\"latest\", a step directory, a run directory or a rank file)");
+                  ": not a checkpoint (a checkpoint file is named rank-<r>.bin or global.bin; "
+                  "give \"latest\", a step directory, a run directory or a checkpoint file)");
     const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
     return parent.string();
   }
   if (!fs::is_directory(p, ec))
     throw Error("cannot resume from " + spec + ": no such file or directory");
-  if (fs::exists(p / "rank-0.bin", ec)) return p.string();
+  if (fs::exists(p / "rank-0.bin", ec) || fs::exists(p / "global.bin", ec)) return p.string();
   if (fs::exists(p / "latest", ec)) return from_root(p.string(), spec);
   if (fs::exists(p / "checkpoints" / "latest", ec))
     return from_root((p / "checkpoints").string(), spec);
   throw Error("cannot resume from " + spec +
-              ": not a checkpoint step directory (no rank-0.bin), a checkpoint directory (no "
-              "latest) or a run directory (no checkpoints/latest)");
+              ": not a checkpoint step directory (no rank-0.bin or global.bin), a checkpoint "
+              "directory (no latest) or a run directory (no checkpoints/latest)");
 }
 
 std::string resolve_checkpoint_file(const std::string& path, int rank) {
@@ -677,7 +679,10 @@ std::string resolve_checkpoint_file(const std::string& path, int rank) {
                 ": no such file or directory (expected a checkpoint file, a checkpoint "
                 "step directory or a run directory)");
   const std::string step_dir = resolve_resume(path, path);
-  const std::string file = checkpoint_rank_file(step_dir, rank);
+  std::string file = checkpoint_rank_file(step_dir, rank);
+  // A checkpoint written at an outer sync: θ_global lives in global.bin.
+  if (!fs::is_regular_file(file, ec) && fs::is_regular_file(fs::path(step_dir) / "global.bin", ec))
+    file = (fs::path(step_dir) / "global.bin").string();
   if (!fs::is_regular_file(file, ec))
     throw Error("no checkpoint file " + file + " (resolved from " + path + ")");
   return file;

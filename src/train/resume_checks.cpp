@@ -1,6 +1,13 @@
 #include "loco/train/resume_checks.hpp"
 
+#include <filesystem>
+
+#include "loco/core/error.hpp"
+#include "loco/io/checkpoint.hpp"
+
 namespace loco {
+
+namespace fs = std::filesystem;
 
 std::string training_data_change(const nlohmann::json& meta, const Config& config,
                                  uint64_t data_hash) {
@@ -26,6 +33,49 @@ std::string training_data_change(const nlohmann::json& meta, const Config& confi
           std::to_string(config.training.seq_len));
   }
   return change;
+}
+
+}  // namespace loco
+
+namespace loco {
+
+std::string resolve_auto_resume(Communicator& world, const std::string& root) {
+  std::error_code ec;
+  const bool here = fs::exists(fs::path(root) / "latest", ec);
+  const std::vector<uint64_t> seen = world.all_gather_host(here ? 1u : 0u);
+  std::string without, with;
+  for (size_t r = 0; r < seen.size(); ++r) {
+    std::string& list = seen[r] ? with : without;
+    list += (list.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (!with.empty() && !without.empty())
+    throw Error("--resume auto: rank(s) " + with + " see " + (fs::path(root) / "latest").string() +
+                " but rank(s) " + without +
+                " do not: per-rank checkpoints need one file system "
+                "that every rank sees (checkpoints at outer syncs, checkpoint.at_sync, also work "
+                "with node-local disks)");
+  return here ? "latest" : "";
+}
+
+void require_rank_file(const std::string& step_dir, int rank) {
+  std::error_code ec;
+  const std::string file = checkpoint_rank_file(step_dir, rank);
+  if (fs::is_regular_file(file, ec)) return;
+  if (fs::is_regular_file(fs::path(step_dir) / "global.bin", ec))
+    throw Error(step_dir +
+                " holds a checkpoint written at an outer sync (global.bin, "
+                "replica-<key>.bin), not per-rank files: resume it with checkpoint.at_sync >= 1 "
+                "(it then resumes on any number of replicas)");
+  int ranks = 0;
+  while (fs::is_regular_file(checkpoint_rank_file(step_dir, ranks), ec)) ++ranks;
+  if (ranks > 0)
+    throw Error("no " + file + ": " + step_dir + " holds the files of " + std::to_string(ranks) +
+                " rank(s), this run has more. " + per_rank_world_size_hint());
+}
+
+std::string per_rank_world_size_hint() {
+  return "Per-rank checkpoints (checkpoint.interval) resume on the same number of ranks; to "
+         "change the number of replicas, write checkpoints at outer syncs (checkpoint.at_sync)";
 }
 
 }  // namespace loco

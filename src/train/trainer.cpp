@@ -24,6 +24,8 @@
 #include "loco/runtime/runtime.hpp"
 #include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
+#include "loco/train/data_trace.hpp"
+#include "loco/train/elastic_resume.hpp"
 #include "loco/train/init_from.hpp"
 #include "loco/train/memory_plan.hpp"
 #include "loco/train/metrics_log.hpp"
@@ -32,6 +34,7 @@
 #include "loco/train/run_dir.hpp"
 #include "loco/train/startup_checks.hpp"
 #include "loco/train/stop_signal.hpp"
+#include "loco/train/sync_checkpoint.hpp"
 #include "loco/train/train_step.hpp"
 
 namespace loco {
@@ -93,25 +96,30 @@ struct SyncPoint {
   double mean_loss = 0.0;    // mean over the ranks (= over the replicas) of their replica's loss
 };
 
-// One all-gather of {θ_global fingerprint, stop flag, replica loss} per rank. Ranks that hold
-// another θ_global than the others: every rank throws the same message naming them.
+// One all-gather of {θ_global fingerprint, stop flag, replica loss, checkpoint write failed}
+// per rank. Ranks that hold another θ_global than the others, or a failed background
+// checkpoint write (`write_error`, checkpoint.at_sync): every rank throws.
 SyncPoint agree_at_sync_point(Communicator& world, uint64_t fingerprint, bool stop, double loss,
-                              int syncs_done) {
+                              int syncs_done, const std::string& write_error = {}) {
   uint64_t loss_bits = 0;
   std::memcpy(&loss_bits, &loss, sizeof loss);
-  const std::vector<uint64_t> all =
-      world.all_gather_host(std::vector<uint64_t>{fingerprint, stop ? 1u : 0u, loss_bits});
+  const std::vector<uint64_t> all = world.all_gather_host(
+      std::vector<uint64_t>{fingerprint, stop ? 1u : 0u, loss_bits, write_error.empty() ? 0u : 1u});
   const size_t K = size_t(world.size());
   std::vector<uint64_t> prints(K);
   SyncPoint out;
   double sum = 0.0;
   for (size_t r = 0; r < K; ++r) {
-    prints[r] = all[3 * r];
-    out.stop = out.stop || all[3 * r + 1] != 0;
+    prints[r] = all[4 * r];
+    out.stop = out.stop || all[4 * r + 1] != 0;
     double l = 0.0;
-    std::memcpy(&l, &all[3 * r + 2], sizeof l);
+    std::memcpy(&l, &all[4 * r + 2], sizeof l);
     sum += l;
   }
+  if (!write_error.empty()) throw Error(write_error);
+  for (size_t r = 0; r < K; ++r)
+    if (all[4 * r + 3] != 0)
+      throw Error("a checkpoint write failed on rank " + std::to_string(r) + " (see its message)");
   out.fingerprint = fingerprint;
   out.mean_loss = sum / double(K);
   const auto bad = mismatching_ranks(prints);
@@ -260,7 +268,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   LlamaModel model(config.model, *backend);
   model.init_weights(config.training.seed);
   // model.init_from: the starting weights (a resumed run takes them from its checkpoint).
-  if (!config.model.init_from.empty() && resume.empty()) {
+  if (!config.model.init_from.empty() && (resume.empty() || resume == "auto")) {
     const InitialWeights w = load_initial_weights(config.model, config.model.init_from);
     backend->upload(model.params(), w.params.data());
     model.params_changed();
@@ -276,6 +284,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   const int B = tc.micro_batch, T = tc.seq_len, R = topo.replica_size;
   TokenStream train_stream(config.data.train, T, tc.seed, topo.replica_index, topo.num_replicas,
                            /*shuffle=*/true, config.model.vocab_size);
+  const uint64_t data_hash = train_stream.tokens_hash() ^ train_stream.total_tokens();
+  int running_step = 0;  // for the window trace (LOCO_DATA_TRACE)
+  const auto trace =
+      DataTrace::from_environment(replica_keys(runtime.placement).at(size_t(topo.replica_index)),
+                                  topo.replica_index, topo.num_replicas, topo.rank_in_replica == 0);
+  if (trace) trace->attach(train_stream, running_step);
   std::unique_ptr<TokenStream> val_stream;
   if (!config.data.val.empty())
     val_stream = std::make_unique<TokenStream>(config.data.val, T, tc.seed, 0, 1,
@@ -307,19 +321,59 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     outer.emplace(dc.outer, dc.compression, model.layout(), *backend, *topo.cross,
                   model.params());
 
-  // Resume: every rank reads its own file (after the start-up checks above, which compare
-  // the freshly initialised parameters).
+  // Resume (after the start-up checks above, which compare the freshly initialised
+  // parameters): from checkpoints at outer syncs on any number of replicas
+  // (loco/train/elastic_resume.hpp), or every rank from its own file.
+  const bool at_sync = config.checkpoint.at_sync > 0;
+  const std::string resume_from =
+      resume == "auto" && !at_sync ? resolve_auto_resume(world, ckpt_root) : resume;
   int start_step = 0;
   int skipped_before = 0;    // skipped steps before the checkpoint
+  int64_t tokens_before = -1;  // tokens before the checkpoint, when it says (sync checkpoints)
   std::string resumed_from;  // the step directory
   std::string data_change;   // what changed in the training data ("" = nothing)
-  if (!resume.empty()) {
+  nlohmann::json elastic_record;  // who continued, joined and left (sync checkpoints)
+  bool resumed = false;
+  if (!resume_from.empty() && at_sync) {
+    const auto t_read = Clock::now();
+    const ElasticResume r =
+        resume_from_sync_checkpoint(resume_from, ckpt_root, config, runtime, model, *optimizer,
+                                    *outer, train_stream, data_hash);
+    if (r.found) {
+      resumed = true;
+      start_step = static_cast<int>(r.step);
+      skipped_before = static_cast<int>(r.skipped_steps);
+      tokens_before = r.tokens;
+      resumed_from = r.from;
+      data_change = r.data_change;
+      elastic_record = r.record;
+      if (start_step > tc.steps)
+        throw Error("cannot resume: " + resumed_from + ": checkpoint step " +
+                    std::to_string(start_step) +
+                    " is outside this run's training.steps = " + std::to_string(tc.steps));
+      stop_note_checkpoint(start_step, 2.0 * seconds_since(t_read));
+      if (is_root && !data_change.empty() && start_step < tc.steps)
+        spdlog::warn(
+            "resume: the training data changed since the checkpoint ({}): reading the "
+            "new data from its beginning (data.on_resume_change = \"restart\")",
+            data_change);
+    } else if (is_root) {
+      spdlog::info("--resume auto: no checkpoint on any node; starting from step 0");
+    }
+  } else if (!resume_from.empty()) {
+    resumed = true;
     std::string resume_error;
     try {
       const auto t_read = Clock::now();
-      const std::string step_dir = resolve_resume(resume, ckpt_root);
+      const std::string step_dir = resolve_resume(resume_from, ckpt_root);
       resumed_from = step_dir;
+      require_rank_file(step_dir, world.rank());
       const Checkpoint c = read_checkpoint(checkpoint_rank_file(step_dir, world.rank()));
+      if (c.meta().contains("world_size") &&
+          c.meta().at("world_size") != nlohmann::json(world.size()))
+        throw Error(c.path() + ": written by " + c.meta().at("world_size").dump() +
+                    " rank(s), this run has " + std::to_string(world.size()) + ". " +
+                    per_rank_world_size_hint());
       validate_compatible(c.meta(), checkpoint_identity(config, world.size(), world.rank()),
                           c.path());
       data_change = training_data_change(c.meta(), config,
@@ -338,7 +392,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
         optimizer->set_steps_taken(m.at("optimizer_steps_taken").get<int64_t>());
         if (data_change.empty())
           train_stream.restore(StreamPosition{m.at("data_position").at("epoch").get<uint64_t>(),
-                                              m.at("data_position").at("cursor").get<uint64_t>()});
+                                              m.at("data_position").at("cursor").get<uint64_t>(),
+                                              m.at("data_position").value("start", uint64_t(0))});
         if (outer) {
           restore_f32(c, "outer.global", *backend, outer->global_params());
           restore_f32(c, "outer.momentum", *backend, outer->momentum());
@@ -378,6 +433,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     const auto steps = world.all_gather_host(static_cast<uint64_t>(start_step));
     if (!mismatching_ranks(steps).empty())
       throw Error("cannot resume: the ranks' checkpoints are of different steps");
+  }
+  if (resumed) {
     // A finished run: nothing to train, and nothing in the run directory changes.
     if (start_step == tc.steps) {
       if (is_root)
@@ -407,13 +464,15 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
         if (!resume.empty())
           dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
         metrics.emplace(run_dir + "/metrics.jsonl");
-        if (!resume.empty())
-          metrics->write({{"step", start_step},
-                          {"resume",
-                           {{"from", resumed_from},
-                            {"dropped_records", dropped},
-                            {"data", data_change.empty() ? "continued" : "restarted"},
-                            {"data_change", data_change}}}});
+        if (!resume.empty()) {
+          nlohmann::json record = {
+              {"from", resumed_from},
+              {"dropped_records", dropped},
+              {"data", data_change.empty() && resumed ? "continued" : "restarted"},
+              {"data_change", data_change}};
+          if (!elastic_record.is_null()) record["elastic"] = elastic_record;
+          metrics->write({{"step", start_step}, {"resume", record}});
+        }
       } catch (const Error& e) {
         error = e.what();
       }
@@ -473,9 +532,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   TrainResult result;
   result.steps_done = start_step;
   result.skipped_steps = skipped_before;
-  result.tokens = static_cast<long long>(start_step) * tokens_per_step;
+  result.tokens =
+      tokens_before >= 0 ? tokens_before : static_cast<long long>(start_step) * tokens_per_step;
   const int ckpt_every = config.checkpoint.interval;
-  int64_t last_checkpoint = resume.empty() ? -1 : start_step;
+  int64_t last_checkpoint = resumed ? start_step : -1;
+  // Checkpoints at outer syncs: written by a background thread (loco/train/sync_checkpoint.hpp).
+  std::optional<SyncCheckpointer> sync_ckpt;
+  if (at_sync) sync_ckpt.emplace(config, ckpt_root, runtime);
+  SyncCheckpointStats sync_ckpt_stats;
   auto checkpoint_now = [&](int64_t step, double loss) {
     if (last_checkpoint == step) return;
     const auto t_ckpt = Clock::now();
@@ -531,9 +595,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // The small host collectives (loss averages, stop flags, sync points), first to last step:
   // a rank that arrives early waits in them for its peers, so their time is time blocked.
   const CommStats control_at_start = host_traffic(topo, world);
-  stop_note_loop_started(ckpt_every > 0, world.rank());
+  stop_note_loop_started(ckpt_every > 0 || at_sync, world.rank());
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
+    running_step = step;
     stop_note_step_started(step);
     const size_t n_tok = static_cast<size_t>(B) * T;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
@@ -603,7 +668,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (!outer_records.empty() || (checkpoint_due && several_replicas)) {
       const SyncPoint agreed = agree_at_sync_point(
           world, outer ? hash_params(*backend, outer->global_params()) : 0, stop_pending, loss,
-          outer ? outer->syncs_done() : 0);
+          outer ? outer->syncs_done() : 0, sync_ckpt ? sync_ckpt->take_error() : std::string());
       replicas_mean_loss = agreed.mean_loss;
       result.sync_mean_losses.push_back(agreed.mean_loss);
       if (!outer_records.empty()) {
@@ -621,6 +686,19 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       }
     }
     model.params_changed();
+    // A checkpoint at this outer sync (every at_sync-th, the last and a stop's): the copy to
+    // host memory now, the files in the background.
+    nlohmann::json checkpoint_record;
+    if (sync_ckpt && !outer_records.empty() && !outer->in_flight() &&
+        (outer->syncs_done() % config.checkpoint.at_sync == 0 || last || stopping) &&
+        last_checkpoint != step + 1) {
+      const SyncCheckpointCost cost =
+          sync_ckpt->save({step + 1, &model, optimizer.get(), &*outer, &train_stream,
+                           result.tokens + tokens_per_step, result.skipped_steps, data_hash});
+      last_checkpoint = step + 1;
+      checkpoint_record = sync_ckpt_stats.add(cost);
+      stop_note_checkpoint(step + 1, cost.stall_seconds + cost.previous_write_seconds);
+    }
     const double step_seconds = seconds_since(t_step);
 
     result.steps_done = step + 1;
@@ -666,6 +744,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
         record["replicas_mean_loss"] = replicas_mean_loss;
       if (!outer_records.empty()) record["outer"] = outer_records.back();
       if (outer_records.size() > 1) record["outer_earlier"] = outer_records.front();
+      if (!checkpoint_record.is_null()) record["checkpoint"] = checkpoint_record;
       metrics->write(record);
     }
     // With several replicas the line's loss is replica 0's (this rank's); at a sync the mean
@@ -677,6 +756,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                                  seconds_since(t_loop)),
                    sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
     stop_note_step_finished(seconds_since(t_step));
+    if (trace) trace->end_of_step();
     if (checkpoint_due) checkpoint_now(step + 1, loss);
     if (stopping) {
       spdlog::warn("stop requested: stopped after step {}", step + 1);
@@ -685,6 +765,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     }
   }
 
+  // The last background checkpoint write must be complete (and good) on every rank.
+  if (sync_ckpt) fail_together(world, sync_ckpt->finish(), "checkpoint");
   const CommStats cross_replica = cross_replica_traffic() - cross_replica_at_start;
   const CommCounters control = (host_traffic(topo, world) - control_at_start).total();
   // Communication report: per worker, max over ranks (ring figures are equal on every rank
@@ -761,6 +843,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                     {"tokens_per_s", result.tokens / std::max(seconds_since(t_loop), 1e-9)},
                     {"comm", comm},
                     {"launch", runtime.launch_json()}};
+  if (sync_ckpt) result.summary["checkpoints"] = sync_ckpt_stats.to_json();
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
   result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
                                  {"source", tokenizer.origin()},

@@ -163,11 +163,20 @@ struct DistributedConfig {
   LinkConfig link;
 };
 
-// Periodic checkpoints (loco/io/checkpoint.hpp): <dir>/step-<N>/rank-<r>.bin + <dir>/latest.
+// Checkpoints (loco/io/checkpoint.hpp). Either periodic, one file per rank:
+// <dir>/step-<N>/rank-<r>.bin + <dir>/latest; or at outer syncs (DiLoCo), written in the
+// background: <dir>/step-<N>/global.bin (θ_global, outer momentum, position) once and
+// replica-<key>.bin (inner optimizer state, error feedback) once per replica, which a run
+// with another number of replicas can resume from (loco/train/sync_checkpoint.hpp).
 struct CheckpointConfig {
-  int interval = 0;   // steps between checkpoints; 0 disables
+  int interval = 0;   // steps between per-rank checkpoints; 0 disables
+  int at_sync = 0;    // a checkpoint at every at_sync-th outer sync; 0 disables
   int keep_last = 3;  // step directories kept (older ones are deleted); 0 keeps all
   std::string dir;    // empty: <output.dir>/checkpoints
+  // at_sync checkpoints: "shared" (one file system for every node: rank 0 writes the global
+  // state) or "node_local" (every node's first rank writes the global state and `latest`
+  // into its own disk, so each node can resume from what it holds).
+  std::string storage = "shared";
 };
 
 struct Config {

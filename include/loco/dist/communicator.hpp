@@ -57,6 +57,13 @@ class CommTimeoutError : public Error {
   using Error::Error;
 };
 
+// Thrown when the transport itself reports a failure (an MPI call that returned an error,
+// e.g. a peer's connection closed because its process died).
+class CommFailureError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A started collective (see above), owned by the caller.
 class CommRequest {
  public:

@@ -183,9 +183,11 @@ std::optional<int64_t> read_latest_checkpoint(const std::string& root);
 // run that was resumed from an earlier step) are left alone. Also deletes the hidden
 // temporary files that killed writes leave behind (".rank-0.bin.tmp-<pid>-<n>") in the root
 // and the remaining step directories up to just_written: call it after every rank's file of
-// just_written is complete (after a barrier). Returns the deleted steps.
-std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last,
-                                       int64_t just_written);
+// just_written is complete (after a barrier). With sweep_step_dirs = false only the root is
+// swept (other ranks may still be writing into the remaining step directories). Returns the
+// deleted steps.
+std::vector<int64_t> prune_checkpoints(const std::string& root, int keep_last, int64_t just_written,
+                                       bool sweep_step_dirs = true);
 
 // Where to resume from. `spec` is "latest" (the step <root>/latest points to), a step
 // directory, a run directory (its latest), or a rank file (its step directory).

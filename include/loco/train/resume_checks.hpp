@@ -5,6 +5,7 @@
 #include <string>
 
 #include "loco/config/config.hpp"
+#include "loco/dist/communicator.hpp"
 
 namespace loco {
 
@@ -18,5 +19,16 @@ inline constexpr const char* kDataHashKey = "data_hash";
 // for the same windows of the same tokens.
 std::string training_data_change(const nlohmann::json& meta, const Config& config,
                                  uint64_t data_hash);
+
+// `--resume auto` with per-rank checkpoints (collective): "latest" when <root>/latest exists,
+// "" (a fresh start) when it does not. Every rank must see the same (per-rank checkpoints
+// live on one file system); otherwise every rank throws naming the ranks that see none.
+std::string resolve_auto_resume(Communicator& world, const std::string& root);
+
+// Per-rank resume: <step_dir>/rank-<rank>.bin must be there. When the directory holds a
+// checkpoint written at outer syncs instead (global.bin), the error says how to resume it.
+void require_rank_file(const std::string& step_dir, int rank);
+// What to do when a per-rank checkpoint has another number of ranks than this run.
+std::string per_rank_world_size_hint();
 
 }  // namespace loco
