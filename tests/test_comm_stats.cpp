@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "loco/dist/comm_stats.hpp"
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/comm_stats.hpp"
+#include "loco/comm/communicator.hpp"
 #include "support/catch.hpp"
 
 using namespace loco;

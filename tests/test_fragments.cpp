@@ -1,12 +1,12 @@
-// Streaming DiLoCo fragments (loco/dist/fragments.hpp): the partition of the parameters into
+// Streaming DiLoCo fragments (loco/outer/fragments.hpp): the partition of the parameters into
 // strided groups of layers, and the staggered schedule.
 #include <algorithm>
 #include <string>
 #include <vector>
 
 #include "loco/config/config.hpp"
-#include "loco/dist/fragments.hpp"
 #include "loco/model/param_layout.hpp"
+#include "loco/outer/fragments.hpp"
 #include "support/catch.hpp"
 
 using namespace loco;

@@ -1,7 +1,7 @@
 // The `loco` command line: one binary, one subcommand per job.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
@@ -10,17 +10,16 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "io_commands.hpp"
 #include "loco/backend/backend.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
-#include "loco/dist/communicator.hpp"
 #include "loco/runtime/runtime.hpp"
 #include "loco/train/bench.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/trainer.hpp"
-
-#include "io_commands.hpp"
 
 namespace {
 
@@ -49,9 +48,9 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
     // after the run directory exists.
     const auto& dc = config.distributed;
     if (dc.method == "diloco" && world.size() % dc.replica_size != 0)
-      throw loco::Error(args.config_path + ": distributed.replica_size = " +
-                        std::to_string(dc.replica_size) + ": must divide the number of ranks (" +
-                        std::to_string(world.size()) + ")");
+      throw loco::Error(args.config_path +
+                        ": distributed.replica_size = " + std::to_string(dc.replica_size) +
+                        ": must divide the number of ranks (" + std::to_string(world.size()) + ")");
   } catch (const loco::Error& e) {
     config_error = e.what();
   }
@@ -119,9 +118,10 @@ int main(int argc, char** argv) {
   train->add_option("config", train_args.config_path, "Path to the JSON config")
       ->required()
       ->check(CLI::ExistingFile);
-  train->add_option("--set", train_args.overrides,
-                    "Override a config key by its dotted path, e.g. --set optimizer.lr=3e-4 "
-                    "(repeatable; VALUE is parsed as JSON, else taken as a string)")
+  train
+      ->add_option("--set", train_args.overrides,
+                   "Override a config key by its dotted path, e.g. --set optimizer.lr=3e-4 "
+                   "(repeatable; VALUE is parsed as JSON, else taken as a string)")
       ->type_name("KEY=VALUE");
   train->add_option("--out", train_args.out_dir,
                     "Run directory (default: output.dir from the config)");

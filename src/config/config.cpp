@@ -131,9 +131,8 @@ Rule<std::string> non_empty() {
 Rule<std::string> byte_or_model_file() {
   return [](const std::string& x) {
     const bool model = x.size() > 6 && x.compare(x.size() - 6, 6, ".model") == 0;
-    return x == "byte" || model
-               ? std::string()
-               : "must be \"byte\" or the path of a SentencePiece .model file";
+    return x == "byte" || model ? std::string()
+                                : "must be \"byte\" or the path of a SentencePiece .model file";
   };
 }
 
@@ -281,7 +280,7 @@ void fields(V& v, Config& c) {
   v.section("checkpoint", c.checkpoint);
 }
 
-// Streaming DiLoCo fragments (loco/dist/fragments.hpp): strided layers, staggered by H/p.
+// Streaming DiLoCo fragments (loco/outer/fragments.hpp): strided layers, staggered by H/p.
 template <class Fail>
 void check_fragments(const Config& c, const Fail& fail) {
   const OuterConfig& o = c.distributed.outer;

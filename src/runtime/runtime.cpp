@@ -8,12 +8,12 @@
 #include <utility>
 
 #include "loco/backend/cpu_backend.hpp"
-#include "loco/dist/host_staged.hpp"
-#include "loco/dist/simulated_link.hpp"
+#include "loco/comm/host_staged.hpp"
+#include "loco/comm/simulated_link.hpp"
 
 #ifdef LOCO_HAVE_CUDA
 #include "loco/backend/cuda_backend.hpp"
-#include "loco/dist/nccl_communicator.hpp"
+#include "loco/comm/nccl_communicator.hpp"
 #endif
 
 namespace loco {

@@ -10,11 +10,11 @@
 
 #include "loco/core/error.hpp"
 #include "loco/data/stream.hpp"
-#include "loco/dist/outer_sync.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/io/xxh64.hpp"
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
+#include "loco/outer/outer_sync.hpp"
 #include "loco/train/resume_checks.hpp"
 #include "loco/train/startup_checks.hpp"
 #include "loco/train/sync_checkpoint.hpp"

@@ -10,10 +10,10 @@
 
 #include "loco/core/error.hpp"
 #include "loco/data/stream.hpp"
-#include "loco/dist/outer_sync.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
+#include "loco/outer/outer_sync.hpp"
 #include "loco/train/resume_checks.hpp"
 
 namespace loco {

@@ -11,16 +11,16 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
+#include "loco/comm/simulated_link.hpp"
 #include "loco/core/files.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
 #include "loco/data/text_tokenizer.hpp"
-#include "loco/dist/outer_sync.hpp"
-#include "loco/dist/simulated_link.hpp"
 #include "loco/io/checkpoint.hpp"
 #include "loco/model/llama.hpp"
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
+#include "loco/outer/outer_sync.hpp"
 #include "loco/runtime/runtime.hpp"
 #include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
@@ -138,8 +138,8 @@ SyncPoint agree_at_sync_point(Communicator& world, uint64_t fingerprint, bool st
 CommStats model_traffic(const Topology& topo) {
   CommStats s = topo.replica->stats() + topo.cross->stats();
   CommStats only_model;
-  for (CommKind k : {CommKind::AllReduce, CommKind::AllGather, CommKind::Broadcast,
-                     CommKind::Barrier})
+  for (CommKind k :
+       {CommKind::AllReduce, CommKind::AllGather, CommKind::Broadcast, CommKind::Barrier})
     only_model.add(k, s[k]);
   return only_model;
 }
@@ -153,8 +153,7 @@ CommStats host_traffic(const Topology& topo, Communicator& world) {
 }
 
 std::vector<float> download_f32(Backend& backend, Buf b) {
-  if (b.dtype != DType::F32)
-    throw Error("checkpoint: expected an F32 buffer");
+  if (b.dtype != DType::F32) throw Error("checkpoint: expected an F32 buffer");
   std::vector<float> host(b.numel);
   if (b.numel > 0) backend.download(host.data(), b);
   return host;
@@ -199,7 +198,7 @@ void save_checkpoint(const Config& config, const std::string& root, Communicator
     w.add("outer.momentum", keep.back());
     meta["outer_syncs_done"] = outer->syncs_done();
     meta["outer_fragment_syncs"] = outer->fragment_syncs();  // reporting (per-fragment counts)
-    keep.push_back(outer->error_feedback());  // empty without error feedback
+    keep.push_back(outer->error_feedback());                 // empty without error feedback
     if (!keep.back().empty()) w.add("outer.error_feedback", keep.back());
     meta["outer_error_feedback"] = !keep.back().empty();
   }
@@ -318,8 +317,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
 
   std::optional<OuterSync> outer;
   if (dc.method == "diloco")
-    outer.emplace(dc.outer, dc.compression, model.layout(), *backend, *topo.cross,
-                  model.params());
+    outer.emplace(dc.outer, dc.compression, model.layout(), *backend, *topo.cross, model.params());
 
   // Resume (after the start-up checks above, which compare the freshly initialised
   // parameters): from checkpoints at outer syncs on any number of replicas
@@ -328,10 +326,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   const std::string resume_from =
       resume == "auto" && !at_sync ? resolve_auto_resume(world, ckpt_root) : resume;
   int start_step = 0;
-  int skipped_before = 0;    // skipped steps before the checkpoint
-  int64_t tokens_before = -1;  // tokens before the checkpoint, when it says (sync checkpoints)
-  std::string resumed_from;  // the step directory
-  std::string data_change;   // what changed in the training data ("" = nothing)
+  int skipped_before = 0;         // skipped steps before the checkpoint
+  int64_t tokens_before = -1;     // tokens before the checkpoint, when it says (sync checkpoints)
+  std::string resumed_from;       // the step directory
+  std::string data_change;        // what changed in the training data ("" = nothing)
   nlohmann::json elastic_record;  // who continued, joined and left (sync checkpoints)
   bool resumed = false;
   if (!resume_from.empty() && at_sync) {
@@ -429,7 +427,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     const auto failed = world.all_gather_host(resume_error.empty() ? 0 : 1);
     if (!resume_error.empty()) throw Error("cannot resume: " + resume_error);
     for (size_t r = 0; r < failed.size(); ++r)
-      if (failed[r]) throw Error("cannot resume: rank " + std::to_string(r) + " failed to read its checkpoint");
+      if (failed[r])
+        throw Error("cannot resume: rank " + std::to_string(r) + " failed to read its checkpoint");
     const auto steps = world.all_gather_host(static_cast<uint64_t>(start_step));
     if (!mismatching_ranks(steps).empty())
       throw Error("cannot resume: the ranks' checkpoints are of different steps");
@@ -512,10 +511,11 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
         dc.outer.overlap_steps, dc.outer.merge_alpha, 1.0 - dc.outer.merge_alpha);
   if (outer && outer->compressed()) {
     const auto& z = dc.compression;
-    spdlog::info("compression: error feedback {} (beta {}) | {} k={} per {}x{} chunk | {} | "
-                 "{} indices | aggregation {} | all-gather",
-                 z.error_feedback ? "on" : "off", z.beta, z.selector, z.topk, z.chunk, z.chunk,
-                 z.quantizer, z.index_coding, z.aggregation);
+    spdlog::info(
+        "compression: error feedback {} (beta {}) | {} k={} per {}x{} chunk | {} | "
+        "{} indices | aggregation {} | all-gather",
+        z.error_feedback ? "on" : "off", z.beta, z.selector, z.topk, z.chunk, z.chunk, z.quantizer,
+        z.index_coding, z.aggregation);
   }
 
   const long long tokens_per_step = static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
@@ -710,8 +710,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                                std::to_string(step + 1) + ": training diverged";
       if (tc.nan_policy == "stop")
         throw Error(what + " (lower optimizer.lr or enable optimizer.grad_clip)");
-      spdlog::warn("{} (training.nan_policy = \"skip\": going on; no checkpoint is written "
-                   "while the loss or parameters are non-finite)", what);
+      spdlog::warn(
+          "{} (training.nan_policy = \"skip\": going on; no checkpoint is written "
+          "while the loss or parameters are non-finite)",
+          what);
     }
 
     // Validation on rank 0's parameters: with DDP, and right after a DiLoCo sync, they are
@@ -723,8 +725,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
           {"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}};
       if (val_bytes_per_token > 0) record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
       metrics->write(record);
-      spdlog::info("step {:>{}}/{} | val loss {:.4f}", step + 1,
-                   std::to_string(tc.steps).size(), tc.steps, last_val);
+      spdlog::info("step {:>{}}/{} | val loss {:.4f}", step + 1, std::to_string(tc.steps).size(),
+                   tc.steps, last_val);
     }
     if (is_root) {
       nlohmann::json record = {{"step", step + 1},
@@ -751,10 +753,10 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     // over the replicas follows.
     const bool sync_line = several_replicas && !outer_records.empty();
     if ((step + 1) % tc.log_interval == 0 || last || sync_line)
-      spdlog::info("{}{}",
-                   progress.line(step + 1, loss, lr, inner.grad_norm, step_seconds,
-                                 seconds_since(t_loop)),
-                   sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
+      spdlog::info(
+          "{}{}",
+          progress.line(step + 1, loss, lr, inner.grad_norm, step_seconds, seconds_since(t_loop)),
+          sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
     stop_note_step_finished(seconds_since(t_step));
     if (trace) trace->end_of_step();
     if (checkpoint_due) checkpoint_now(step + 1, loss);
@@ -857,13 +859,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     spdlog::info("\n{}", comm_report_table(comm));
     if (outer && outer->compressed() && outer->total_stats().kept > 0) {
       const nlohmann::json& z = comm["compression"];
-      spdlog::info("pseudo-gradient payloads: density {:.4f} %, {:.2f} bits per kept element "
-                   "({:.2f} value + {:.2f} index + {:.2f} headers/tables; {:.2f} with padding)",
-                   100.0 * z["density"].get<double>(), z["bits_per_kept_element"].get<double>(),
-                   z["value_bits_per_kept_element"].get<double>(),
-                   z["index_bits_per_kept_element"].get<double>(),
-                   z["overhead_bits_per_kept_element"].get<double>(),
-                   z["wire_bits_per_kept_element"].get<double>());
+      spdlog::info(
+          "pseudo-gradient payloads: density {:.4f} %, {:.2f} bits per kept element "
+          "({:.2f} value + {:.2f} index + {:.2f} headers/tables; {:.2f} with padding)",
+          100.0 * z["density"].get<double>(), z["bits_per_kept_element"].get<double>(),
+          z["value_bits_per_kept_element"].get<double>(),
+          z["index_bits_per_kept_element"].get<double>(),
+          z["overhead_bits_per_kept_element"].get<double>(),
+          z["wire_bits_per_kept_element"].get<double>());
     }
   }
   // No rank leaves before rank 0 has written summary.json: a launcher may kill the job as

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/nccl_communicator.hpp"
+#include "loco/comm/communicator.hpp"
+#include "loco/comm/nccl_communicator.hpp"
 #include "support/catch.hpp"
 
 using namespace loco;

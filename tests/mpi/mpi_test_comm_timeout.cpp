@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 #include "support/catch.hpp"
 
 using namespace loco;

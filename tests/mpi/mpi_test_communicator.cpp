@@ -9,7 +9,7 @@
 #include <numeric>
 #include <vector>
 
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/ops/bf16.hpp"
 #include "support/catch.hpp"
 

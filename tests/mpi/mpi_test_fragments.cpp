@@ -1,4 +1,4 @@
-// Streaming DiLoCo fragments (docs/algorithms.md §7; loco/dist/fragments.hpp) under mpirun -np 2
+// Streaming DiLoCo fragments (docs/algorithms.md §7; loco/outer/fragments.hpp) under mpirun -np 2
 // and -np 4:
 //  - OuterSync with outer.fragments = 2 against a hand simulation, sync by sync: fragment j
 //    is due at t ≡ j·H/p (mod H); its outer SGD step (Nesterov) runs on its slice of θ_global
@@ -27,14 +27,14 @@
 #include <vector>
 
 #include "loco/backend/cpu_backend.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/compress/compress.hpp"
 #include "loco/config/config.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/core/rng.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/fragments.hpp"
-#include "loco/dist/outer_sync.hpp"
 #include "loco/model/param_layout.hpp"
+#include "loco/outer/fragments.hpp"
+#include "loco/outer/outer_sync.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "loco/backend/cpu_backend.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/host_staged.hpp"
+#include "loco/comm/communicator.hpp"
+#include "loco/comm/host_staged.hpp"
 #include "support/catch.hpp"
 
 using namespace loco;

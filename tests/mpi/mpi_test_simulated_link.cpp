@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include "loco/dist/simulated_link.hpp"
+#include "loco/comm/simulated_link.hpp"
 #include "loco/ops/bf16.hpp"
 #include "support/catch.hpp"
 

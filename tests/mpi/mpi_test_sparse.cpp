@@ -18,14 +18,14 @@
 #include <vector>
 
 #include "loco/backend/cpu_backend.hpp"
+#include "loco/comm/comm_stats.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/compress/compress.hpp"
 #include "loco/config/config.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/core/rng.hpp"
-#include "loco/dist/comm_stats.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/outer_sync.hpp"
 #include "loco/model/param_layout.hpp"
+#include "loco/outer/outer_sync.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
 #include "support/mpi_scratch.hpp"

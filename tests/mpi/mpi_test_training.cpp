@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "loco/backend/cpu_backend.hpp"
+#include "loco/comm/comm_stats.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/config/config.hpp"
-#include "loco/dist/comm_stats.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/outer_sync.hpp"
+#include "loco/outer/outer_sync.hpp"
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
 #include "support/mpi_scratch.hpp"

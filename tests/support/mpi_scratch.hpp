@@ -11,7 +11,7 @@
 #include <system_error>
 #include <vector>
 
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 
 namespace loco::testing {
 

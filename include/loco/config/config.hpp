@@ -107,7 +107,7 @@ struct OuterConfig {
   int overlap_steps = 0;
   // α at completion: θ_local ← α·θ_local + (1 − α)·θ_global (unused when overlap_steps = 0).
   double merge_alpha = 0.5;
-  // Streaming DiLoCo fragments (docs/algorithms.md §7; loco/dist/fragments.hpp): p groups of
+  // Streaming DiLoCo fragments (docs/algorithms.md §7; loco/outer/fragments.hpp): p groups of
   // strided layers, fragment j synced at the steps t ≡ j·H/p (mod H). 1 = the whole model
   // every H steps (plain DiLoCo). Must divide interval and be <= model.n_layers.
   int fragments = 1;
@@ -141,7 +141,7 @@ struct CompressionConfig {
 };
 
 // A simulated slow link for the outer-sync (cross-replica) group: its all-reduces and
-// all-gathers take latency + 8·bytes/bandwidth at least (loco/dist/simulated_link.hpp), so
+// all-gathers take latency + 8·bytes/bandwidth at least (loco/comm/simulated_link.hpp), so
 // what overlapping the outer sync buys can be measured with every rank on one machine.
 // Both 0 (the default): no simulation. Needs method "diloco" (DDP has no outer-sync group).
 struct LinkConfig {

@@ -30,10 +30,10 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
+#include "loco/comm/communicator.hpp"
+#include "loco/comm/simulated_link.hpp"
 #include "loco/config/config.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/outer_sync.hpp"
-#include "loco/dist/simulated_link.hpp"
+#include "loco/outer/outer_sync.hpp"
 
 namespace loco {
 

@@ -2,19 +2,18 @@
 // what DDP would have sent for the same tokens (docs/algorithms.md §9).
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
-#include "loco/dist/comm_stats.hpp"
+#include "loco/comm/comm_stats.hpp"
 
 namespace loco {
 
 struct CommReportInput {
   std::string method;
-  int workers = 1;          // world size
+  int workers = 1;  // world size
   int replicas = 1;
-  long long tokens = 0;     // over all workers
+  long long tokens = 0;  // over all workers
   uint64_t steps = 0;
   uint64_t num_params = 0;
   int outer_syncs = 0;

@@ -4,8 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "loco/comm/communicator.hpp"
 #include "loco/config/config.hpp"
-#include "loco/dist/communicator.hpp"
 
 namespace loco {
 

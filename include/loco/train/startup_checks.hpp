@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 
 namespace loco {
 

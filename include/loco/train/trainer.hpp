@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "loco/comm/communicator.hpp"
 #include "loco/config/config.hpp"
-#include "loco/dist/communicator.hpp"
 #include "loco/train/run_dir.hpp"
 
 namespace loco {
@@ -19,19 +19,19 @@ struct TrainResult {
   int steps_done = 0;
   long long tokens = 0;
   double final_train_loss = 0.0;  // at the last step, mean over the replicas
-  double final_val_loss = -1.0;  // < 0 when there is no validation data
+  double final_val_loss = -1.0;   // < 0 when there is no validation data
   double wall_seconds = 0.0;
   bool stopped_early = false;
-  bool nothing_to_do = false;       // resumed from a checkpoint at training.steps: nothing ran
-  int skipped_steps = 0;            // updates dropped for a non-finite gradient (nan_policy skip)
-  bool finite = true;               // the final loss and parameters are finite
+  bool nothing_to_do = false;  // resumed from a checkpoint at training.steps: nothing ran
+  int skipped_steps = 0;       // updates dropped for a non-finite gradient (nan_policy skip)
+  bool finite = true;          // the final loss and parameters are finite
   // One per step: the mean over this rank's replica (over every rank with DDP).
   std::vector<double> step_losses;
   // One per sync point (each outer sync, and checkpoints with several replicas): the mean over
   // every rank of its replica's loss at that step.
   std::vector<double> sync_mean_losses;
-  uint64_t params_hash = 0;         // of this rank's final parameters
-  nlohmann::json summary;           // what summary.json holds ("comm" included)
+  uint64_t params_hash = 0;  // of this rank's final parameters
+  nlohmann::json summary;    // what summary.json holds ("comm" included)
 };
 
 // Runs the job described by `config` on every rank of `world` (each rank one worker; a
@@ -54,8 +54,7 @@ struct TrainResult {
 // The backend, its device and the communicators come from the composition root
 // (loco/runtime/runtime.hpp); the first form builds them from `config` over `world`.
 TrainResult train(const Config& config, const std::string& run_dir, Runtime& runtime,
-                  const std::string& resume = "",
-                  ExistingRun existing = ExistingRun::Refuse);
+                  const std::string& resume = "", ExistingRun existing = ExistingRun::Refuse);
 TrainResult train(const Config& config, const std::string& run_dir, Communicator& world,
                   const std::string& resume = "", ExistingRun existing = ExistingRun::Refuse);
 

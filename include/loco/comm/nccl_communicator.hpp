@@ -22,7 +22,7 @@
 #pragma once
 #include <memory>
 
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 
 namespace loco {
 

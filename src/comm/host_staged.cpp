@@ -1,6 +1,6 @@
 // Device buffers over a host transport, staged through page-locked host memory; see
-// loco/dist/host_staged.hpp.
-#include "loco/dist/host_staged.hpp"
+// loco/comm/host_staged.hpp.
+#include "loco/comm/host_staged.hpp"
 
 #include <cstring>
 #include <utility>

@@ -1,6 +1,6 @@
-// NCCL communicator on device buffers; see loco/dist/nccl_communicator.hpp. Plain C++ against
+// NCCL communicator on device buffers; see loco/comm/nccl_communicator.hpp. Plain C++ against
 // the CUDA runtime and NCCL (no kernels).
-#include "loco/dist/nccl_communicator.hpp"
+#include "loco/comm/nccl_communicator.hpp"
 
 #include <cuda_runtime.h>
 #include <nccl.h>

@@ -1,4 +1,4 @@
-#include "loco/dist/outer_sync.hpp"
+#include "loco/outer/outer_sync.hpp"
 
 #include <algorithm>
 #include <cmath>

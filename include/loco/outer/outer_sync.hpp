@@ -32,7 +32,7 @@
 // τ = 0 and the final sync) is unchanged: θ_local ← θ_global, no merge.
 //
 // Fragments (Streaming DiLoCo, outer.fragments = p > 1; partition and schedule in
-// loco/dist/fragments.hpp): every sync above runs over one fragment's elements only. θ_global,
+// loco/outer/fragments.hpp): every sync above runs over one fragment's elements only. θ_global,
 // the momentum and θ_local stay flat buffers, of which a fragment is a set of ranges: the
 // pseudo-gradient is computed straight into a packed staging buffer (delta_, one backend
 // copy + axpby per range), the collective runs over those fragment elements, and the outer
@@ -50,10 +50,10 @@
 
 #include "loco/backend/backend.hpp"
 #include "loco/backend/owned_buf.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/config/config.hpp"
-#include "loco/dist/communicator.hpp"
-#include "loco/dist/fragments.hpp"
 #include "loco/model/param_layout.hpp"
+#include "loco/outer/fragments.hpp"
 
 namespace loco {
 

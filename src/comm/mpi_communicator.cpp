@@ -24,7 +24,7 @@
 #include <map>
 #include <thread>
 
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 #include "loco/ops/bf16.hpp"
 
 namespace loco {

@@ -1,4 +1,4 @@
-#include "loco/dist/simulated_link.hpp"
+#include "loco/comm/simulated_link.hpp"
 
 #include <cstdio>
 #include <thread>

@@ -2,11 +2,11 @@
 //
 // Implementations (a run's communicators are built in one place: loco/runtime/runtime.hpp):
 //  - MPI (make_mpi_world, below): host buffers. The CPU backend's Bufs are host memory.
-//  - NCCL (loco/dist/nccl_communicator.hpp, CUDA builds only): device buffers; small host
+//  - NCCL (loco/comm/nccl_communicator.hpp, CUDA builds only): device buffers; small host
 //    reductions go over the MPI communicator it was bootstrapped from.
-//  - Host-staged MPI (loco/dist/host_staged.hpp): device buffers copied through page-locked
+//  - Host-staged MPI (loco/comm/host_staged.hpp): device buffers copied through page-locked
 //    host memory and sent over MPI (distributed.outer.transport = "mpi" on CUDA).
-//  - Decorators: the simulated slow link (loco/dist/simulated_link.hpp).
+//  - Decorators: the simulated slow link (loco/comm/simulated_link.hpp).
 //
 // Semantics shared by every implementation:
 //  - Every rank of the communicator makes the same calls in the same order with the same
@@ -17,7 +17,7 @@
 //    call throws) and the buffers of the abandoned call may still be written by the transport
 //    if the missing peer turns up: the caller's only sound move is to report and
 //    abort_world(). timeout_s <= 0 waits forever.
-//  - Every call is accounted in stats() (loco/dist/comm_stats.hpp for the formulas).
+//  - Every call is accounted in stats() (loco/comm/comm_stats.hpp for the formulas).
 //  - Not thread-safe: one thread drives a communicator.
 //
 // Started (non-blocking) collectives, for overlapping communication with computation
@@ -42,9 +42,9 @@
 #include <string>
 #include <vector>
 
+#include "loco/comm/comm_stats.hpp"
 #include "loco/core/buffer.hpp"
 #include "loco/core/error.hpp"
-#include "loco/dist/comm_stats.hpp"
 
 namespace loco {
 
@@ -90,7 +90,7 @@ class Communicator {
   // For messages: "mpi:world", "mpi:world/split(color=1)", "nccl:world", ...
   virtual std::string name() const = 0;
   // Which memory the buffer collectives take: MPI host memory, NCCL memory of the current
-  // CUDA device, a host-staged MPI communicator both (loco/dist/host_staged.hpp). A buffer in
+  // CUDA device, a host-staged MPI communicator both (loco/comm/host_staged.hpp). A buffer in
   // a memory space the communicator does not take is refused with an error naming the
   // collective, the communicator and the space: it is never dereferenced.
   virtual bool accepts(MemSpace space) const = 0;

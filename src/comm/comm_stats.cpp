@@ -1,4 +1,4 @@
-#include "loco/dist/comm_stats.hpp"
+#include "loco/comm/comm_stats.hpp"
 
 #include "loco/core/error.hpp"
 

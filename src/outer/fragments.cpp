@@ -1,4 +1,4 @@
-#include "loco/dist/fragments.hpp"
+#include "loco/outer/fragments.hpp"
 
 #include <string>
 

@@ -18,7 +18,7 @@
 #include <memory>
 
 #include "loco/backend/backend.hpp"
-#include "loco/dist/communicator.hpp"
+#include "loco/comm/communicator.hpp"
 
 namespace loco {
 
