@@ -57,6 +57,13 @@ cudaError_t loco_rmsnorm_backward(__nv_bfloat16* din, float* dweight, const __nv
                                   const float* rstd, int N, int C, float* scratch,
                                   cudaStream_t s);
 
+// sum(N,C) = a + b (bf16), out(N,C) = sum * rstd * weight, rstd(N) f32: add then
+// rmsnorm_forward in one pass. sum may alias a or b.
+cudaError_t loco_add_rmsnorm_forward(__nv_bfloat16* sum, __nv_bfloat16* out, float* rstd,
+                                     const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                     const __nv_bfloat16* weight, int N, int C, float eps,
+                                     cudaStream_t s);
+
 // ------------------------------------------------------------------ rope
 // x, out (B,T,H,hd); rotate-half; direction +1 forward, -1 backward (inverse rotation).
 // Angles in double precision (as the CPU reference). out may alias x.
@@ -129,6 +136,25 @@ cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, 
                            float lr, float beta1, float beta2, float eps, float weight_decay,
                            float bc1, float bc2, float grad_scale, cudaStream_t s);
 
+// Multi-tensor AdamW: the update above for each of num_tensors rows of `table` (u64 words:
+// element offset, count, weight decay as f32 bits) in one launch; hyper (device f32: lr, b1,
+// b2, eps, bc1, bc2, grad_scale); stats (device, may be NULL: include/loco/ops/step_stats.hpp)
+// replaces grad_scale by its clip scale and skips everything on its non-finite flag.
+// max_numel (the largest row) sizes the grid.
+cudaError_t loco_adamw_multi_f32(float* param, const float* grad, float* m, float* v,
+                                 const unsigned long long* table, size_t num_tensors,
+                                 size_t max_numel, const float* hyper, const int32_t* stats,
+                                 cudaStream_t s);
+
+// ------------------------------------------------------------------ step statistics
+// (include/loco/ops/step_stats.hpp; stats: 8 device int32 words)
+// stats.loss (f64) += Σ losses / n, a fixed-order reduction in double.
+cudaError_t loco_accumulate_loss(int32_t* stats, const float* losses, size_t n, cudaStream_t s);
+// stats Σg² (f64) = Σ grads² (loco_sum_squares), then clip scale and non-finite flag for
+// max_norm. scratch: loco_sum_squares_scratch() doubles.
+cudaError_t loco_clip_grad_norm(int32_t* stats, const float* grads, size_t n, double max_norm,
+                                double* scratch, cudaStream_t s);
+
 // ------------------------------------------------------------------ compression primitives
 // (include/loco/ops/chunk_topk.hpp is the CPU reference; kernels/compress_*.cu are built
 // without --use_fast_math and use _rn intrinsics: these results must match it bit for bit.)
@@ -154,6 +180,29 @@ cudaError_t loco_scatter_accumulate_f32(float* sum, int32_t* count, const uint32
 // out = sum / count (0 where count == 0), or sum / divisor when count == NULL
 cudaError_t loco_divide_f32(float* out, const float* sum, const int32_t* count, float divisor,
                             size_t n, cudaStream_t s);
+
+// The quantiser (include/loco/ops/compress_quantize.hpp): value_bits 32/16 code the bits of
+// each value; 8/4/2 compute each tensor's statistics in the segment-blocked order, codes,
+// tables and D (values overwritten). tensors: (num_tensors, 6) i32; segments: (num_segments,
+// 3) i32. scratch: loco_quantize_values_scratch(...) bytes.
+size_t loco_quantize_values_scratch(size_t num_tensors, size_t num_segments, int value_bits);
+cudaError_t loco_quantize_values(uint32_t* codes, float* values, float* tables, size_t total_kept,
+                                 const int32_t* tensors, size_t num_tensors,
+                                 const int32_t* segments, size_t num_segments, int value_bits,
+                                 void* scratch, cudaStream_t s);
+// The payload packer (include/loco/ops/compress_pack.hpp): tensor sections into payload
+// (payload_bytes long, zeroed from first_byte on first), layout = (index bytes per tensor,
+// total bytes as u64). tensors: (num_tensors, 8) i32; chunks: (num_chunks, 4) i32;
+// index_coding: 0 auto, 1 fixed, 2 rice, 3 bitmap. max_chunks_per_tensor / max_value_bytes
+// size the launches. scratch: loco_pack_sections_scratch(...) bytes.
+size_t loco_pack_sections_scratch(size_t num_tensors, size_t num_chunks);
+cudaError_t loco_pack_sections(uint32_t* payload, size_t payload_bytes, uint32_t* layout,
+                               const uint32_t* offsets, const uint32_t* codes, const float* tables,
+                               const int32_t* tensors, size_t num_tensors, const int32_t* chunks,
+                               size_t num_chunks, size_t max_chunks_per_tensor,
+                               size_t max_value_bytes, int index_coding, int implied,
+                               int explicit_counts, int value_bits, unsigned long long first_byte,
+                               void* scratch, cudaStream_t s);
 
 // Succeeds when this binary holds kernel code the current device can run (built for its
 // architecture); used by cuda_device_usable().

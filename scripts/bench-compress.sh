@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 if [[ ! -f "$BUILD_DIR/build.ninja" && ! -f "$BUILD_DIR/Makefile" ]]; then
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCO_ENABLE_CUDA=OFF >/dev/null
+  cmake --preset cpu-only -B "$BUILD_DIR" >/dev/null
 fi
 cmake --build "$BUILD_DIR" --target test_compress >/dev/null
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) cores, OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"

@@ -43,7 +43,7 @@ done
 [[ -n "$python" ]] || { echo "error: no python3 with torch found" >&2; exit 1; }
 
 echo "== building loco (Release, CPU) in $build"
-cmake -S . -B "$build" -G Ninja -DLOCO_ENABLE_CUDA=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --preset cpu-only -B "$build" >/dev/null
 cmake --build "$build" --target loco -j "$(nproc)" >/dev/null
 
 declare -A shape_args

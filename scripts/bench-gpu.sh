@@ -2,9 +2,12 @@
 # Side-by-side GPU benchmark: loco (CUDA backend) against PyTorch (HF LlamaForCausalLM, sdpa,
 # bf16 autocast, fused AdamW; eager and torch.compile) on the same shapes, in one run.
 # Prints one table last. Used by scripts/gpu-check.sh; needs a built loco (BUILD_DIR).
-# Env: BUILD_DIR (default build-gpu), OUT (figures are copied there), MODELS (default 134m),
+# Env: BUILD_DIR (default build-gpu), OUT (all figures go to $OUT/bench-results.jsonl),
+#      MODELS (default 134m),
 #      TORCH_MODES (default eager,compile), STEPS (default 20), VECTOR_AB / ATTENTION_AB
-#      (default 1: also bench the first model with LOCO_VECTOR_KERNELS=1 / LOCO_ATTENTION=simt).
+#      (default 1: also bench the first model with LOCO_VECTOR_KERNELS=1 / LOCO_ATTENTION=simt),
+#      STEP_AB (default 1: also bench the first model with LOCO_STEP=host and =graph, and
+#      every model with the vector kernels and the graph together: the "all on" rows).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD=${BUILD_DIR:-build-gpu}
@@ -31,6 +34,22 @@ if [[ "${VECTOR_AB:-1}" == 1 ]]; then
     --set backend=cuda --steps "$STEPS" --warmup 3 --json "$RESULTS/loco-vec-$first.json" ||
     echo "vector-kernel bench failed"
 fi
+if [[ "${STEP_AB:-1}" == 1 ]]; then
+  # The training step's three modes (loco/train/train_step.hpp): host-synchronised, the
+  # default device-resident eager step (the rows above), and its CUDA-graph replay.
+  first=${MODELS%%,*}
+  for mode in host graph; do
+    echo "==> loco bench $first with LOCO_STEP=$mode"
+    LOCO_STEP=$mode timeout 120 "$BUILD/loco" bench "configs/${first}-ddp.json" --set backend=cuda \
+      --steps "$STEPS" --warmup 3 --json "$RESULTS/loco-$mode-$first.json" || echo "$mode bench failed"
+  done
+  for model in ${MODELS//,/ }; do
+    echo "==> loco bench $model with LOCO_VECTOR_KERNELS=1 LOCO_STEP=graph"
+    LOCO_VECTOR_KERNELS=1 LOCO_STEP=graph timeout 120 "$BUILD/loco" bench \
+      "configs/${model}-ddp.json" --set backend=cuda --steps "$STEPS" --warmup 3 \
+      --json "$RESULTS/loco-vecgraph-$model.json" || echo "vector+graph bench $model failed"
+  done
+fi
 if [[ "${ATTENTION_AB:-1}" == 1 ]]; then
   # The same step with the fallback SIMT attention kernels, and a per-op profile, so a change
   # to attention is measured against its predecessor on the same machine.
@@ -49,7 +68,17 @@ if python3 -c "import torch, transformers" 2>/dev/null; then
 else
   echo "PyTorch/transformers not importable: no reference figures"
 fi
-[[ -n "${OUT:-}" ]] && cp "$RESULTS"/* "$OUT"/ 2>/dev/null
+# Every result in one file (the device tool returns at most 8 files from $OUT): a line per
+# result file, {"file": name, "result": its JSON}.
+if [[ -n "${OUT:-}" ]]; then
+  python3 - "$RESULTS" >"$OUT/bench-results.jsonl" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json*"))):
+    for line in open(f) if f.endswith(".jsonl") else [open(f).read()]:
+        if line.strip():
+            print(json.dumps({"file": os.path.basename(f), "result": json.loads(line)}))
+PY
+fi
 python3 - "$RESULTS" <<'PY'
 import glob, json, os, sys
 d = sys.argv[1]
@@ -93,9 +122,17 @@ for impl, model, r in rows:
         c = r["compression"]
         print(f"loco {model} compression: {c['ms']:.2f} ms = {c['ratio_to_copy']:.1f}x a D2D copy "
               f"({c['copy_ms']:.3f} ms) of {c['elements']:,} f32 (target <= 3x)")
+        p = c.get("phases_ms", {})
+        if p:
+            print("  phases (synchronised): " +
+                  " | ".join(f"{k} {v:.3f}" for k, v in p.items()) + " ms")
+for impl, model, r in rows:
+    if impl == "loco" and "step_mode" in r:
+        print(f"loco {model}: step mode {r['step_mode']}"
+              f"{' (graph replayed)' if r.get('step_graph') else ''}")
 for (impl, model), tok in by.items():
     if impl == "loco":
-        base = model.split("-")[-1]  # "vec-134m" / "simt-134m": variants of the 134m row
+        base = model.split("-")[-1]  # "vec-134m" / "graph-134m": variants of the 134m row
         for ref in ("torch-eager", "torch-compile"):
             if (ref, base) in by:
                 print(f"ratio loco / {ref} ({model}): {tok / by[(ref, base)]:.2f}x")

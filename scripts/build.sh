@@ -3,7 +3,7 @@
 # pass LOCO_CPU_ONLY=1 to skip them (faster on machines without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-args=(-S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release)
-[[ "${LOCO_CPU_ONLY:-0}" == 1 ]] && args+=(-DLOCO_ENABLE_CUDA=OFF)
-cmake "${args[@]}" >/dev/null
+preset=release  # CMakePresets.json
+[[ "${LOCO_CPU_ONLY:-0}" == 1 ]] && preset=cpu-only
+cmake --preset "$preset" >/dev/null
 cmake --build build -j "$(nproc)"

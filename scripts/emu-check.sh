@@ -9,7 +9,7 @@
 #
 # Usage: scripts/emu-check.sh [--multi-rank | --all] [test ...]
 #   (default)     the GPU test binaries tests/gpu/gpu_test_<name>.cpp: kernels backend_smoke
-#                 muon compress nccl, or the names given
+#                 muon compress nccl step, or the names given
 #   --multi-rank  `mpirun -np 2|4 loco train` with backend "cuda" beside the CPU backend:
 #                 DDP, DiLoCo over NCCL and over MPI, SparseLoCo, MuLoCo, replicas 2x2,
 #                 streaming, and the refused launches (tests/emu/multi_rank.sh)
@@ -27,11 +27,11 @@ case ${1:-} in
   --all) multi=1; shift ;;
 esac
 TESTS=("$@")
-((${#TESTS[@]})) || TESTS=(kernels backend_smoke muon compress nccl)
+((${#TESTS[@]})) || TESTS=(kernels backend_smoke muon compress nccl step)
 [[ -f $CUDA_INC/cuda_runtime_api.h ]] || { echo "no CUDA headers in $CUDA_INC"; exit 1; }
 T0=$SECONDS
 
-cmake -S . -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCO_EMULATE_CUDA=ON >/dev/null
+cmake --preset emu -B "$OUT" >/dev/null  # CMakePresets.json
 targets=()
 ((multi)) && targets+=(loco)
 if ((single)); then for t in "${TESTS[@]}"; do targets+=("gpu_test_$t"); done; fi

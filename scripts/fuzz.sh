@@ -29,8 +29,7 @@ fi
 scripts/install-deps.sh >/dev/null
 
 B=build-fuzz
-CC=clang CXX=clang++ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DLOCO_BUILD_FUZZERS=ON -DLOCO_BUILD_TESTS=OFF -DLOCO_ENABLE_CUDA=OFF >/dev/null
+cmake --preset fuzz -B "$B" >/dev/null  # CMakePresets.json
 cmake --build "$B" -j "$(nproc)" --target loco_fuzzers
 mkdir -p "$B/corpus" "$B/findings" "$B/logs"
 "$B/fuzz/loco_fuzz_seeds" "$B/seeds" >/dev/null

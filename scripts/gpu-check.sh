@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # GPU machine check: configure + build (Release, sm_90, all cores, Ninja), list the GPUs,
-# run the GPU tests (ctest -L gpu), the CPU unit tests (ctest -L unit), scripts/bench-gpu.sh
-# when it exists, then print a table (step / test -> result, seconds). Fits in 8 minutes on
-# an H100 node: every step runs under a timeout cut from the remaining budget.
+# run the GPU tests (ctest -L gpu, then again with LOCO_VECTOR_KERNELS=1), the CPU unit tests
+# on request, scripts/bench-gpu.sh when it exists (side-by-side table, Muon and compression
+# lines, step modes host / device / graph, per-op profile), then print a table (step / test
+# -> result, seconds). Fits in 9.5 minutes on an H100 node: every step runs under a timeout
+# cut from the remaining budget.
 #
 # Usage: scripts/gpu-check.sh            (from anywhere; builds in <repo>/build-gpu)
-# Env:   OUT=dir        also write the logs and summary.txt there (at most 7 files)
+# Env:   OUT=dir        also write the logs, summary.txt and bench-results.jsonl there (7 files)
 #        BUILD_DIR=dir  build directory (default build-gpu)
-#        BUDGET_S=480   total time budget in seconds
+#        BUDGET_S=560   total time budget in seconds
+#        MODELS=134m,1b the bench's models (side-by-side rows: loco in every step mode and
+#                       with the vector kernels, torch eager and torch.compile)
 #        VECTOR_CHECK=0 skip the second GPU test pass with LOCO_VECTOR_KERNELS=1
 #        TRAIN_STEPS=100 steps of each 134M training run (scripts/gpu-train-check.sh)
 # Exit:  0 all passed; 1 configure/build failed; 2 a GPU test failed (or did not run);
@@ -17,7 +21,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 ROOT=$(pwd)
 BUILD=${BUILD_DIR:-build-gpu}
-BUDGET=${BUDGET_S:-480}
+BUDGET=${BUDGET_S:-560}
 JOBS=$(nproc 2>/dev/null || echo 4)
 START=$(date +%s)
 LOGS=${OUT:-$ROOT/$BUILD/gpu-check-logs}
@@ -167,10 +171,11 @@ else
   # ---------------------------------------------------------------- benchmark
   if [[ -f scripts/bench-gpu.sh ]]; then
     : >"$LOGS/bench.log"
-    run_step "bench-gpu.sh" bench.log 200 env BUILD_DIR="$BUILD" bash scripts/bench-gpu.sh
+    run_step "bench-gpu.sh" bench.log 300 env BUILD_DIR="$BUILD" MODELS="${MODELS:-134m,1b}" \
+      bash scripts/bench-gpu.sh
     ((STEP_RC != 0)) && OTHER_FAILED=1
     echo "---- bench-gpu.sh output (tail) ----"
-    tail -n 40 "$LOGS/bench.log"
+    tail -n 50 "$LOGS/bench.log"
   else
     ROWS+=("bench-gpu.sh|not present|")
   fi

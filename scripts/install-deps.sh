@@ -13,9 +13,11 @@ packages=(
   libxxhash-dev                        # tests cross-check our XXH64 (checkpoint checksums)
   bible-kjv                            # the corpus's source (data/ already holds the text)
   dict-jargon                          # the second text of scripts/continual-demo.sh
-  gnuplot-nox                          # plots in scripts/compare.sh
+  gnuplot-nox                          # plots in scripts/compare.sh and scripts/sweep.py
   iproute2 procps                      # scripts/netns-cluster.sh (ip, tc) and its test (pgrep)
   python3                              # the emulator's kernel rewrite and test checks
+  libsentencepiece-dev                 # subword tokenizers (loco tokenize --tokenizer bpe)
+  python3-sentencepiece                # tests: exported tokenizer.model read by the reference
 )
 if [[ "${LOCO_WITH_TORCH:-0}" == 1 ]]; then
   packages+=(python3-torch)            # only for scripts/bench-cpu.sh's PyTorch reference

@@ -66,8 +66,9 @@ Options:
   -h, --help               this text
 
 nodectl NODE commands (with --launcher in \$NETNS_CLUSTER_CTL; its path is printed with -v):
-  down NODE    the node fails: its agent stops answering, as ssh would ("No route to host",
-               exit 255), every process in it is killed (SIGKILL), its link goes down
+  down NODE    the node vanishes: its agent stops answering, as ssh would ("No route to
+               host", exit 255), its link goes down, then every process in it is killed
+               (SIGKILL), so that nothing it sends on its way out (a TCP FIN) arrives
   up NODE      the node is back: link up, the agent answers again (its --node-disk is kept)
   kill NODE    kills every process in the node, which stays reachable
   status NODE  prints "up" or "down"
@@ -350,7 +351,7 @@ ctl=$run_dir/nodectl
   echo '  while [ -n "$(ip netns pids "$ns")" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done'
   echo '}'
   echo 'case $1 in'
-  echo '  down) touch "$dir/down"; kill_all; ip -n "$ns" link set eth0 down ;;'
+  echo '  down) touch "$dir/down"; ip -n "$ns" link set eth0 down; kill_all ;;'
   echo '  up) ip -n "$ns" link set eth0 up; rm -f "$dir/down" ;;'
   echo '  kill) kill_all ;;'
   echo '  status) if [ -e "$dir/down" ]; then echo down; else echo up; fi ;;'

@@ -18,6 +18,7 @@
 #include "loco/io/checkpoint.hpp"
 #include "loco/io/xxh64.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
 #if __has_include(<xxhash.h>)
 #define XXH_INLINE_ALL
@@ -31,28 +32,9 @@ using nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loco-ckpt-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using loco::testing::slurp;
+using loco::testing::TempDir;
+using loco::testing::spit;
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
   std::mt19937 gen(seed);
@@ -278,8 +260,9 @@ TEST_CASE("wrong magic and versions are named", "[checkpoint]") {
   const std::string bytes = slurp(dir / "good.bin");
   const std::string path = dir / "x.bin";
 
-  spit(path,
-       "PK\x03\x04 this is a zip file, not a checkpoint........................................");
+  spit(
+      path,
+      "PK\x03\x04 this is a zip file, not a checkpoint........................................");
   auto e = error_of([&] { read_checkpoint(path); });
   CHECK_THAT(e, LOCO_CONTAINS("not a loco checkpoint (bad magic \"PK\\x03\\x04"));
 

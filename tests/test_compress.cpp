@@ -1,4 +1,4 @@
-// Pseudo-gradient compression (ALGORITHMS.md §4, §5): chunk geometry, selectors, quantisers,
+// Pseudo-gradient compression (docs/algorithms.md §4, §5): chunk geometry, selectors, quantisers,
 // the exact error-feedback identity, the packed wire format (round trips, Rice vs fixed vs the
 // information limit, corrupt payloads), aggregation. Expected values are computed here
 // independently of the library (reference sorts, hand examples).
@@ -366,6 +366,64 @@ TEST_CASE("8-bit on a small tensor sends shift and step (uniform table)", "[comp
     bad += !(std::abs(q.value[i] - x[i]) <= step);  // within one level
   }
   CHECK(bad == 0);
+}
+
+TEST_CASE("quantiser sums run in segments of 1024 kept values, then over segments", "[compress]") {
+  // One tensor of 2500 values (segments of 1024, 1024, 452). 2^60 first, then ones: summed
+  // straight through, every 1 after 2^60 is lost to rounding; blocked, the second and third
+  // segments' ones survive as their own partial sums.
+  std::vector<float> x(2500, 1.0f);
+  x[0] = 0x1p60f;
+  x[2000] = -3.0f;
+  auto blocked = [&](auto term) {
+    double total = 0.0;
+    for (size_t s = 0; s < x.size(); s += 1024) {
+      double part = 0.0;
+      for (size_t i = s; i < std::min(x.size(), s + 1024); ++i) part += term(double(x[i]));
+      total += part;
+    }
+    return total;
+  };
+  double straight = 0.0;
+  for (float v : x) straight += v;
+  const double sum = blocked([](double v) { return v; });
+  REQUIRE(sum != straight);  // the data tells the two orders apart
+  const double mu = sum / 2500.0;
+  const double ss = blocked([mu](double v) { return (v - mu) * (v - mu); });
+  const double step = 6.0 * std::sqrt(ss / 2500.0) / 256.0;
+  const ops::QuantStats st = ops::quant_stats(x.data(), x.size(), 256);
+  CHECK(st.mu == mu);
+  CHECK(st.step == step);
+
+  // The same rule through the quantiser: 8-bit on 2500 values sends shift and step.
+  const Plan plan =
+      make_plan(laid_out({vec("v", 2500)}), make_settings(Selector::None, Quantizer::Q8));
+  Selection sel;
+  Quantized q;
+  select(plan, x.data(), 0, sel);
+  quantize(plan, x.data(), sel, q);
+  REQUIRE(q.table_kind[0] == TableKind::Uniform);
+  CHECK(q.table[0] == float(mu));
+  CHECK(q.table[1] == float(step));
+
+  // 2-bit level means: each level's sum blocked the same way (x[0] alone in level 3).
+  const Plan p2 =
+      make_plan(laid_out({vec("v", 2500)}), make_settings(Selector::None, Quantizer::Q2));
+  select(p2, x.data(), 0, sel);
+  quantize(p2, x.data(), sel, q);
+  REQUIRE(q.table_kind[0] == TableKind::Means);
+  for (int level = 0; level < 4; ++level) {
+    double lsum = 0.0;
+    uint64_t n = 0;
+    for (size_t s = 0; s < x.size(); s += 1024) {
+      double part = 0.0;
+      for (size_t i = s; i < std::min(x.size(), s + 1024); ++i)
+        if (q.code[i] == uint32_t(level)) part += x[i], ++n;
+      lsum += part;
+    }
+    if (n > 0) CHECK(q.table[size_t(level)] == float(lsum / double(n)));
+  }
+  CHECK(q.code[0] == 3);
 }
 
 // ------------------------------------------------------------------ error feedback
@@ -823,9 +881,10 @@ TEST_CASE("distributed.compression: defaults, settings, consistency errors", "[c
   CHECK(c.index_coding == "auto");
   CHECK(c.aggregation == "mean_selected");
   CHECK(c.seed == 0u);
+  CHECK(c.rules == "loco");
   CHECK_FALSE(c.compressed());
   const json out = config_to_json(d);
-  CHECK(out["distributed"]["compression"].size() == 9);
+  CHECK(out["distributed"]["compression"].size() == 10);
 
   json j = {{"distributed",
              {{"method", "diloco"},

@@ -12,6 +12,7 @@
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
 using loco::Config;
 using loco::config_from_json;
@@ -21,29 +22,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using loco::testing::TempDir;
+
 Config from(const json& j) { return config_from_json(j, "cfg.json"); }
 
 // A fresh temporary directory, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loco_test_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string write(const std::string& rel, const std::string& text) const {
-    const fs::path p = path / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-};
 
 // Changes the working directory for the scope.
 struct ChangeDir {
@@ -309,14 +292,17 @@ TEST_CASE("enum strings list the allowed values", "[config]") {
   REQUIRE_THROWS_WITH(
       from(json::parse(R"({"backend": "gpu"})")),
       LOCO_CONTAINS("backend = \"gpu\": must be one of \"cpu\", \"cuda\", \"auto\""));
-  REQUIRE_THROWS_WITH(from(json::parse(R"({"optimizer": {"type": "adam"}})")),
-                      LOCO_CONTAINS("optimizer.type = \"adam\": must be one of \"adamw\", \"sgd\""));
-  REQUIRE_THROWS_WITH(from(json::parse(R"({"distributed": {"method": "fedavg"}})")),
-                      LOCO_CONTAINS("distributed.method = \"fedavg\": must be one of \"ddp\", \"diloco\""));
+  REQUIRE_THROWS_WITH(
+      from(json::parse(R"({"optimizer": {"type": "adam"}})")),
+      LOCO_CONTAINS("optimizer.type = \"adam\": must be one of \"adamw\", \"sgd\""));
+  REQUIRE_THROWS_WITH(
+      from(json::parse(R"({"distributed": {"method": "fedavg"}})")),
+      LOCO_CONTAINS("distributed.method = \"fedavg\": must be one of \"ddp\", \"diloco\""));
   REQUIRE_THROWS_WITH(from(json::parse(R"({"distributed": {"outer": {"wire_dtype": "f16"}}})")),
                       LOCO_CONTAINS("distributed.outer.wire_dtype = \"f16\""));
   REQUIRE_THROWS_WITH(from(json::parse(R"({"data": {"tokenizer": "gpt2"}})")),
-                      LOCO_CONTAINS("data.tokenizer = \"gpt2\": must be one of \"byte\""));
+                      LOCO_CONTAINS("data.tokenizer = \"gpt2\": must be \"byte\" or the path "
+                                    "of a SentencePiece .model file"));
   for (const char* t : {"constant", "linear", "cosine", "wsd", "infinite"})
     CHECK(from(json{{"schedule", {{"type", t}}}}).schedule.type == t);
 }

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -20,9 +21,12 @@
 #include "loco/ops/embedding.hpp"
 #include "loco/ops/matmul.hpp"
 #include "loco/ops/rmsnorm.hpp"
+#include "loco/ops/step_stats.hpp"
 #include "loco/ops/swiglu.hpp"
+#include "loco/optim/optimizer.hpp"
 #include "support/catch.hpp"
 #include "support/fingerprint_checks.hpp"
+#include "support/numeric.hpp"
 
 using loco::Buf;
 using loco::DType;
@@ -64,40 +68,10 @@ class HostBuf {
   Buf buf_;
 };
 
-class Random {
- public:
-  explicit Random(uint64_t seed) : engine_(seed) {}
-  Floats uniform(size_t n, float lo = -1.0f, float hi = 1.0f) {
-    std::uniform_real_distribution<float> dist(lo, hi);
-    Floats v(n);
-    for (float& x : v) x = dist(engine_);
-    return v;
-  }
-  std::vector<int32_t> ids(size_t n, int limit) {
-    std::uniform_int_distribution<int32_t> dist(0, limit - 1);
-    std::vector<int32_t> v(n);
-    for (int32_t& x : v) x = dist(engine_);
-    return v;
-  }
-
- private:
-  std::mt19937_64 engine_;
-};
+using Random = loco::testing::Random<float>;
+using loco::testing::max_relative_error;
 
 Doubles widen(const Floats& v) { return Doubles(v.begin(), v.end()); }
-
-// max_i |actual_i - expected_i| / max_i |expected_i|; infinite if actual has NaN/Inf
-double max_relative_error(const Floats& actual, const Doubles& expected) {
-  REQUIRE(actual.size() == expected.size());
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    // std::max would silently skip a NaN (every comparison with it is false).
-    if (!std::isfinite(actual[i])) return std::numeric_limits<double>::infinity();
-    max_diff = std::max(max_diff, std::abs(actual[i] - expected[i]));
-    max_ref = std::max(max_ref, std::abs(expected[i]));
-  }
-  return max_diff / std::max(max_ref, std::numeric_limits<double>::min());
-}
 
 #define CHECK_MATCHES_REFERENCE(actual, expected)                     \
   do {                                                                \
@@ -284,7 +258,8 @@ TEST_CASE("cpu backend: cross_entropy matches the double reference", "[cpu][ops]
 TEST_CASE("cpu backend: ops reject buffers of the wrong size, dtype or ids", "[cpu][ops]") {
   loco::CpuBackend backend;
   HostBuf in(backend, 6, DType::F32), weight(backend, 6, DType::F32),
-      small_out(backend, 3, DType::F32), bf16_out(backend, 4, DType::BF16),
+      small_out(backend, 3, DType::F32), out(backend, 4, DType::F32),
+      bf16_out(backend, 4, DType::BF16),
       logits(backend, 6, DType::F32), losses(backend, 2, DType::F32),
       targets(backend, std::vector<int32_t>{1, 3});
   // in (2,3) · weight (2,3)ᵀ -> out (2,2): 4 elements needed.
@@ -294,7 +269,8 @@ TEST_CASE("cpu backend: ops reject buffers of the wrong size, dtype or ids", "[c
                     LOCO_CONTAINS("out is bf16"));
   CHECK_THROWS_WITH(backend.cross_entropy(losses, logits, targets, 2, 3, 1.0f, true),
                     LOCO_CONTAINS("targets[1] = 3"));
-  CHECK_THROWS_WITH(backend.embedding_forward(small_out, targets, weight, 2, 2),
+  // Sizes are checked before the ids (Backend's public op, then the CPU's value check).
+  CHECK_THROWS_WITH(backend.embedding_forward(out, targets, weight, 2, 2),
                     LOCO_CONTAINS("tokens[1] = 3 is outside [0, 3)"));
   CHECK_THROWS_AS(backend.attention_forward(in, in, in, in, in, 1, 1, 3, 2, 1), loco::Error);
   CHECK_THROWS_AS(backend.rope_forward(in, in, 1, 1, 2, 3, 10000.0f), loco::Error);  // odd hd
@@ -518,4 +494,117 @@ TEST_CASE("make_backend: cpu, auto and unknown names", "[cpu][factory]") {
 TEST_CASE("cpu backend: fingerprint is content-only and sees every bit", "[cpu]") {
   loco::CpuBackend be;
   loco::testing::check_fingerprint(be);
+}
+
+TEST_CASE("cpu backend: add_rmsnorm_forward is add then rmsnorm_forward, bit for bit",
+          "[cpu][rmsnorm]") {
+  loco::CpuBackend backend;
+  std::mt19937 gen(31);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int N = 37, C = 70;  // odd sizes: no row is a whole vector
+  auto fill = [&](size_t n) {
+    Floats v(n);
+    for (auto& x : v) x = dist(gen);
+    return v;
+  };
+  const Floats a = fill(size_t(N) * C), b = fill(size_t(N) * C), w = fill(size_t(C));
+  HostBuf ha(backend, a), hb(backend, b), hw(backend, w);
+  HostBuf sum(backend, size_t(N) * C, DType::F32), out(backend, size_t(N) * C, DType::F32),
+      rstd(backend, size_t(N), DType::F32);
+  backend.add_rmsnorm_forward(sum, out, rstd, ha, hb, hw, N, C, 1e-5f);
+  HostBuf want_sum(backend, size_t(N) * C, DType::F32),
+      want_out(backend, size_t(N) * C, DType::F32), want_rstd(backend, size_t(N), DType::F32);
+  backend.add(want_sum, ha, hb, size_t(N) * C);
+  backend.rmsnorm_forward(want_out, want_rstd, want_sum, hw, N, C, 1e-5f);
+  CHECK(sum.floats() == want_sum.floats());
+  CHECK(out.floats() == want_out.floats());
+  CHECK(rstd.floats() == want_rstd.floats());
+  // In place: the sum written over a.
+  backend.add_rmsnorm_forward(ha, out, rstd, ha, hb, hw, N, C, 1e-5f);
+  CHECK(ha.floats() == want_sum.floats());
+  CHECK(out.floats() == want_out.floats());
+}
+
+TEST_CASE("cpu backend: adamw_multi is adamw_update tensor by tensor; stats clip and skip",
+          "[cpu][adamw]") {
+  loco::CpuBackend backend;
+  std::mt19937 gen(5);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const size_t n = 1000;
+  auto fill = [&] {
+    Floats v(n);
+    for (auto& x : v) x = dist(gen);
+    return v;
+  };
+  const Floats p0 = fill(), g = fill(), m0 = fill(), v0 = [&] {
+    Floats v = fill();
+    for (auto& x : v) x = x * x;
+    return v;
+  }();
+  // Three tensors with their own decay; [900, 1000) belongs to none and must not move.
+  const std::vector<loco::Backend::AdamTensor> tensors = {
+      {0, 300, 0.1f}, {300, 1, 0.0f}, {301, 599, 0.05f}};
+  const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, bc1 = 0.19f, bc2 = 0.0975f;
+  for (float scale : {1.0f, 0.25f}) {
+    INFO("grad scale " << scale);
+    HostBuf p(backend, p0), pg(backend, g), m(backend, m0), v(backend, v0);
+    HostBuf hyper(backend, Floats{lr, b1, b2, eps, bc1, bc2, scale, 0.0f});
+    backend.adamw_multi(p, pg, m, v, tensors, hyper, Buf{});
+    HostBuf wp(backend, p0), wm(backend, m0), wv(backend, v0);
+    for (const auto& t : tensors)
+      backend.adamw_update(Buf(wp).slice(t.offset, t.numel), Buf(pg).slice(t.offset, t.numel),
+                           Buf(wm).slice(t.offset, t.numel), Buf(wv).slice(t.offset, t.numel), lr,
+                           b1, b2, eps, t.weight_decay, bc1, bc2, scale);
+    CHECK(p.floats() == wp.floats());
+    CHECK(m.floats() == wm.floats());
+    CHECK(v.floats() == wv.floats());
+    CHECK(p.floats()[950] == p0[950]);
+
+    // With step statistics: their clip scale replaces hyper's, and a non-finite flag skips.
+    std::vector<int32_t> words(ops::kStepStatsWords, 0);
+    std::memcpy(&words[4], &scale, 4);
+    HostBuf stats(backend, words);
+    HostBuf p2(backend, p0), m2(backend, m0), v2(backend, v0);
+    HostBuf hyper2(backend, Floats{lr, b1, b2, eps, bc1, bc2, 7.0f, 0.0f});
+    backend.adamw_multi(p2, pg, m2, v2, tensors, hyper2, stats);
+    CHECK(p2.floats() == wp.floats());
+    words[5] = 1;
+    backend.upload(stats, words.data());
+    backend.adamw_multi(p2, pg, m2, v2, tensors, hyper2, stats);
+    CHECK(p2.floats() == wp.floats());  // unchanged
+    CHECK(m2.floats() == wm.floats());
+  }
+  HostBuf p(backend, p0), hyper(backend, Floats(8, 0.0f));
+  CHECK_THROWS_WITH(backend.adamw_multi(p, p, p, p, {{900, 101, 0.0f}}, hyper, Buf{}),
+                    LOCO_CONTAINS("reaches past the buffers"));
+}
+
+TEST_CASE("cpu backend: step statistics — loss, gradient norm, clip scale, non-finite flag",
+          "[cpu][step_stats]") {
+  loco::CpuBackend backend;
+  HostBuf stats(backend, std::vector<int32_t>(ops::kStepStatsWords, 0));
+  HostBuf l1(backend, Floats{1.0f, 2.0f, 3.0f, 6.0f}), l2(backend, Floats{0.5f, 1.5f});
+  backend.accumulate_loss(stats, l1);
+  backend.accumulate_loss(stats, l2);
+  auto read = [&] {
+    std::vector<int32_t> w(ops::kStepStatsWords);
+    backend.download(w.data(), stats);
+    return ops::read_step_stats(w.data());
+  };
+  CHECK(read().loss_sum == 3.0 + 1.0);         // mean 3, then mean 1
+  HostBuf grads(backend, Floats{3.0f, 4.0f});  // norm 5
+  backend.clip_grad_norm(stats, grads, 1.0);
+  CHECK(read().grad_sum_squares == 25.0);
+  CHECK(read().clip_scale == 0.2f);
+  CHECK_FALSE(read().non_finite);
+  const loco::GradNorm gn = loco::global_grad_norm(backend, grads, 1.0);
+  CHECK(read().clip_scale == gn.clip_scale);
+  backend.clip_grad_norm(stats, grads, 10.0);  // below the threshold, or none
+  CHECK(read().clip_scale == 1.0f);
+  backend.clip_grad_norm(stats, grads, 0.0);
+  CHECK(read().clip_scale == 1.0f);
+  backend.upload(grads, Floats{1.0f, std::numeric_limits<float>::quiet_NaN()}.data());
+  backend.clip_grad_norm(stats, grads, 1.0);
+  CHECK(read().non_finite);
+  CHECK(read().loss_sum == 4.0);  // untouched
 }

@@ -19,6 +19,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/ops/bf16.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
 using namespace loco;
 namespace fs = std::filesystem;
@@ -26,19 +27,7 @@ using nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loco-hf-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using loco::testing::TempDir;
 
 ModelConfig small_model(bool tied) {
   ModelConfig m;

@@ -1,10 +1,7 @@
 // Weighted mixtures of training sources (data.train as a list): the slot -> source sequence
 // (loco/data/mixture.hpp) and the mixture token stream (loco/data/stream.hpp).
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
@@ -16,31 +13,16 @@
 #include "loco/data/shard.hpp"
 #include "loco/data/stream.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
-namespace fs = std::filesystem;
 using loco::MixtureSchedule;
 using loco::MixtureSource;
 using loco::StreamPosition;
 using loco::TokenStream;
 using loco::WindowRead;
+using loco::testing::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loco_test_mixture_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 std::vector<uint32_t> iota_tokens(uint32_t from, uint32_t n) {
   std::vector<uint32_t> t(n);

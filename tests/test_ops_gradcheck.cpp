@@ -24,6 +24,7 @@
 #include "loco/ops/rope.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "support/catch.hpp"
+#include "support/numeric.hpp"
 
 namespace ops = loco::ops;
 // Catch::Approx is not in namespace Catch on Catch2 v2; WithinRel works on v2.13 and v3.
@@ -35,25 +36,8 @@ using Vec = std::vector<double>;
 constexpr double kGradTolerance = 1e-6;  // max |analytic - numeric| / max |numeric|
 constexpr double kForwardTolerance = 1e-12;
 
-class Random {
- public:
-  explicit Random(uint64_t seed) : engine_(seed) {}
-  Vec uniform(size_t n, double lo = -1.0, double hi = 1.0) {
-    std::uniform_real_distribution<double> dist(lo, hi);
-    Vec v(n);
-    for (double& x : v) x = dist(engine_);
-    return v;
-  }
-  std::vector<int32_t> ids(size_t n, int limit) {
-    std::uniform_int_distribution<int32_t> dist(0, limit - 1);
-    std::vector<int32_t> v(n);
-    for (int32_t& x : v) x = dist(engine_);
-    return v;
-  }
-
- private:
-  std::mt19937_64 engine_;
-};
+using Random = loco::testing::Random<double>;
+using loco::testing::max_relative_error;
 
 // Called inside objectives thousands of times: a plain check, not a Catch assertion.
 double dot(const Vec& a, const Vec& b) {
@@ -94,20 +78,6 @@ Vec numerical_gradient(Vec& x, const std::function<double()>& objective) {
     grad[i] = (plus - minus) / (2 * h);
   }
   return grad;
-}
-
-// max_i |actual_i - expected_i| / max_i |expected_i|, infinite if actual has NaN/Inf:
-// scale-free and sensitive to any single wrong element of non-negligible size.
-double max_relative_error(const Vec& actual, const Vec& expected) {
-  REQUIRE(actual.size() == expected.size());
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    // std::max would silently skip a NaN (every comparison with it is false).
-    if (!std::isfinite(actual[i])) return std::numeric_limits<double>::infinity();
-    max_diff = std::max(max_diff, std::abs(actual[i] - expected[i]));
-    max_ref = std::max(max_ref, std::abs(expected[i]));
-  }
-  return max_diff / std::max(max_ref, std::numeric_limits<double>::min());
 }
 
 Vec difference(const Vec& a, const Vec& b) {

@@ -23,6 +23,7 @@
 #include "loco/train/startup_checks.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
 using namespace loco;
 namespace fs = std::filesystem;
@@ -30,27 +31,9 @@ using nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loco-safety-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void spit(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
+using loco::testing::slurp;
+using loco::testing::TempDir;
+using loco::testing::spit;
 
 }  // namespace
 
@@ -161,9 +144,9 @@ TEST_CASE("metrics log: trimming on resume keeps the records up to the checkpoin
   const std::string path = t / "metrics.jsonl";
   CHECK(trim_metrics_after(path, 4).dropped == 0);  // no file: nothing to do
   spit(path,
-       "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":2,\"val_loss\":2.1}\n"
-       "{\"step\":2,\"resume\":{}}\n{\"step\":3,\"loss\":1.5}\n{\"note\":\"no step\"}\n"
-       "{\"step\":4,\"lo");
+             "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":2,\"val_loss\":2.1}\n"
+             "{\"step\":2,\"resume\":{}}\n{\"step\":3,\"loss\":1.5}\n{\"note\":\"no step\"}\n"
+             "{\"step\":4,\"lo");
   const MetricsTrim r = trim_metrics_after(path, 2);
   CHECK(r.kept == 5);
   CHECK(r.dropped == 2);  // step 3 and the torn line

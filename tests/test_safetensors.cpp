@@ -12,30 +12,15 @@
 #include "loco/io/safetensors.hpp"
 #include "loco/ops/bf16.hpp"
 #include "support/catch.hpp"
+#include "support/temp_files.hpp"
 
 using namespace loco;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loco-st-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using loco::testing::slurp;
+using loco::testing::TempDir;
 
 // A file made of a literal header and `data_bytes` bytes of data.
 std::string make_file(const std::string& header, size_t data_bytes, uint64_t claimed_len = ~0ull) {

@@ -5,21 +5,24 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include "loco/core/hash.hpp"
 #include "loco/ops/adamw.hpp"
+#include "loco/ops/add_rmsnorm.hpp"
 #include "loco/ops/attention.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_pack.hpp"
+#include "loco/ops/compress_quantize.hpp"
 #include "loco/ops/cross_entropy.hpp"
 #include "loco/ops/embedding.hpp"
 #include "loco/ops/gemm.hpp"
 #include "loco/ops/matmul.hpp"
 #include "loco/ops/rmsnorm.hpp"
 #include "loco/ops/rope.hpp"
+#include "loco/ops/step_stats.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "loco/ops/vector_ops.hpp"
 
@@ -29,33 +32,18 @@ namespace {
 
 constexpr size_t kAlignment = 64;  // one cache line; also enough for AVX-512 loads
 
-size_t elements(int a, int b) { return static_cast<size_t>(a) * static_cast<size_t>(b); }
-size_t elements(int a, int b, int c, int d) { return elements(a, b) * elements(c, d); }
+float* f32(Buf buf) { return static_cast<float*>(buf.data); }
+int32_t* i32(Buf buf) { return static_cast<int32_t*>(buf.data); }
 
-// Validates the Bufs handed to one op, so that a shape or dtype mix-up in model code fails
-// with a message naming the op and the argument instead of corrupting memory.
-class OpArgs {
+// What only the CPU can check: values in host memory that decide where an op reads and
+// writes (token ids, flat indices, index tables). Dtypes, sizes and memory spaces were checked
+// by the public op (src/backend/backend.cpp).
+class ValueCheck {
  public:
-  explicit OpArgs(const char* op) : op_(op) {}
+  explicit ValueCheck(const char* op) : op_(op) {}
 
   void require(bool condition, const std::string& what) const {
     if (!condition) throw Error(std::string("cpu backend: ") + op_ + ": " + what);
-  }
-  // Host memory only: a device buffer's pointer must never be dereferenced here.
-  void host(Buf buf, const char* arg) const {
-    require(buf.bytes() == 0 || buf.space == MemSpace::Host,
-            std::string(arg) + " is in device memory; the CPU backend works on host buffers");
-  }
-  void non_negative(std::initializer_list<int> dims) const {
-    for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
-  }
-  float* f32(Buf buf, size_t needed, const char* arg) const {
-    check(buf, DType::F32, needed, arg);
-    return static_cast<float*>(buf.data);
-  }
-  const int32_t* i32(Buf buf, size_t needed, const char* arg) const {
-    check(buf, DType::I32, needed, arg);
-    return static_cast<const int32_t*>(buf.data);
   }
   // Every id in [0, limit): an out-of-range token would read or write outside a table.
   void ids_in_range(const int32_t* ids, int count, int limit, const char* arg) const {
@@ -66,16 +54,6 @@ class OpArgs {
   }
 
  private:
-  void check(Buf buf, DType dtype, size_t needed, const char* arg) const {
-    require(buf.dtype == dtype,
-            std::string(arg) + " is " + dtype_name(buf.dtype) + ", expected " + dtype_name(dtype));
-    require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
-                                     " elements, needs " + std::to_string(needed));
-    require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
-    require(needed == 0 || buf.space == MemSpace::Host,
-            std::string(arg) + " is in device memory; the CPU backend works on host buffers");
-  }
-
   const char* op_;
 };
 
@@ -107,234 +85,164 @@ void CpuBackend::release(Buf& buf) {
   buf = Buf{};
 }
 
-void CpuBackend::zero(Buf buf) {
-  OpArgs("zero").host(buf, "buf");
+void CpuBackend::do_zero(Buf buf) {
   if (buf.bytes() > 0) std::memset(buf.data, 0, buf.bytes());
 }
 
-void CpuBackend::upload(Buf dst, const void* host_src) {
-  OpArgs("upload").host(dst, "dst");
+void CpuBackend::do_upload(Buf dst, const void* host_src) {
   if (dst.bytes() > 0) std::memcpy(dst.data, host_src, dst.bytes());
 }
 
-void CpuBackend::download(void* host_dst, Buf src) {
-  OpArgs("download").host(src, "src");
+void CpuBackend::do_download(void* host_dst, Buf src) {
   if (src.bytes() > 0) std::memcpy(host_dst, src.data, src.bytes());
 }
 
-void CpuBackend::copy(Buf dst, Buf src) {
-  const OpArgs args("copy");
-  args.require(dst.numel == src.numel, "dst has " + std::to_string(dst.numel) +
-                                           " elements but src has " + std::to_string(src.numel));
-  if (dst.numel == 0) return;
-  args.host(dst, "dst");
-  args.host(src, "src");
+void CpuBackend::do_copy(Buf dst, Buf src) {  // the public op checked sizes and dtypes
   if (dst.dtype == src.dtype) {
     std::memmove(dst.data, src.data, dst.bytes());
-  } else if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {
+  } else if (dst.dtype == DType::BF16) {
     ops::convert_f32_to_bf16(static_cast<uint16_t*>(dst.data), static_cast<const float*>(src.data),
                              dst.numel);
-  } else if (dst.dtype == DType::F32 && src.dtype == DType::BF16) {
+  } else {
     ops::convert_bf16_to_f32(static_cast<float*>(dst.data), static_cast<const uint16_t*>(src.data),
                              dst.numel);
-  } else {
-    args.require(false, std::string("cannot convert ") + dtype_name(src.dtype) + " to " +
-                            dtype_name(dst.dtype));
   }
 }
 
 // ---------------------------------------------------------------------------- model ops
 
-void CpuBackend::embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) {
-  const OpArgs args("embedding_forward");
-  args.non_negative({N, C});
-  args.require(C > 0, "C must be positive");
+void CpuBackend::do_embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) {
   const int V = static_cast<int>(wte.numel / static_cast<size_t>(C));
-  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
-  args.ids_in_range(ids, N, V, "tokens");
-  ops::embedding_forward(args.f32(out, elements(N, C), "out"), ids,
-                         args.f32(wte, elements(V, C), "wte"), N, C);
+  ValueCheck("embedding_forward").ids_in_range(i32(tokens), N, V, "tokens");
+  ops::embedding_forward(f32(out), i32(tokens), f32(wte), N, C);
 }
 
-void CpuBackend::embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) {
-  const OpArgs args("embedding_backward");
-  args.non_negative({N, C});
-  args.require(C > 0, "C must be positive");
+void CpuBackend::do_embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) {
   const int V = static_cast<int>(dwte.numel / static_cast<size_t>(C));
-  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
-  args.ids_in_range(ids, N, V, "tokens");
-  ops::embedding_backward(args.f32(dwte, elements(V, C), "dwte"),
-                          args.f32(dout, elements(N, C), "dout"), ids, N, C);
+  ValueCheck("embedding_backward").ids_in_range(i32(tokens), N, V, "tokens");
+  ops::embedding_backward(f32(dwte), f32(dout), i32(tokens), N, C);
 }
 
-void CpuBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) {
-  const OpArgs args("rmsnorm_forward");
-  args.non_negative({N, C});
-  ops::rmsnorm_forward(args.f32(out, elements(N, C), "out"), args.f32(rstd, N, "rstd"),
-                       args.f32(in, elements(N, C), "in"), args.f32(weight, C, "weight"), N, C,
-                       eps);
+void CpuBackend::do_rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C,
+                                    float eps) {
+  ops::rmsnorm_forward(f32(out), f32(rstd), f32(in), f32(weight), N, C, eps);
 }
 
-void CpuBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
-                                  int N, int C) {
-  const OpArgs args("rmsnorm_backward");
-  args.non_negative({N, C});
-  ops::rmsnorm_backward(args.f32(din, elements(N, C), "din"), args.f32(dweight, C, "dweight"),
-                        args.f32(dout, elements(N, C), "dout"), args.f32(in, elements(N, C), "in"),
-                        args.f32(weight, C, "weight"), args.f32(rstd, N, "rstd"), N, C);
+void CpuBackend::do_add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N,
+                                        int C, float eps) {
+  ops::add_rmsnorm_forward(f32(sum), f32(out), f32(rstd), f32(a), f32(b), f32(weight), N, C, eps);
 }
 
-void CpuBackend::matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) {
-  const OpArgs args("matmul_forward");
-  args.non_negative({N, IC, OC});
-  ops::matmul_forward(args.f32(out, elements(N, OC), "out"), args.f32(in, elements(N, IC), "in"),
-                      args.f32(weight, elements(OC, IC), "weight"), N, IC, OC);
+void CpuBackend::do_rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
+                                     int N, int C) {
+  ops::rmsnorm_backward(f32(din), f32(dweight), f32(dout), f32(in), f32(weight), f32(rstd), N, C);
 }
 
-void CpuBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC,
-                                 int OC, bool accumulate_din) {
-  const OpArgs args("matmul_backward");
-  args.non_negative({N, IC, OC});
-  ops::matmul_backward(args.f32(din, elements(N, IC), "din"),
-                       args.f32(dweight, elements(OC, IC), "dweight"),
-                       args.f32(dout, elements(N, OC), "dout"), args.f32(in, elements(N, IC), "in"),
-                       args.f32(weight, elements(OC, IC), "weight"), N, IC, OC, accumulate_din);
+void CpuBackend::do_matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) {
+  ops::matmul_forward(f32(out), f32(in), f32(weight), N, IC, OC);
 }
 
-void CpuBackend::rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
-  const OpArgs args("rope_forward");
-  args.non_negative({B, T, H, hd});
-  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
-  const size_t n = elements(B, T, H, hd);
-  ops::rope_forward(args.f32(out, n, "out"), args.f32(x, n, "x"), B, T, H, hd, theta);
+void CpuBackend::do_matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N,
+                                    int IC, int OC, bool accumulate_din) {
+  ops::matmul_backward(f32(din), f32(dweight), f32(dout), f32(in), f32(weight), N, IC, OC,
+                       accumulate_din);
 }
 
-void CpuBackend::rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
-  const OpArgs args("rope_backward");
-  args.non_negative({B, T, H, hd});
-  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
-  const size_t n = elements(B, T, H, hd);
-  ops::rope_backward(args.f32(dx, n, "dx"), args.f32(dout, n, "dout"), B, T, H, hd, theta);
+void CpuBackend::do_rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
+  ops::rope_forward(f32(out), f32(x), B, T, H, hd, theta);
 }
 
-namespace {
-void check_attention_heads(const OpArgs& args, int B, int T, int NH, int NKV, int hd) {
-  args.non_negative({B, T, NH, NKV, hd});
-  args.require(NKV > 0 && NH % NKV == 0,
-               "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV));
-}
-}  // namespace
-
-void CpuBackend::attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
-                                   int NKV, int hd) {
-  const OpArgs args("attention_forward");
-  check_attention_heads(args, B, T, NH, NKV, hd);
-  const size_t q_numel = elements(B, T, NH, hd);
-  const size_t kv_numel = elements(B, T, NKV, hd);
-  ops::attention_forward(args.f32(out, q_numel, "out"), args.f32(lse, elements(B, NH, T, 1), "lse"),
-                         args.f32(q, q_numel, "q"), args.f32(k, kv_numel, "k"),
-                         args.f32(v, kv_numel, "v"), B, T, NH, NKV, hd);
+void CpuBackend::do_rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
+  ops::rope_backward(f32(dx), f32(dout), B, T, H, hd, theta);
 }
 
-void CpuBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out,
-                                    Buf lse, int B, int T, int NH, int NKV, int hd) {
-  const OpArgs args("attention_backward");
-  check_attention_heads(args, B, T, NH, NKV, hd);
-  const size_t q_numel = elements(B, T, NH, hd);
-  const size_t kv_numel = elements(B, T, NKV, hd);
-  ops::attention_backward(args.f32(dq, q_numel, "dq"), args.f32(dk, kv_numel, "dk"),
-                          args.f32(dv, kv_numel, "dv"), args.f32(dout, q_numel, "dout"),
-                          args.f32(q, q_numel, "q"), args.f32(k, kv_numel, "k"),
-                          args.f32(v, kv_numel, "v"), args.f32(out, q_numel, "out"),
-                          args.f32(lse, elements(B, NH, T, 1), "lse"), B, T, NH, NKV, hd);
+void CpuBackend::do_attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
+                                      int NKV, int hd) {
+  ops::attention_forward(f32(out), f32(lse), f32(q), f32(k), f32(v), B, T, NH, NKV, hd);
 }
 
-void CpuBackend::swiglu_forward(Buf out, Buf gate, Buf up, size_t n) {
-  const OpArgs args("swiglu_forward");
-  ops::swiglu_forward(args.f32(out, n, "out"), args.f32(gate, n, "gate"), args.f32(up, n, "up"), n);
+void CpuBackend::do_attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v,
+                                       Buf out, Buf lse, int B, int T, int NH, int NKV, int hd) {
+  ops::attention_backward(f32(dq), f32(dk), f32(dv), f32(dout), f32(q), f32(k), f32(v), f32(out),
+                          f32(lse), B, T, NH, NKV, hd);
 }
 
-void CpuBackend::swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) {
-  const OpArgs args("swiglu_backward");
-  ops::swiglu_backward(args.f32(dgate, n, "dgate"), args.f32(dup, n, "dup"),
-                       args.f32(dout, n, "dout"), args.f32(gate, n, "gate"), args.f32(up, n, "up"),
-                       n);
+void CpuBackend::do_swiglu_forward(Buf out, Buf gate, Buf up, size_t n) {
+  ops::swiglu_forward(f32(out), f32(gate), f32(up), n);
 }
 
-void CpuBackend::add(Buf out, Buf a, Buf b, size_t n) {
-  const OpArgs args("add");
-  ops::add(args.f32(out, n, "out"), args.f32(a, n, "a"), args.f32(b, n, "b"), n);
+void CpuBackend::do_swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) {
+  ops::swiglu_backward(f32(dgate), f32(dup), f32(dout), f32(gate), f32(up), n);
 }
 
-void CpuBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
-                               bool compute_grad) {
-  const OpArgs args("cross_entropy");
-  args.non_negative({N, V});
-  args.require(V > 0, "V must be positive");
-  const int32_t* ids = args.i32(targets, static_cast<size_t>(N), "targets");
-  args.ids_in_range(ids, N, V, "targets");
-  ops::cross_entropy(args.f32(losses, N, "losses"), args.f32(logits, elements(N, V), "logits"), ids,
-                     N, V, grad_scale, compute_grad);
+void CpuBackend::do_add(Buf out, Buf a, Buf b, size_t n) { ops::add(f32(out), f32(a), f32(b), n); }
+
+void CpuBackend::do_cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V,
+                                  float grad_scale, bool compute_grad) {
+  ValueCheck("cross_entropy").ids_in_range(i32(targets), N, V, "targets");
+  ops::cross_entropy(f32(losses), f32(logits), i32(targets), N, V, grad_scale, compute_grad);
 }
 
 // ---------------------------------------------------------------------------- F32 vector ops
 
-double CpuBackend::sum_squares(Buf x) {
-  return ops::sum_squares(OpArgs("sum_squares").f32(x, x.numel, "x"), x.numel);
+double CpuBackend::do_sum_squares(Buf x) { return ops::sum_squares(f32(x), x.numel); }
+
+void CpuBackend::do_scale(Buf x, float s) { ops::scale(f32(x), s, x.numel); }
+
+void CpuBackend::do_axpby(Buf y, float a, Buf x, float b) {
+  ops::axpby(f32(y), a, f32(x), b, y.numel);
 }
 
-void CpuBackend::scale(Buf x, float s) {
-  ops::scale(OpArgs("scale").f32(x, x.numel, "x"), s, x.numel);
-}
+bool CpuBackend::do_all_finite(Buf x) { return ops::all_finite(f32(x), x.numel); }
 
-void CpuBackend::axpby(Buf y, float a, Buf x, float b) {
-  const OpArgs args("axpby");
-  args.require(x.numel == y.numel, "x has " + std::to_string(x.numel) + " elements but y has " +
-                                       std::to_string(y.numel));
-  ops::axpby(args.f32(y, y.numel, "y"), a, args.f32(x, x.numel, "x"), b, y.numel);
-}
-
-bool CpuBackend::all_finite(Buf x) {
-  return ops::all_finite(OpArgs("all_finite").f32(x, x.numel, "x"), x.numel);
-}
-
-uint64_t CpuBackend::fingerprint(Buf x) {
+uint64_t CpuBackend::do_fingerprint(Buf x) {
   static const char nothing = 0;
   return hash_bytes(x.bytes() == 0 ? &nothing : x.data, x.bytes());
 }
 
-void CpuBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
-                              float eps, float weight_decay, float bc1, float bc2,
-                              float grad_scale) {
-  const OpArgs args("adamw_update");
-  const size_t n = param.numel;
-  args.require(grad.numel == n && m.numel == n && v.numel == n,
-               "param, grad, m and v must have the same number of elements");
+void CpuBackend::do_adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,
+                                 float beta2, float eps, float weight_decay, float bc1, float bc2,
+                                 float grad_scale) {
   const ops::AdamWHyperparams hp{lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale};
-  ops::adamw_update(args.f32(param, n, "param"), args.f32(grad, n, "grad"), args.f32(m, n, "m"),
-                    args.f32(v, n, "v"), n, hp);
+  ops::adamw_update(f32(param), f32(grad), f32(m), f32(v), param.numel, hp);
 }
 
-void CpuBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
-                          Buf B, float beta, Buf C) {
-  const OpArgs args("gemm_f32");
-  args.non_negative({M, N, K});
-  ops::gemm(trans_a, trans_b, M, N, K, alpha, args.f32(A, elements(M, K), "A"),
-            args.f32(B, elements(K, N), "B"), beta, args.f32(C, elements(M, N), "C"));
+void CpuBackend::do_adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                                const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
+  const float* h = f32(hyper);
+  float scale = h[6];
+  if (!stats.empty()) {
+    const ops::StepStats st = ops::read_step_stats(i32(stats));
+    if (st.non_finite) return;  // the step is skipped
+    scale = st.clip_scale;
+  }
+  float *p = f32(param), *g = f32(grad), *pm = f32(m), *pv = f32(v);
+  for (const AdamTensor& t : tensors) {
+    const ops::AdamWHyperparams hp{h[0], h[1], h[2], h[3], t.weight_decay, h[4], h[5], scale};
+    ops::adamw_update(p + t.offset, g + t.offset, pm + t.offset, pv + t.offset, t.numel, hp);
+  }
 }
 
-void CpuBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
-                              float alpha, Strided A, Strided B, float beta, Strided C, Strided D) {
-  const OpArgs args("gemm_batched");
-  args.non_negative({M, N, K, batch});
-  args.require(C.stride == D.stride, "C and D must have the same stride");
-  if (batch == 0) return;
-  const size_t a_each = elements(M, K), b_each = elements(K, N), c_each = elements(M, N);
-  auto span = [&](const Strided& x, size_t each) { return (size_t(batch) - 1) * x.stride + each; };
-  const float* pa = args.f32(A.buf, span(A, a_each), "A");
-  const float* pb = args.f32(B.buf, span(B, b_each), "B");
-  const float* pc = args.f32(C.buf, span(C, c_each), "C");
-  float* pd = args.f32(D.buf, span(D, c_each), "D");
+void CpuBackend::do_accumulate_loss(Buf stats, Buf losses) {
+  ops::accumulate_loss(i32(stats), f32(losses), losses.numel);
+}
+
+void CpuBackend::do_clip_grad_norm(Buf stats, Buf grads, double max_norm) {
+  int32_t* st = i32(stats);
+  const double ss = ops::sum_squares(f32(grads), grads.numel);
+  std::memcpy(st + 2, &ss, sizeof ss);
+  ops::finish_grad_norm(st, max_norm);
+}
+
+void CpuBackend::do_gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
+                                 float alpha, Strided A, Strided B, float beta, Strided C,
+                                 Strided D) {
+  for (const Strided* x : {&A, &B, &C, &D})
+    ValueCheck("gemm_batched")
+        .require(x->buf.dtype == DType::F32, "the CPU backend multiplies F32 matrices only");
+  const size_t c_each = size_t(M) * size_t(N);
+  const float *pa = f32(A.buf), *pb = f32(B.buf), *pc = f32(C.buf);
+  float* pd = f32(D.buf);
   for (int b = 0; b < batch; ++b) {
     float* d = pd + size_t(b) * D.stride;
     const float* c = pc + size_t(b) * C.stride;
@@ -345,23 +253,18 @@ void CpuBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, i
 }
 
 // The same three passes Muon made before this op existed (bit for bit the CPU reference).
-void CpuBackend::muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) {
-  const OpArgs args("muon_momentum");
+void CpuBackend::do_muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale,
+                                  bool nesterov) {
   const size_t n = m.numel;
-  args.require(u.numel >= n && g.numel >= n,
-               "u and g must hold m's " + std::to_string(n) + " elements");
-  float* pm = args.f32(m, n, "m");
-  float* pu = args.f32(u, n, "u");
-  const float* pg = args.f32(g, n, "g");
+  float *pm = f32(m), *pu = f32(u);
+  const float* pg = f32(g);
   ops::axpby(pm, grad_scale, pg, beta, n);  // m = s·g + β·m
   std::memcpy(pu, pm, n * sizeof(float));
   if (nesterov) ops::axpby(pu, grad_scale, pg, beta, n);  // u = s·g + β·m
 }
 
-void CpuBackend::frobenius_normalize(Buf x, size_t each, int batch, float eps) {
-  const OpArgs args("frobenius_normalize");
-  args.require(batch >= 0, "negative batch " + std::to_string(batch));
-  float* px = args.f32(x, each * size_t(batch), "x");
+void CpuBackend::do_frobenius_normalize(Buf x, size_t each, int batch, float eps) {
+  float* px = f32(x);
   for (int b = 0; b < batch; ++b) {
     float* m = px + size_t(b) * each;
     const double norm = std::sqrt(ops::sum_squares(m, each));
@@ -376,44 +279,36 @@ namespace {
 const uint32_t* as_indices(const int32_t* p) { return reinterpret_cast<const uint32_t*>(p); }
 
 // Every flat index below `limit`: a bad one would read or write outside the buffer.
-void indices_below(const OpArgs& args, const uint32_t* flat, size_t n, size_t limit) {
+void indices_below(const ValueCheck& check, const uint32_t* flat, size_t n, size_t limit) {
   for (size_t i = 0; i < n; ++i)
     if (flat[i] >= limit)  // the message only when needed: this loop runs over every index
-      args.require(false, "flat[" + std::to_string(i) + "] = " + std::to_string(flat[i]) +
-                              " is outside [0, " + std::to_string(limit) + ")");
+      check.require(false, "flat[" + std::to_string(i) + "] = " + std::to_string(flat[i]) +
+                               " is outside [0, " + std::to_string(limit) + ")");
 }
 
 }  // namespace
 
-void CpuBackend::ef_accumulate(Buf e, Buf delta, float beta) {
-  const OpArgs args("ef_accumulate");
-  args.require(e.numel == delta.numel, "e has " + std::to_string(e.numel) +
-                                           " elements but delta has " +
-                                           std::to_string(delta.numel));
-  ops::ef_accumulate(args.f32(e, e.numel, "e"), args.f32(delta, e.numel, "delta"), beta, e.numel);
+void CpuBackend::do_ef_accumulate(Buf e, Buf delta, float beta) {
+  ops::ef_accumulate(f32(e), f32(delta), beta, e.numel);
 }
 
-void CpuBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
-  const OpArgs args("chunked_topk");
-  args.require(chunks.numel % ops::kChunkRowInts == 0,
-               "chunks has " + std::to_string(chunks.numel) + " ints, not a multiple of " +
-                   std::to_string(ops::kChunkRowInts));
-  const int32_t* table = args.i32(chunks, chunks.numel, "chunks");
-  const float* px = args.f32(x, x.numel, "x");
+void CpuBackend::do_chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
+  const ValueCheck check("chunked_topk");
+  const int32_t* table = i32(chunks);
+  const float* px = f32(x);
   const size_t num_chunks = chunks.numel / ops::kChunkRowInts;
   // Validate every row before touching memory: the table decides where we read and write.
   for (size_t c = 0; c < num_chunks; ++c) {
     const ops::ChunkRow g = ops::unpack_chunk_row(table + c * ops::kChunkRowInts);
     auto where = [c] { return "chunk " + std::to_string(c) + ": "; };  // built on failure only
     if (!(g.h >= 1 && g.w >= 1 && g.w <= g.stride && g.size() <= max_chunk))
-      args.require(false, where() + "bad shape " + std::to_string(g.h) + "x" + std::to_string(g.w));
-    if (g.flat(g.size() - 1) >= x.numel) args.require(false, where() + "reaches past x");
+      check.require(false,
+                    where() + "bad shape " + std::to_string(g.h) + "x" + std::to_string(g.w));
+    if (g.flat(g.size() - 1) >= x.numel) check.require(false, where() + "reaches past x");
     const uint64_t kept = std::min<uint64_t>(g.k, g.size());
     if (g.kept_start + kept > offsets.numel || g.kept_start + kept > flat.numel)
-      args.require(false, where() + "output range past offsets/flat");
+      check.require(false, where() + "output range past offsets/flat");
   }
-  args.require(offsets.dtype == DType::I32 && flat.dtype == DType::I32,
-               "offsets and flat must be i32");
   auto* out_offsets = reinterpret_cast<uint32_t*>(offsets.data);
   auto* out_flat = reinterpret_cast<uint32_t*>(flat.data);
 #pragma omp parallel
@@ -430,39 +325,90 @@ void CpuBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t
   }
 }
 
-void CpuBackend::gather(Buf values, Buf x, Buf flat) {
-  const OpArgs args("gather");
+void CpuBackend::do_gather(Buf values, Buf x, Buf flat) {
   const size_t n = values.numel;
-  const uint32_t* idx = as_indices(args.i32(flat, n, "flat"));
-  indices_below(args, idx, n, x.numel);
-  ops::gather(args.f32(values, n, "values"), args.f32(x, x.numel, "x"), idx, n);
+  const uint32_t* idx = as_indices(i32(flat));
+  indices_below(ValueCheck("gather"), idx, n, x.numel);
+  ops::gather(f32(values), f32(x), idx, n);
 }
 
-void CpuBackend::scatter_subtract(Buf x, Buf flat, Buf values) {
-  const OpArgs args("scatter_subtract");
+void CpuBackend::do_scatter_subtract(Buf x, Buf flat, Buf values) {
   const size_t n = values.numel;
-  const uint32_t* idx = as_indices(args.i32(flat, n, "flat"));
-  indices_below(args, idx, n, x.numel);
-  ops::scatter_subtract(args.f32(x, x.numel, "x"), idx, args.f32(values, n, "values"), n);
+  const uint32_t* idx = as_indices(i32(flat));
+  indices_below(ValueCheck("scatter_subtract"), idx, n, x.numel);
+  ops::scatter_subtract(f32(x), idx, f32(values), n);
 }
 
-void CpuBackend::scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) {
-  const OpArgs args("scatter_accumulate");
+void CpuBackend::do_scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) {
   const size_t n = values.numel;
-  const uint32_t* idx = as_indices(args.i32(flat, n, "flat"));
-  indices_below(args, idx, n, sum.numel);
-  int32_t* counts = nullptr;
-  if (!count.empty()) counts = const_cast<int32_t*>(args.i32(count, sum.numel, "count"));
-  ops::scatter_accumulate(args.f32(sum, sum.numel, "sum"), counts, idx,
-                          args.f32(values, n, "values"), n);
+  const uint32_t* idx = as_indices(i32(flat));
+  indices_below(ValueCheck("scatter_accumulate"), idx, n, sum.numel);
+  ops::scatter_accumulate(f32(sum), count.empty() ? nullptr : i32(count), idx, f32(values), n);
 }
 
-void CpuBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
-  const OpArgs args("divide");
-  const size_t n = out.numel;
-  const int32_t* counts = count.empty() ? nullptr : args.i32(count, n, "count");
-  args.require(counts != nullptr || divisor != 0.0f, "divisor is 0 and no counts were given");
-  ops::divide(args.f32(out, n, "out"), args.f32(sum, n, "sum"), counts, divisor, n);
+void CpuBackend::do_divide(Buf out, Buf sum, Buf count, float divisor) {
+  ops::divide(f32(out), f32(sum), count.empty() ? nullptr : i32(count), divisor, out.numel);
+}
+
+void CpuBackend::do_quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                                    int value_bits) {
+  const size_t n = values.numel;
+  auto* code = reinterpret_cast<uint32_t*>(i32(codes));
+  std::vector<ops::QuantTensor> rows;
+  float* table = nullptr;
+  if (value_bits < 16) {
+    const ValueCheck check("quantize_values");
+    const int32_t* raw = i32(tensors);
+    table = tables.numel > 0 ? f32(tables) : nullptr;
+    const size_t L = size_t{1} << value_bits;
+    for (size_t t = 0; t < tensors.numel / ops::kQuantTensorInts; ++t) {
+      const ops::QuantTensor q = ops::unpack_quant_tensor(raw + t * ops::kQuantTensorInts);
+      const size_t entries = q.kept == 0                          ? 0
+                             : q.table_kind == ops::kTableMeans   ? L
+                             : q.table_kind == ops::kTableUniform ? 2
+                                                                  : SIZE_MAX;
+      if (uint64_t(q.kept_begin) + q.kept > n || entries == SIZE_MAX ||
+          uint64_t(q.table_begin) + entries > tables.numel)
+        check.require(false, "tensor " + std::to_string(t) + ": kept range or table slot out of " +
+                                 "range, or a bad table kind");
+      rows.push_back(q);
+    }
+    (void)segments;  // the reference derives the segments itself (same rule)
+  }
+  ops::quantize_values(code, f32(values), table, n, rows.data(), rows.size(), value_bits);
+}
+
+void CpuBackend::do_pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                                  Buf tensors, Buf chunks, const ops::PackOptions& opt) {
+  const ValueCheck check("pack_sections");
+  const size_t nt = tensors.numel / ops::kPackTensorInts, nc = chunks.numel / ops::kPackChunkInts;
+  std::vector<ops::PackTensor> trows(nt);
+  std::vector<ops::PackChunk> crows(nc);
+  const int32_t* traw = i32(tensors);
+  const int32_t* craw = i32(chunks);
+  for (size_t c = 0; c < nc; ++c) {
+    crows[c] = ops::unpack_pack_chunk(craw + c * ops::kPackChunkInts);
+    if (uint64_t(crows[c].kept_start) + crows[c].kept > offsets.numel ||
+        crows[c].kept > crows[c].size)
+      check.require(false, "chunk " + std::to_string(c) + ": kept range out of range");
+  }
+  for (size_t t = 0; t < nt; ++t) {
+    trows[t] = ops::unpack_pack_tensor(traw + t * ops::kPackTensorInts);
+    const ops::PackTensor& T = trows[t];
+    if (T.chunk_begin > T.chunk_end || T.chunk_end > nc ||
+        uint64_t(T.kept_begin) + T.kept > codes.numel ||
+        uint64_t(T.table_begin) + T.table_entries > tables.numel)
+      check.require(false, "tensor " + std::to_string(t) + ": a range out of bounds");
+  }
+  const uint64_t bound = ops::pack_bound(trows.data(), nt, crows.data(), opt);
+  check.require(payload.bytes() >= bound && opt.first_byte <= bound,
+                "payload holds " + std::to_string(payload.bytes()) + " bytes, needs " +
+                    std::to_string(bound));
+  auto* bytes = static_cast<uint8_t*>(payload.data);
+  std::memset(bytes + opt.first_byte, 0, payload.bytes() - opt.first_byte);
+  ops::pack_sections(bytes, reinterpret_cast<uint32_t*>(layout.data), as_indices(i32(offsets)),
+                     as_indices(i32(codes)), tables.numel > 0 ? f32(tables) : nullptr, trows.data(),
+                     nt, crows.data(), opt);
 }
 
 }  // namespace loco

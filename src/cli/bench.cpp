@@ -26,6 +26,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/ops/cpu_isa.hpp"
 #include "loco/optim/optimizer.hpp"
+#include "loco/train/train_step.hpp"
 
 namespace loco {
 
@@ -44,172 +45,25 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-// A Backend that forwards every call to another one and adds up the wall time of each op
-// (synchronising around it, so the figures mean something on an asynchronous device too).
-// Matmuls are keyed by shape, so the table says which projection costs what.
-class TimedBackend final : public Backend {
+// The per-op table of `--profile`: Backend's timing hook (Backend::set_op_timer) adds up the
+// wall and CPU time of each op, synchronised around it; matmuls are keyed by shape.
+class OpTable final : public Backend::OpTimer {
  public:
-  explicit TimedBackend(Backend& inner) : be_(inner) {}
-
   struct Entry {
     double seconds = 0;      // wall
     double cpu_seconds = 0;  // process CPU time (all threads)
     long long calls = 0;
   };
+  void record(const std::string& op, double wall_seconds, double cpu_seconds) override {
+    Entry& e = entries_[op];
+    e.seconds += wall_seconds;
+    e.cpu_seconds += cpu_seconds;
+    ++e.calls;
+  }
   const std::map<std::string, Entry>& entries() const { return entries_; }
   void reset() { entries_.clear(); }
 
-  std::string name() const override { return be_.name(); }
-  DType activation_dtype() const override { return be_.activation_dtype(); }
-  Buf alloc(size_t numel, DType dtype) override { return be_.alloc(numel, dtype); }
-  void release(Buf& buf) override { be_.release(buf); }
-  void synchronize() override { be_.synchronize(); }
-  size_t peak_memory_bytes() const override { return be_.peak_memory_bytes(); }
-
-  void zero(Buf buf) override {
-    timed("zero", [&] { be_.zero(buf); });
-  }
-  void upload(Buf dst, const void* src) override {
-    timed("upload", [&] { be_.upload(dst, src); });
-  }
-  void download(void* dst, Buf src) override {
-    timed("download", [&] { be_.download(dst, src); });
-  }
-  void copy(Buf dst, Buf src) override {
-    timed("copy", [&] { be_.copy(dst, src); });
-  }
-  void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override {
-    timed("embedding_forward", [&] { be_.embedding_forward(out, tokens, wte, N, C); });
-  }
-  void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override {
-    timed("embedding_backward", [&] { be_.embedding_backward(dwte, dout, tokens, N, C); });
-  }
-  void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override {
-    timed("rmsnorm_forward", [&] { be_.rmsnorm_forward(out, rstd, in, weight, N, C, eps); });
-  }
-  void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
-                        int C) override {
-    timed("rmsnorm_backward",
-          [&] { be_.rmsnorm_backward(din, dweight, dout, in, weight, rstd, N, C); });
-  }
-  void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override {
-    timed("matmul_forward " + std::to_string(IC) + "->" + std::to_string(OC),
-          [&] { be_.matmul_forward(out, in, weight, N, IC, OC); });
-  }
-  void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
-                       bool accumulate_din) override {
-    timed("matmul_backward " + std::to_string(IC) + "->" + std::to_string(OC),
-          [&] { be_.matmul_backward(din, dweight, dout, in, weight, N, IC, OC, accumulate_din); });
-  }
-  void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override {
-    timed("rope_forward", [&] { be_.rope_forward(out, x, B, T, H, hd, theta); });
-  }
-  void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override {
-    timed("rope_backward", [&] { be_.rope_backward(dx, dout, B, T, H, hd, theta); });
-  }
-  void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
-                         int hd) override {
-    timed("attention_forward",
-          [&] { be_.attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd); });
-  }
-  void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
-                          int B, int T, int NH, int NKV, int hd) override {
-    timed("attention_backward",
-          [&] { be_.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, hd); });
-  }
-  void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override {
-    timed("swiglu_forward", [&] { be_.swiglu_forward(out, gate, up, n); });
-  }
-  void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override {
-    timed("swiglu_backward", [&] { be_.swiglu_backward(dgate, dup, dout, gate, up, n); });
-  }
-  void add(Buf out, Buf a, Buf b, size_t n) override {
-    timed("add", [&] { be_.add(out, a, b, n); });
-  }
-  void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
-                     bool compute_grad) override {
-    timed("cross_entropy",
-          [&] { be_.cross_entropy(losses, logits, targets, N, V, grad_scale, compute_grad); });
-  }
-  double sum_squares(Buf x) override {
-    double r = 0;
-    timed("sum_squares", [&] { r = be_.sum_squares(x); });
-    return r;
-  }
-  void scale(Buf x, float s) override {
-    timed("scale", [&] { be_.scale(x, s); });
-  }
-  void axpby(Buf y, float a, Buf x, float b) override {
-    timed("axpby", [&] { be_.axpby(y, a, x, b); });
-  }
-  bool all_finite(Buf x) override {
-    bool r = false;
-    timed("all_finite", [&] { r = be_.all_finite(x); });
-    return r;
-  }
-  uint64_t fingerprint(Buf x) override {
-    uint64_t r = 0;
-    timed("fingerprint", [&] { r = be_.fingerprint(x); });
-    return r;
-  }
-  void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
-                    float eps, float weight_decay, float bc1, float bc2,
-                    float grad_scale) override {
-    timed("adamw_update", [&] {
-      be_.adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
-                       grad_scale);
-    });
-  }
-  void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
-                float beta, Buf C) override {
-    timed("gemm_f32", [&] { be_.gemm_f32(trans_a, trans_b, M, N, K, alpha, A, B, beta, C); });
-  }
-  void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
-                    Strided A, Strided B, float beta, Strided C, Strided D) override {
-    timed("gemm_batched",
-          [&] { be_.gemm_batched(trans_a, trans_b, M, N, K, batch, alpha, A, B, beta, C, D); });
-  }
-  void muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) override {
-    timed("muon_momentum", [&] { be_.muon_momentum(m, u, g, beta, grad_scale, nesterov); });
-  }
-  void frobenius_normalize(Buf x, size_t each, int batch, float eps) override {
-    timed("frobenius_normalize", [&] { be_.frobenius_normalize(x, each, batch, eps); });
-  }
-  void ef_accumulate(Buf e, Buf delta, float beta) override {
-    timed("ef_accumulate", [&] { be_.ef_accumulate(e, delta, beta); });
-  }
-  void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override {
-    timed("chunked_topk", [&] { be_.chunked_topk(offsets, flat, x, chunks, max_chunk); });
-  }
-  void gather(Buf values, Buf x, Buf flat) override {
-    timed("gather", [&] { be_.gather(values, x, flat); });
-  }
-  void scatter_subtract(Buf x, Buf flat, Buf values) override {
-    timed("scatter_subtract", [&] { be_.scatter_subtract(x, flat, values); });
-  }
-  void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override {
-    timed("scatter_accumulate", [&] { be_.scatter_accumulate(sum, count, flat, values); });
-  }
-  void divide(Buf out, Buf sum, Buf count, float divisor) override {
-    timed("divide", [&] { be_.divide(out, sum, count, divisor); });
-  }
-
  private:
-  template <typename F>
-  void timed(const std::string& key, F&& f) {
-    be_.synchronize();
-    const double c0 = process_cpu_seconds();
-    const auto t0 = Clock::now();
-    f();
-    be_.synchronize();
-    const auto t1 = Clock::now();
-    Entry& e = entries_[key];
-    e.seconds += seconds_between(t0, t1);
-    e.cpu_seconds += process_cpu_seconds() - c0;
-    ++e.calls;
-  }
-
-  Backend& be_;
   std::map<std::string, Entry> entries_;
 };
 
@@ -287,7 +141,10 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
   uint64_t step = 0;
   const double s =
       median_seconds(backend, 5, [&] { payload = compressor.compress(delta, step++).size(); });
-  const compress::DeviceCompressor::Timings phases = compressor.timings();  // the last call
+  // One more call with a synchronisation at every phase boundary, for the phase split.
+  compressor.set_phase_timing(true);
+  compressor.compress(delta, step++);
+  const compress::DeviceCompressor::Timings phases = compressor.timings();
   Buf copy = backend.alloc(delta.numel, DType::F32);
   const double copy_s = median_seconds(backend, 5, [&] { backend.copy(copy, delta); });
   backend.release(copy);
@@ -295,6 +152,7 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
           {"elements", delta.numel},
           {"selector", compress::selector_name(st.selector)},
           {"quantizer", compress::quantizer_name(st.quantizer)},
+          {"rules", compress::rules_name(st.rules)},
           {"error_feedback", st.error_feedback},
           {"topk", st.topk},
           {"chunk", st.chunk},
@@ -305,9 +163,9 @@ json time_compression(const Config& config, LlamaModel& model, Backend& backend,
           {"phases_ms",
            {{"select", 1e3 * phases.select_s},
             {"gather", 1e3 * phases.gather_s},
-            {"quantize_host", 1e3 * phases.quantize_s},
+            {"quantize", 1e3 * phases.quantize_s},
             {"ef_update", 1e3 * phases.ef_update_s},
-            {"pack_host", 1e3 * phases.pack_s}}},
+            {"pack", 1e3 * phases.pack_s}}},
           {"share_of_step", s / step_s}};
 }
 
@@ -335,26 +193,29 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   const int B = tc.micro_batch, T = tc.seq_len, accum = tc.grad_accum;
 
   auto device = make_backend(config.backend);
-  std::unique_ptr<TimedBackend> timed;
-  if (options.profile) timed = std::make_unique<TimedBackend>(*device);
-  Backend& backend = timed ? static_cast<Backend&>(*timed) : *device;
+  Backend& backend = *device;
+  std::unique_ptr<OpTable> timed;
+  if (options.profile) {
+    timed = std::make_unique<OpTable>();
+    backend.set_op_timer(timed.get());
+  }
 
   LlamaModel model(mc, backend);
   model.init_weights(tc.seed);
   auto optimizer = make_inner_optimizer(config.optimizer, model.layout(), backend);
 
-  // grad_accum distinct micro-batches of uniform random tokens, made once.
+  // grad_accum distinct micro-batches of uniform random tokens, made once, back to back.
   Rng rng(tc.seed ^ 0x62656e6368ULL);
   const size_t n_tok = static_cast<size_t>(B) * T;
-  std::vector<std::vector<int32_t>> inputs(accum), targets(accum);
-  for (int m = 0; m < accum; ++m) {
-    inputs[m].resize(n_tok);
-    targets[m].resize(n_tok);
-    for (size_t i = 0; i < n_tok; ++i) {
-      inputs[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
-      targets[m][i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
-    }
+  std::vector<int32_t> inputs(n_tok * static_cast<size_t>(accum)), targets(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
+    targets[i] = static_cast<int32_t>(rng.below(static_cast<uint64_t>(mc.vocab_size)));
   }
+  // The trainer's inner step, in the mode LOCO_STEP asks for (host, device or graph).
+  TrainStep inner_step(
+      model, *optimizer,
+      TrainStep::Options{B, T, accum, config.optimizer.grad_clip, TrainStep::mode_from_env()});
 
   // Phases are timed (with a sync at each boundary) only when profiling.
   std::map<std::string, double> phases;
@@ -368,22 +229,14 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
   double last_loss = 0.0;
   auto run_step = [&]() {
     auto t = Clock::now();
-    backend.zero(model.grads());
-    phase("zero_grads", t);
-    double loss = 0.0;
-    for (int m = 0; m < accum; ++m)
-      loss += model.forward_backward(inputs[m].data(), targets[m].data(), B, T,
-                                     1.0f / static_cast<float>(accum));
-    phase("forward_backward", t);
-    const GradNorm gn = global_grad_norm(backend, model.grads(), config.optimizer.grad_clip);
-    phase("grad_norm", t);
     // The schedule's value does not change the work; the peak lr keeps the steps comparable.
-    optimizer->step(model.params(), model.grads(), config.optimizer.lr, gn.clip_scale);
-    phase("optimizer", t);
+    inner_step.start(inputs.data(), targets.data(), config.optimizer.lr);
+    phase("step (zero, forward_backward, clip, update)", t);
+    last_loss = inner_step.finish().loss;
+    phase("finish (read the statistics)", t);
     model.params_changed();
     backend.synchronize();
     phase("params_changed", t);
-    last_loss = loss / accum;
   };
 
   for (int s = 0; s < options.warmup; ++s) run_step();
@@ -435,6 +288,8 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
               {"d_ff", mc.d_ff},
               {"tie_embeddings", mc.tie_embeddings}}},
             {"optimizer", config.optimizer.type},
+            {"step_mode", TrainStep::mode_name(inner_step.mode())},
+            {"step_graph", inner_step.graph_captured()},
             {"micro_batch", B},
             {"seq_len", T},
             {"grad_accum", accum},
@@ -462,11 +317,12 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
             {"final_loss", last_loss},
             {"params_hash", hash_hex}};
 
-  // Extras run on the un-profiled backend: they are single figures, not op tables.
+  // Extras run un-profiled: they are single figures, not op tables.
+  backend.set_op_timer(nullptr);
   if (options.muon) r["muon"] = time_muon_step(config, model, *device, median);
   if (options.compression) r["compression"] = time_compression(config, model, *device, median);
 
-  std::vector<std::pair<std::string, TimedBackend::Entry>> ops;
+  std::vector<std::pair<std::string, OpTable::Entry>> ops;
   if (timed) {
     ops.assign(timed->entries().begin(), timed->entries().end());
     std::sort(ops.begin(), ops.end(),
@@ -489,8 +345,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
         "thread(s), %d BLAS thread(s), %s kernels\n",
         config.name.c_str(), device->name().c_str(), group_digits(n_params).c_str(), B, T, accum,
         omp_get_max_threads(), openblas_get_num_threads(), ops::cpu_isa_name(ops::cpu_isa()));
-    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens\n", "steps", options.warmup,
-                options.steps, group_digits(tokens_per_step).c_str());
+    std::printf("  %-14s %d warm-up + %d timed steps of %s tokens (LOCO_STEP: %s%s)\n", "steps",
+                options.warmup, options.steps, group_digits(tokens_per_step).c_str(),
+                TrainStep::mode_name(inner_step.mode()),
+                inner_step.graph_captured() ? ", graph replayed" : "");
     std::printf("  %-14s median %.2f ms | mean %.2f ms | min %.2f ms | max %.2f ms | sd %.2f ms\n",
                 "step time", median * 1e3, mean * 1e3, r["step_min_s"].get<double>() * 1e3,
                 r["step_max_s"].get<double>() * 1e3, stddev * 1e3);
@@ -530,11 +388,10 @@ json run_benchmark(const Config& config, const BenchOptions& options) {
           group_digits(c["payload_bytes"].get<long long>()).c_str());
       const json& p = c["phases_ms"];
       std::printf(
-          "  %-14s select %.2f | gather %.2f | quantise (host) %.2f | EF update %.2f | "
-          "pack (host) %.2f ms\n",
-          "", p["select"].get<double>(), p["gather"].get<double>(),
-          p["quantize_host"].get<double>(), p["ef_update"].get<double>(),
-          p["pack_host"].get<double>());
+          "  %-14s phases (synchronised): select %.2f | gather %.2f | quantise %.2f | "
+          "EF update %.2f | pack + download + checksum %.2f ms\n",
+          "", p["select"].get<double>(), p["gather"].get<double>(), p["quantize"].get<double>(),
+          p["ef_update"].get<double>(), p["pack"].get<double>());
     }
     if (timed) {
       std::printf("\n  per step (synchronised around every op; totals differ from above)\n");

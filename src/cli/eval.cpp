@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,7 @@
 #include "loco/backend/backend.hpp"
 #include "loco/core/error.hpp"
 #include "loco/data/shard.hpp"
-#include "loco/data/tokenizer.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/io/file_io.hpp"
 #include "loco/io/model_source.hpp"
 #include "loco/io/safetensors.hpp"
@@ -32,6 +33,7 @@
 #include "loco/ops/rope.hpp"
 #include "loco/ops/swiglu.hpp"
 #include "loco/ops/vector_ops.hpp"
+#include "loco/train/bits_per_byte.hpp"
 #include "loco/train/memory_plan.hpp"
 
 namespace loco::cli {
@@ -39,7 +41,7 @@ namespace loco::cli {
 namespace {
 
 struct EvalArgs {
-  std::string source, data, token_file, text, tensor = "params", backend = "cpu";
+  std::string source, data, token_file, text, tensor = "params", backend = "cpu", tokenizer;
   std::string logits_out, grads_out;
   int seq_len = 0, batch_size = 8, max_batches = 0;
 };
@@ -145,10 +147,18 @@ int run_eval(const EvalArgs& a) {
   } else if (!a.token_file.empty()) {
     tokens = read_token_file(a.token_file);
     token_source = a.token_file;
-  } else {
+  }
+  // The tokenizer: --tokenizer, else the model's own (ModelSource::tokenizer).
+  const std::string tokenizer_spec = !a.tokenizer.empty() ? a.tokenizer : src.tokenizer;
+  std::optional<TextTokenizer> tokenizer;
+  if (!tokenizer_spec.empty()) tokenizer = TextTokenizer::from_spec(tokenizer_spec);
+  if (!a.text.empty()) {
+    if (!tokenizer)
+      throw Error("eval: " + src.path +
+                  " does not say which tokenizer it was trained with; pass --tokenizer byte or "
+                  "--tokenizer PATH.model");
     const AlignedBytes b = read_file_aligned(a.text, "text file", 1ull << 32);
-    tokens =
-        ByteTokenizer{}.encode(std::string(reinterpret_cast<const char*>(b.data.get()), b.size));
+    tokens = tokenizer->encode(std::string(reinterpret_cast<const char*>(b.data.get()), b.size));
     token_source = a.text;
   }
   for (size_t i = 0; i < tokens.size(); ++i)
@@ -224,6 +234,21 @@ int run_eval(const EvalArgs& a) {
                         {"tokens_evaluated", windows * T},
                         {"loss", loss},
                         {"perplexity", std::exp(loss)}};
+  if (tokenizer) {
+    out["tokenizer"] = tokenizer->origin();
+    // Bytes the scored tokens stand for (loco/data/text_tokenizer.hpp), when every one is in
+    // the tokenizer's vocabulary (shards of another tokenizer: no figure).
+    const bool known = std::all_of(targets.begin(), targets.end(), [&](int32_t t) {
+      return t >= 0 && t < tokenizer->vocab_size();
+    });
+    if (known) {
+      const uint64_t bytes = tokenizer->count_bytes(targets.data(), targets.size());
+      if (bytes > 0) {
+        out["bytes_evaluated"] = bytes;
+        out["bits_per_byte"] = bits_per_byte(loss, double(bytes) / double(targets.size()));
+      }
+    }
+  }
   if (src.meta.contains("step")) out["step"] = src.meta["step"];
 
   if (!a.logits_out.empty()) {
@@ -290,7 +315,12 @@ IoCommand add_eval_command(CLI::App& app) {
   sub->add_option("--data", args->data, "Token shard path or glob (llm.c format)");
   sub->add_option("--token-file", args->token_file,
                   "File of token ids (whitespace/comma separated, or a JSON array)");
-  sub->add_option("--text", args->text, "Text file, encoded with the byte tokenizer");
+  sub->add_option("--text", args->text,
+                  "Text file, encoded with the model's tokenizer (the run's data.tokenizer, an "
+                  "HF directory's tokenizer.model) or --tokenizer");
+  sub->add_option("--tokenizer", args->tokenizer,
+                  "byte or the path of a SentencePiece .model file (default: the model's)")
+      ->type_name("byte|PATH");
   sub->add_option("--seq-len", args->seq_len,
                   "Tokens per window (default: the run's training.seq_len, HF: min(128, "
                   "max_position_embeddings), at most the number of tokens - 1)")

@@ -1,5 +1,6 @@
-// `loco export-hf` and `loco eval`: each registers its subcommand on the app; after parsing,
-// main() calls run() for the one chosen. Both run in one process (no MPI collectives).
+// `loco export-hf`, `loco eval` and `loco tokenize`: each registers its subcommand on the app;
+// after parsing, main() calls run() for the one chosen. Both run in one process (no MPI
+// collectives).
 #pragma once
 #include <functional>
 
@@ -16,6 +17,7 @@ struct IoCommand {
 
 IoCommand add_export_hf_command(CLI::App& app);
 IoCommand add_eval_command(CLI::App& app);
+IoCommand add_tokenize_command(CLI::App& app);
 // `loco launch` (the elastic supervisor): no MPI in its own process; it starts mpirun.
 IoCommand add_launch_command(CLI::App& app);
 

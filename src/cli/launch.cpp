@@ -41,6 +41,10 @@ IoCommand add_launch_command(CLI::App& app) {
   sub->add_option("--probe-timeout", o->probe_timeout_s,
                   "Seconds a host has to answer `AGENT HOST true`")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--watch-interval", o->watch_interval_s,
+                  "While the job runs, probe its hosts every this many seconds; one that stops "
+                  "answering ends the job, which restarts without it (0: no probes)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--wait-for-hosts", o->wait_for_hosts_s,
                   "Seconds to keep probing while fewer than --min-nodes hosts answer")
       ->check(CLI::NonNegativeNumber);

@@ -14,7 +14,6 @@
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
-#include "loco/data/tokenizer.hpp"
 #include "loco/dist/communicator.hpp"
 #include "loco/runtime/runtime.hpp"
 #include "loco/train/bench.hpp"
@@ -98,21 +97,6 @@ int run_train(const TrainArgs& args, loco::Communicator& world) {
   return r.stopped_early ? loco::stop_exit_code() : 0;
 }
 
-struct TokenizeArgs {
-  std::string input, train_out, val_out;
-  double val_fraction = 0.0;
-};
-
-int run_tokenize(const TokenizeArgs& args) {
-  const auto r =
-      loco::tokenize_text_file(args.input, args.train_out, args.val_out, args.val_fraction);
-  spdlog::info("tokenized {}: {} train tokens → {}{}", args.input, r.train_tokens, args.train_out,
-               args.val_out.empty()
-                   ? std::string()
-                   : fmt::format(", {} validation tokens → {}", r.val_tokens, args.val_out));
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,17 +137,7 @@ int main(int argc, char** argv) {
                   "summary.json and checkpoints); without it a directory holding a run is "
                   "refused");
 
-  TokenizeArgs tok_args;
-  auto* tokenize = app.add_subcommand(
-      "tokenize", "Turn a text file into byte-level token shards (llm.c format)");
-  tokenize->add_option("input", tok_args.input, "Text file")->required()->check(CLI::ExistingFile);
-  tokenize->add_option("--train", tok_args.train_out, "Output shard for training tokens")
-      ->required();
-  tokenize->add_option("--val", tok_args.val_out, "Output shard for validation tokens");
-  tokenize->add_option("--val-fraction", tok_args.val_fraction,
-                       "Fraction of the text (cut at a line) kept for validation")
-      ->check(CLI::Range(0.0, 0.99));
-
+  const loco::cli::IoCommand tokenize = loco::cli::add_tokenize_command(app);
   const loco::BenchCommand bench = loco::add_bench_command(app);
   const loco::cli::IoCommand export_hf = loco::cli::add_export_hf_command(app);
   const loco::cli::IoCommand eval = loco::cli::add_eval_command(app);
@@ -191,7 +165,7 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<loco::Communicator> world;
   try {
-    if (*tokenize) return run_tokenize(tok_args);
+    if (*tokenize.sub) return tokenize.run();
     if (*bench.sub) return bench.run();
     if (*export_hf.sub) return export_hf.run();
     if (*eval.sub) return eval.run();

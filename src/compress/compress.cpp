@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "loco/compress/templar_rules.hpp"
 #include "loco/compress/wire.hpp"
 #include "loco/core/error.hpp"
 #include "loco/core/hash.hpp"
@@ -15,6 +16,7 @@
 #include "loco/model/param_layout.hpp"
 #include "loco/ops/bf16.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_quantize.hpp"
 
 namespace loco::compress {
 
@@ -67,6 +69,8 @@ const char* index_coding_name(IndexCoding c) {
 const char* aggregation_name(Aggregation a) {
   return a == Aggregation::MeanAll ? "mean_all" : "mean_selected";
 }
+
+const char* rules_name(Rules r) { return r == Rules::Templar ? "templar" : "loco"; }
 
 int value_bits(Quantizer q) {
   switch (q) {
@@ -138,6 +142,12 @@ Settings settings_from_config(const CompressionConfig& c) {
     s.aggregation = Aggregation::MeanAll;
   else
     throw Error("distributed.compression.aggregation = \"" + c.aggregation + "\": unknown");
+  if (c.rules == "loco")
+    s.rules = Rules::Loco;
+  else if (c.rules == "templar")
+    s.rules = Rules::Templar;
+  else
+    throw Error("distributed.compression.rules = \"" + c.rules + "\": unknown (loco, templar)");
   s.chunk = c.chunk;
   s.topk = c.topk;
   s.error_feedback = c.error_feedback;
@@ -191,6 +201,8 @@ Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
   mixin(uint64_t(s.quantizer));
   mixin(uint64_t(s.chunk));
   mixin(uint64_t(s.topk));
+  if (s.rules != Rules::Loco) mixin(uint64_t(s.rules));  // loco's fingerprints stay as they were
+  const bool templar = s.rules == Rules::Templar;
   p.first_chunk.push_back(0);
   p.k_start.push_back(0);
   for (const TensorShape& t : p.tensors) {
@@ -209,7 +221,7 @@ Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
     } else {
       LOCO_CHECK(t.rows == 1, "a 1-D tensor has one row");
       th = 1;
-      tw = s.chunk;
+      tw = templar ? largest_divisor_at_most(t.cols, s.chunk) : s.chunk;
     }
     for (int64_t r0 = 0; r0 < t.rows; r0 += th) {
       for (int64_t c0 = 0; c0 < t.cols; c0 += tw) {
@@ -218,7 +230,7 @@ Plan make_plan(std::vector<TensorShape> tensors, const Settings& s) {
         g.stride = size_t(t.cols);
         g.h = uint32_t(std::min(th, t.rows - r0));
         g.w = uint32_t(std::min(tw, t.cols - c0));
-        g.k = chunk_k(g.size(), s.topk, s.chunk);
+        g.k = templar ? templar_chunk_k(g.size(), s.topk) : chunk_k(g.size(), s.topk, s.chunk);
         p.max_chunk = std::max(p.max_chunk, g.size());
         p.chunks.push_back(g);
         p.k_start.push_back(p.k_start.back() + g.k);
@@ -371,16 +383,47 @@ void select(const Plan& plan, const float* x, uint64_t key, Selection& out) {
 // ------------------------------------------------------------------ quantisation
 
 int quant_level(double v, double mu, double step, int L) {
-  if (!(step > 0.0) || !std::isfinite(step)) return L / 2;
-  const double z = std::floor((v - mu) / step + 0.5 * L);
-  if (!(z >= 0.0)) return 0;  // also NaN
-  if (z >= double(L - 1)) return L - 1;
-  return static_cast<int>(z);
+  return ops::quant_level(v, mu, step, L);
 }
 
 void uniform_table(float shift, float step, int L, float* table) {
   for (int q = 0; q < L; ++q)
-    table[q] = static_cast<float>(double(shift) + (q + 0.5 - 0.5 * L) * double(step));
+    table[q] = static_cast<float>(ops::quant_bin_centre(double(shift), double(step), q, L));
+}
+
+QuantLayout quant_layout(const Plan& plan, const std::vector<uint64_t>& chunk_start) {
+  LOCO_CHECK(chunk_start.size() == plan.chunks.size() + 1, "quant_layout: one start per chunk");
+  const int L = quant_levels(plan.settings.quantizer);
+  const size_t nt = plan.tensors.size();
+  QuantLayout out;
+  out.tensors.resize(nt);
+  out.table_kind.assign(nt, TableKind::None);
+  out.table_start.assign(nt + 1, 0);
+  for (size_t t = 0; t < nt; ++t) {
+    const uint64_t k0 = chunk_start[plan.first_chunk[t]];
+    const uint64_t n = chunk_start[plan.first_chunk[t + 1]] - k0;
+    LOCO_CHECK(chunk_start.back() <= UINT32_MAX, "fewer than 2^32 kept elements");
+    ops::QuantTensor& q = out.tensors[t];
+    q.kept_begin = uint32_t(k0);
+    q.kept = uint32_t(n);
+    q.segment_begin = uint32_t(out.segments.size());
+    for (uint64_t s = 0; s < n; s += ops::kQuantSegment)
+      out.segments.push_back(ops::QuantSegment{
+          uint32_t(k0 + s), uint32_t(std::min<uint64_t>(ops::kQuantSegment, n - s)), uint32_t(t)});
+    q.segment_end = uint32_t(out.segments.size());
+    q.table_begin = uint32_t(out.table_start[t]);
+    size_t entries = 0;
+    if (L > 0 && n > 0) {
+      // rules = templar: always L level values (docs/algorithms.md, the reference's rules).
+      const bool means =
+          plan.settings.rules == Rules::Templar || ops::quant_uses_means(size_t(n), L);
+      out.table_kind[t] = means ? TableKind::Means : TableKind::Uniform;
+      entries = means ? size_t(L) : 2;
+    }
+    q.table_kind = uint32_t(out.table_kind[t]);
+    out.table_start[t + 1] = out.table_start[t] + entries;
+  }
+  return out;
 }
 
 void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized& out) {
@@ -397,73 +440,21 @@ void quantize(const Plan& plan, const float* x, const Selection& sel, Quantized&
 
 void quantize_gathered(const Plan& plan, const Selection& sel, Quantized& out) {
   LOCO_CHECK(out.value.size() == sel.kept(), "quantize_gathered: one value per kept element");
-  const Quantizer qz = plan.settings.quantizer;
-  const int L = quant_levels(qz);
-  const size_t nt = plan.tensors.size();
-  const size_t kept = sel.kept();
-  out.code.resize(kept);
-  out.table_kind.assign(nt, TableKind::None);
-  // Table sizes depend only on the counts, so every tensor's slot is known up front and the
-  // tensors are quantised in parallel (each one's statistics stay sequential: same bits).
-  auto kept_in = [&](size_t t) {
-    return size_t(sel.start[plan.first_chunk[t + 1]] - sel.start[plan.first_chunk[t]]);
-  };
-  auto uses_means = [L](size_t n) { return L <= 16 || n >= size_t(16) * size_t(L); };
-  out.table_start.assign(nt + 1, 0);
-  for (size_t t = 0; t < nt; ++t) {
-    const size_t n = kept_in(t);
-    const size_t entries = (L == 0 || n == 0) ? 0 : uses_means(n) ? size_t(L) : 2;
-    out.table_start[t + 1] = out.table_start[t] + entries;
+  const QuantLayout layout = quant_layout(plan, sel.start);
+  out.code.resize(sel.kept());
+  out.table_kind = layout.table_kind;
+  out.table_start = layout.table_start;
+  out.table.assign(layout.table_start.back(), 0.0f);
+  if (plan.settings.rules == Rules::Templar && quant_levels(plan.settings.quantizer) > 0) {
+    templar_quantize_gathered(layout, quant_levels(plan.settings.quantizer), out.value.data(),
+                              out.code.data(), out.table.data());
+    return;
   }
-  out.table.assign(out.table_start[nt], 0.0f);
-
-#pragma omp parallel for schedule(dynamic, 1) if (kept >= 65536)
-  for (size_t t = 0; t < nt; ++t) {
-    const size_t k0 = sel.start[plan.first_chunk[t]], n = kept_in(t);
-    float* v = out.value.data() + k0;
-    uint32_t* code = out.code.data() + k0;
-    if (qz == Quantizer::F32) {
-      for (size_t i = 0; i < n; ++i) code[i] = std::bit_cast<uint32_t>(v[i]);
-    } else if (qz == Quantizer::BF16) {
-      for (size_t i = 0; i < n; ++i) {
-        const uint16_t b = ops::float_to_bf16_bits(v[i]);
-        code[i] = b;
-        v[i] = ops::bf16_bits_to_float(b);
-      }
-    } else if (n > 0) {
-      double sum = 0.0;
-      for (size_t i = 0; i < n; ++i) sum += v[i];
-      const double mu = sum / double(n);
-      double ss = 0.0;
-      for (size_t i = 0; i < n; ++i) ss += (v[i] - mu) * (v[i] - mu);
-      const double sigma = std::sqrt(ss / double(n));
-      const double step = 6.0 * sigma / L;
-      std::vector<double> lsum(L, 0.0);
-      std::vector<uint64_t> lcount(L, 0);
-      for (size_t i = 0; i < n; ++i) {
-        const int q = quant_level(v[i], mu, step, L);
-        code[i] = uint32_t(q);
-        lsum[q] += v[i];
-        ++lcount[q];
-      }
-      std::vector<float> table(L);
-      float* slot = out.table.data() + out.table_start[t];
-      if (uses_means(n)) {
-        out.table_kind[t] = TableKind::Means;
-        for (int q = 0; q < L; ++q)
-          table[q] = lcount[q] ? static_cast<float>(lsum[q] / double(lcount[q]))
-                               : static_cast<float>(mu + (q + 0.5 - 0.5 * L) * step);
-        std::copy(table.begin(), table.end(), slot);
-      } else {
-        out.table_kind[t] = TableKind::Uniform;
-        const float shift = static_cast<float>(mu), fstep = static_cast<float>(step);
-        uniform_table(shift, fstep, L, table.data());
-        slot[0] = shift;
-        slot[1] = fstep;
-      }
-      for (size_t i = 0; i < n; ++i) v[i] = table[code[i]];
-    }
-  }
+  // The same function the CPU backend runs for Backend::quantize_values (and the CUDA
+  // kernels follow): one definition of every sum and rounding.
+  ops::quantize_values(out.code.data(), out.value.data(), out.table.data(), sel.kept(),
+                       layout.tensors.data(), layout.tensors.size(),
+                       value_bits(plan.settings.quantizer));
 }
 
 // ------------------------------------------------------------------ error feedback
@@ -520,25 +511,57 @@ void Aggregator::reset() {
   sum_.assign(plan_.total, 0.0f);
   if (how_ == Aggregation::MeanSelected) count_.assign(plan_.total, 0);
   added_ = 0;
+  pending_flat_.clear();
+  pending_values_.clear();
 }
 
 void Aggregator::add(const uint8_t* payload, size_t bytes) {
   if (added_ >= int(UINT16_MAX)) throw Error("compression: too many payloads to aggregate");
-  decode_accumulate(plan_, payload, bytes, sum_.data(),
-                    how_ == Aggregation::MeanSelected ? count_.data() : nullptr);
+  if (plan_.settings.rules == Rules::Templar) {
+    pending_flat_.emplace_back();
+    pending_values_.emplace_back();
+    try {
+      decode_sparse(plan_, payload, bytes, pending_flat_.back(), pending_values_.back());
+    } catch (...) {
+      pending_flat_.pop_back();
+      pending_values_.pop_back();
+      throw;
+    }
+  } else {
+    decode_accumulate(plan_, payload, bytes, sum_.data(),
+                      how_ == Aggregation::MeanSelected ? count_.data() : nullptr);
+  }
   ++added_;
 }
 
 void Aggregator::finish(float* out, int workers) const {
   const size_t n = plan_.total;
+  std::vector<float> clipped_sum;
+  std::vector<uint16_t> clipped_count;
+  const float* sum = sum_.data();
+  const uint16_t* count = count_.data();
+  if (!pending_values_.empty()) {  // rules = templar: clip, then sum payload by payload
+    std::vector<std::vector<float>> values = pending_values_;
+    clip_to_median_norm(plan_, pending_flat_, values, values.size());
+    clipped_sum.assign(n, 0.0f);
+    clipped_count.assign(n, 0);
+    for (size_t r = 0; r < values.size(); ++r) {
+      for (size_t i = 0; i < values[r].size(); ++i) {
+        clipped_sum[pending_flat_[r][i]] += values[r][i];
+        ++clipped_count[pending_flat_[r][i]];
+      }
+    }
+    sum = clipped_sum.data();
+    count = clipped_count.data();
+  }
   if (how_ == Aggregation::MeanSelected) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) out[i] = count_[i] ? sum_[i] / float(count_[i]) : 0.0f;
+    for (size_t i = 0; i < n; ++i) out[i] = count[i] ? sum[i] / float(count[i]) : 0.0f;
   } else {
     LOCO_CHECK(workers >= 1, "mean_all needs the number of workers");
     const float k = float(workers);
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) out[i] = sum_[i] / k;
+    for (size_t i = 0; i < n; ++i) out[i] = sum[i] / k;
   }
 }
 

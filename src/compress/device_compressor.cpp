@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "loco/compress/templar_rules.hpp"
 #include "loco/compress/wire.hpp"
 #include "loco/core/error.hpp"
 #include "loco/ops/chunk_topk.hpp"
@@ -36,6 +37,27 @@ void release_all(Backend& backend, std::initializer_list<Buf*> bufs) {
 
 // ------------------------------------------------------------------ DeviceCompressor
 
+namespace {
+
+// The kept elements before each chunk when the counts do not depend on the data: every
+// element (none), or k(C) per chunk (chunked_topk, random_k).
+std::vector<uint64_t> fixed_chunk_start(const Plan& plan) {
+  if (plan.settings.selector != Selector::None) return plan.k_start;
+  std::vector<uint64_t> start(plan.chunks.size() + 1, 0);
+  for (size_t c = 0; c < plan.chunks.size(); ++c) start[c + 1] = start[c] + plan.chunks[c].size();
+  return start;
+}
+
+// Rows of a table as the i32 words a backend reads.
+template <class Row, class Pack>
+std::vector<int32_t> table_words(const std::vector<Row>& rows, int ints, Pack pack) {
+  std::vector<int32_t> words(rows.size() * size_t(ints));
+  for (size_t i = 0; i < rows.size(); ++i) pack(rows[i], words.data() + i * size_t(ints));
+  return words;
+}
+
+}  // namespace
+
 DeviceCompressor::DeviceCompressor(Plan plan, Backend& backend)
     : plan_(std::move(plan)), backend_(backend) {
   check_addressable(plan_);
@@ -45,7 +67,10 @@ DeviceCompressor::DeviceCompressor(Plan plan, Backend& backend)
     offsets_ = backend_.alloc(kept, DType::I32);
     flat_ = backend_.alloc(kept, DType::I32);
     values_ = backend_.alloc(kept, DType::F32);
-    if (plan_.settings.selector == Selector::ChunkedTopK) {
+    codes_ = backend_.alloc(kept, DType::I32);
+    layout_dev_ = backend_.alloc(plan_.tensors.size() + 2, DType::I32);
+    const Selector selector = plan_.settings.selector;
+    if (selector == Selector::ChunkedTopK) {
       std::vector<int32_t> table(plan_.chunks.size() * ops::kChunkRowInts);
       for (size_t c = 0; c < plan_.chunks.size(); ++c) {
         ops::pack_chunk_row(plan_.chunks[c].row(plan_.k_start[c]),
@@ -54,14 +79,51 @@ DeviceCompressor::DeviceCompressor(Plan plan, Backend& backend)
       chunk_table_ = backend_.alloc(table.size(), DType::I32);
       backend_.upload(chunk_table_, table.data());
     }
+    if (selector != Selector::GlobalTopK) set_layouts(fixed_chunk_start(plan_));
+    if (selector == Selector::None) select_on_host(nullptr, 0);  // every element, once
   } catch (...) {
-    release_all(backend_, {&error_, &chunk_table_, &offsets_, &flat_, &values_});
+    release_all(backend_, {&error_, &chunk_table_, &offsets_, &flat_, &values_, &codes_, &tables_,
+                           &quant_tensors_, &quant_segments_, &pack_tensors_, &pack_chunks_,
+                           &payload_dev_, &layout_dev_});
     throw;
   }
 }
 
 DeviceCompressor::~DeviceCompressor() {
-  release_all(backend_, {&error_, &chunk_table_, &offsets_, &flat_, &values_});
+  release_all(backend_, {&error_, &chunk_table_, &offsets_, &flat_, &values_, &codes_, &tables_,
+                         &quant_tensors_, &quant_segments_, &pack_tensors_, &pack_chunks_,
+                         &payload_dev_, &layout_dev_});
+}
+
+Buf DeviceCompressor::grown(Buf& buf, size_t numel, DType dtype) {
+  if (buf.numel < numel || buf.dtype != dtype) {
+    if (buf.data != nullptr) backend_.release(buf);
+    buf = backend_.alloc(numel, dtype);
+  }
+  return numel == 0 ? Buf{buf.data, dtype, 0} : buf.slice(0, numel);
+}
+
+void DeviceCompressor::set_layouts(const std::vector<uint64_t>& chunk_start) {
+  quant_ = quant_layout(plan_, chunk_start);
+  pack_ = pack_layout(plan_, chunk_start, quant_);
+  kept_ = size_t(chunk_start.back());
+  // The backends count rows by numel: each table is used as a slice of exactly its rows.
+  auto upload = [&](Buf& dst, const std::vector<int32_t>& words) {
+    const Buf b = grown(dst, words.size(), DType::I32);
+    if (!words.empty()) backend_.upload(b, words.data());
+    return b;
+  };
+  views_.quant_tensors = upload(
+      quant_tensors_, table_words(quant_.tensors, ops::kQuantTensorInts, ops::pack_quant_tensor));
+  views_.quant_segments =
+      upload(quant_segments_,
+             table_words(quant_.segments, ops::kQuantSegmentInts, ops::pack_quant_segment));
+  views_.pack_tensors = upload(
+      pack_tensors_, table_words(pack_.tensors, ops::kPackTensorInts, ops::pack_pack_tensor));
+  views_.pack_chunks =
+      upload(pack_chunks_, table_words(pack_.chunks, ops::kPackChunkInts, ops::pack_pack_chunk));
+  grown(tables_, std::max<size_t>(1, quant_.table_start.back()), DType::F32);
+  grown(payload_dev_, size_t((pack_.max_bytes + 3) / 4), DType::I32);
 }
 
 std::vector<float> DeviceCompressor::download_error() const {
@@ -107,7 +169,9 @@ const std::vector<uint8_t>& DeviceCompressor::compress(Buf delta, uint64_t step)
                 " elements, got " + dtype_name(delta.dtype) + " with " +
                 std::to_string(delta.numel));
   using Clock = std::chrono::steady_clock;
-  auto lap = [t = Clock::now()](double& into) mutable {
+  auto lap = [this, t = Clock::now()](double& into) mutable {
+    if (!phase_timing_) return;
+    backend_.synchronize();
     const auto now = Clock::now();
     into = std::chrono::duration<double>(now - t).count();
     t = now;
@@ -121,44 +185,77 @@ const std::vector<uint8_t>& DeviceCompressor::compress(Buf delta, uint64_t step)
   const Selector selector = plan_.settings.selector;
   const uint64_t key = selector == Selector::RandomK ? random_key(plan_.settings.seed, step) : 0;
   switch (selector) {
-    case Selector::ChunkedTopK: {
+    case Selector::ChunkedTopK:
       backend_.chunked_topk(offsets_, flat_, x, chunk_table_, plan_.max_chunk);
-      sel_.start.assign(plan_.k_start.begin(), plan_.k_start.end());
-      const size_t kept = size_t(plan_.k_start.back());
-      sel_.offset.resize(kept);
-      static_assert(sizeof(uint32_t) == sizeof(int32_t));
-      if (kept > 0) backend_.download(sel_.offset.data(), offsets_.slice(0, kept));
       break;
-    }
-    case Selector::None:
-    case Selector::RandomK:  // neither reads the values
+    case Selector::None:  // the flat indices are uploaded once (constructor)
+      break;
+    case Selector::RandomK:  // offsets implied by the key: only the flat indices travel
       select_on_host(nullptr, key);
       break;
     case Selector::GlobalTopK:
       host_dense_.resize(plan_.total);
       backend_.download(host_dense_.data(), x);
       select_on_host(host_dense_.data(), key);
+      static_assert(sizeof(uint32_t) == sizeof(int32_t));
+      if (sel_.kept() > 0) backend_.upload(offsets_.slice(0, sel_.kept()), sel_.offset.data());
+      set_layouts(sel_.start);
       break;
   }
-  backend_.synchronize();
   lap(timings_.select_s);
-  const size_t kept = sel_.kept();
-  q_.value.resize(kept);
+  const size_t kept = kept_;
   const Buf values = values_.slice(0, kept), flat = flat_.slice(0, kept);
-  if (kept > 0) {
-    backend_.gather(values, x, flat);
-    backend_.download(q_.value.data(), values);
-  }
+  if (kept > 0) backend_.gather(values, x, flat);
   lap(timings_.gather_s);
-  quantize_gathered(plan_, sel_, q_);  // q_.value becomes D, what every receiver decodes
-  lap(timings_.quantize_s);
-  if (kept > 0 && !error_.empty()) {
-    backend_.upload(values, q_.value.data());
-    backend_.scatter_subtract(error_, flat, values);  // e = t − D at the kept elements
-    backend_.synchronize();
+  const int vbits = value_bits(plan_.settings.quantizer);
+  const int levels = quant_levels(plan_.settings.quantizer);
+  if (plan_.settings.rules == Rules::Templar && levels > 0) {
+    // The reference's level rule has no kernel: quantise on the host, send the results back.
+    host_values_.resize(kept);
+    host_codes_.resize(kept);
+    host_tables_.assign(quant_.table_start.back(), 0.0f);
+    if (kept > 0) backend_.download(host_values_.data(), values);
+    templar_quantize_gathered(quant_, levels, host_values_.data(), host_codes_.data(),
+                              host_tables_.data());
+    if (kept > 0) {
+      backend_.upload(values, host_values_.data());
+      backend_.upload(codes_.slice(0, kept), host_codes_.data());
+    }
+    if (!host_tables_.empty())
+      backend_.upload(tables_.slice(0, host_tables_.size()), host_tables_.data());
+  } else {
+    backend_.quantize_values(codes_.slice(0, kept), values, tables_, views_.quant_tensors,
+                             views_.quant_segments, vbits);  // values become D
   }
+  lap(timings_.quantize_s);
+  if (kept > 0 && !error_.empty())
+    backend_.scatter_subtract(error_, flat, values);  // e = t − D at the kept elements
   lap(timings_.ef_update_s);
-  encode_into(plan_, sel_, q_, key, payload_, &stats_);
+  // Sections on the backend; then their sizes, the bytes, and the header on the host.
+  backend_.pack_sections(payload_dev_, layout_dev_, offsets_, codes_, tables_, views_.pack_tensors,
+                         views_.pack_chunks, pack_.options);
+  const size_t nt = plan_.tensors.size();
+  layout_host_.resize(nt + 2);
+  backend_.download(layout_host_.data(), layout_dev_.slice(0, nt + 2));
+  const uint64_t total = uint64_t(layout_host_[nt]) | (uint64_t(layout_host_[nt + 1]) << 32);
+  LOCO_CHECK(total >= kWireHeaderBytes && total <= pack_.max_bytes,
+             "the packed payload fits its bound");
+  const size_t words = size_t((total + 3) / 4);
+  payload_.resize(words * 4);
+  backend_.download(payload_.data(), payload_dev_.slice(0, words));
+  payload_.resize(size_t(total));
+  seal_payload(plan_, key, payload_.data(), payload_.size());
+  stats_ = EncodeStats{};
+  stats_.elements = plan_.total;
+  stats_.kept = kept;
+  stats_.bytes = total;
+  stats_.header_bytes = kWireHeaderBytes + nt * kWireTensorHeaderBytes;
+  for (size_t t = 0; t < nt; ++t) {
+    const ops::PackTensor& T = pack_.tensors[t];
+    stats_.table_bytes += 4 * uint64_t(T.table_entries);
+    stats_.index_bytes += layout_host_[t];
+    stats_.value_bytes += (uint64_t(T.kept) * uint64_t(vbits) + 7) / 8;
+  }
   lap(timings_.pack_s);
   return payload_;
 }
@@ -186,6 +283,7 @@ void DeviceAggregator::reset() {
   backend_.zero(sum_);
   if (!count_.empty()) backend_.zero(count_);
   added_ = 0;
+  pending_ = 0;
 }
 
 void DeviceAggregator::add(const uint8_t* payload, size_t bytes) {
@@ -196,9 +294,13 @@ void DeviceAggregator::add_all(const std::vector<Payload>& payloads) {
   const size_t K = payloads.size();
   if (size_t(added_) + K > size_t(INT32_MAX))
     throw Error("compression: too many payloads to aggregate");
-  if (host_flat_.size() < K) {
-    host_flat_.resize(K);
-    host_values_.resize(K);
+  // rules = templar: every payload of this sync is kept (decoded) until finish(), which clips
+  // them to their median norm and only then accumulates; else slots are reused per call.
+  const bool defer = plan_.settings.rules == Rules::Templar;
+  const size_t first = defer ? pending_ : 0;
+  if (host_flat_.size() < first + K) {
+    host_flat_.resize(first + K);
+    host_values_.resize(first + K);
   }
   // Decode (and validate) every payload first, in parallel: decode_sparse throws before it
   // yields anything from a malformed payload, and nothing is accumulated unless all are good.
@@ -206,13 +308,19 @@ void DeviceAggregator::add_all(const std::vector<Payload>& payloads) {
 #pragma omp parallel for schedule(dynamic, 1) if (K > 1)
   for (size_t r = 0; r < K; ++r) {
     try {
-      decode_sparse(plan_, payloads[r].data, payloads[r].bytes, host_flat_[r], host_values_[r]);
+      decode_sparse(plan_, payloads[r].data, payloads[r].bytes, host_flat_[first + r],
+                    host_values_[first + r]);
     } catch (const std::exception& e) {  // must not leave the OpenMP region
       errors[r] = e.what();
     }
   }
   for (size_t r = 0; r < K; ++r)
     if (!errors[r].empty()) throw PayloadError(r, errors[r]);
+  if (defer) {
+    pending_ += K;
+    added_ += int(K);
+    return;
+  }
   for (size_t r = 0; r < K; ++r) {  // in order: every element's sum is formed payload by payload
     scatter(host_flat_[r], host_values_[r]);
     ++added_;
@@ -239,6 +347,11 @@ void DeviceAggregator::finish(Buf out, int workers) {
   if (out.dtype != DType::F32 || out.numel != plan_.total)
     throw Error("compression: the aggregate must be f32 with " + std::to_string(plan_.total) +
                 " elements");
+  if (pending_ > 0) {  // rules = templar: clip every payload of the sync, then sum in order
+    clip_to_median_norm(plan_, host_flat_, host_values_, pending_);
+    for (size_t r = 0; r < pending_; ++r) scatter(host_flat_[r], host_values_[r]);
+    pending_ = 0;
+  }
   if (how_ == Aggregation::MeanSelected) {
     backend_.divide(out, sum_, count_, 1.0f);
   } else {

@@ -33,11 +33,14 @@ const char* wire_index_coding_name(WireIndexCoding c) {
 
 namespace {
 
-constexpr int kMaxRiceParam = 15;
+using ops::best_rice_param;
+using ops::count_bits;
+using ops::kMaxRiceParam;
+using ops::needs_offsets;
+using ops::offset_bits;
+using ops::rice_costs;
 
 inline uint64_t low_mask(int n) { return n >= 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1; }
-inline int offset_bits(uint32_t C) { return C <= 1 ? 0 : std::bit_width(C - 1); }
-inline int count_bits(uint32_t C) { return std::bit_width(C); }
 
 // ------------------------------------------------------------------ bit streams
 
@@ -193,30 +196,6 @@ T get_le(const uint8_t* p) {
 }
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
 
-// ------------------------------------------------------------------ index costs
-
-// Rice cost in bits of one chunk's gaps for every parameter 0..15.
-void rice_costs(const uint32_t* o, uint32_t n, std::array<uint64_t, kMaxRiceParam + 1>& cost) {
-  cost.fill(0);
-  uint32_t prev = 0;
-  for (uint32_t j = 0; j < n; ++j) {
-    const uint32_t g = j == 0 ? o[0] : o[j] - prev - 1;
-    prev = o[j];
-    for (int p = 0; p <= kMaxRiceParam; ++p) cost[p] += (g >> p);
-  }
-  for (int p = 0; p <= kMaxRiceParam; ++p) cost[p] += uint64_t(n) * (1 + p);
-}
-
-int best_param(const std::array<uint64_t, kMaxRiceParam + 1>& cost, int pmax) {
-  int best = 0;
-  for (int p = 1; p <= pmax; ++p)
-    if (cost[p] < cost[best]) best = p;
-  return best;
-}
-
-// Offsets need coding for this chunk (not empty, not full).
-inline bool needs_offsets(uint32_t n, uint32_t C) { return n != 0 && n != C; }
-
 }  // namespace
 
 IndexCost index_cost(const Plan& plan, const Selection& sel, size_t t) {
@@ -230,10 +209,10 @@ IndexCost index_cost(const Plan& plan, const Selection& sel, size_t t) {
     ic.fixed += uint64_t(n) * offset_bits(C);
     ic.bitmap += C;
     rice_costs(sel.offset.data() + sel.start[c], n, cost);
-    ic.rice_chunk += 4 + cost[best_param(cost, std::min(kMaxRiceParam, offset_bits(C)))];
+    ic.rice_chunk += 4 + cost[best_rice_param(cost, std::min(kMaxRiceParam, offset_bits(C)))];
     for (int p = 0; p <= kMaxRiceParam; ++p) tensor_cost[p] += cost[p];
   }
-  ic.rice_tensor_param = best_param(tensor_cost, kMaxRiceParam);
+  ic.rice_tensor_param = best_rice_param(tensor_cost, kMaxRiceParam);
   ic.rice_tensor = tensor_cost[ic.rice_tensor_param];
   return ic;
 }
@@ -318,7 +297,7 @@ void encode_section(const Plan& plan, const Selection& sel, const Quantized& q, 
           int p = tensor_param;
           if (coding == WireIndexCoding::RiceChunk) {
             rice_costs(o, n, cost);
-            p = best_param(cost, std::min(kMaxRiceParam, offset_bits(C)));
+            p = best_rice_param(cost, std::min(kMaxRiceParam, offset_bits(C)));
             bw.put(uint64_t(p), 4);
           }
           uint32_t prev = 0;
@@ -366,6 +345,73 @@ void encode_section(const Plan& plan, const Selection& sel, const Quantized& q, 
 
 }  // namespace
 
+void seal_payload(const Plan& plan, uint64_t key, uint8_t* payload, size_t total) {
+  const Settings& s = plan.settings;
+  LOCO_CHECK(total >= kWireHeaderBytes, "a payload holds at least its header");
+  const bool implied = s.selector == Selector::None || s.selector == Selector::RandomK;
+  const bool explicit_counts = s.selector == Selector::GlobalTopK;
+  uint8_t* p = payload;
+  auto put = [&p](const auto v) {
+    std::memcpy(p, &v, sizeof v);
+    p += sizeof v;
+  };
+  std::memcpy(p, kWireMagic, 4);
+  p += 4;
+  put(kWireVersion);
+  put(uint16_t(kWireHeaderBytes));
+  put(uint8_t(s.selector));
+  put(uint8_t(s.quantizer));
+  put(uint16_t((implied ? kFlagIndicesImplied : 0) | (explicit_counts ? kFlagCountsExplicit : 0)));
+  put(uint32_t(plan.tensors.size()));
+  put(uint64_t(total));
+  put(uint64_t(plan.fingerprint));
+  put(uint64_t(s.selector == Selector::RandomK ? key : 0));
+  const uint64_t seed = hash_bytes(payload, 40);
+  put(hash_bytes(payload + kWireHeaderBytes, total - kWireHeaderBytes, seed));
+}
+
+PackLayout pack_layout(const Plan& plan, const std::vector<uint64_t>& chunk_start,
+                       const QuantLayout& quant) {
+  const Settings& s = plan.settings;
+  const size_t nt = plan.tensors.size(), nc = plan.chunks.size();
+  LOCO_CHECK(chunk_start.size() == nc + 1, "pack_layout: one start per chunk");
+  LOCO_CHECK(quant.tensors.size() == nt, "pack_layout: the quantiser layout of this plan");
+  PackLayout out;
+  out.options.index_coding = int(s.index_coding);
+  out.options.implied = s.selector == Selector::None || s.selector == Selector::RandomK;
+  out.options.explicit_counts = s.selector == Selector::GlobalTopK;
+  out.options.value_bits = value_bits(s.quantizer);
+  out.options.first_byte = kWireHeaderBytes;
+  out.chunks.resize(nc);
+  out.tensors.resize(nt);
+  for (size_t t = 0; t < nt; ++t) {
+    ops::PackTensor& T = out.tensors[t];
+    T.chunk_begin = uint32_t(plan.first_chunk[t]);
+    T.chunk_end = uint32_t(plan.first_chunk[t + 1]);
+    T.kept_begin = quant.tensors[t].kept_begin;
+    T.kept = quant.tensors[t].kept;
+    T.table_begin = uint32_t(quant.table_start[t]);
+    T.table_entries = uint32_t(quant.table_start[t + 1] - quant.table_start[t]);
+    T.table_kind = quant.tensors[t].table_kind;
+    uint32_t count_pos = 0;
+    for (size_t c = T.chunk_begin; c < T.chunk_end; ++c) {
+      ops::PackChunk& g = out.chunks[c];
+      g.size = plan.chunks[c].size();
+      g.kept_start = uint32_t(chunk_start[c]);
+      g.kept = uint32_t(chunk_start[c + 1] - chunk_start[c]);
+      g.count_pos = count_pos;
+      if (out.options.explicit_counts) count_pos += uint32_t(count_bits(g.size));
+    }
+    T.count_bits = count_pos;
+    out.options.max_chunks_per_tensor =
+        std::max(out.options.max_chunks_per_tensor, T.chunk_end - T.chunk_begin);
+    out.options.max_value_bytes = std::max<uint64_t>(
+        out.options.max_value_bytes, (uint64_t(T.kept) * uint64_t(out.options.value_bits) + 7) / 8);
+  }
+  out.max_bytes = ops::pack_bound(out.tensors.data(), nt, out.chunks.data(), out.options);
+  return out;
+}
+
 void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uint64_t key,
                  std::vector<uint8_t>& out, EncodeStats* stats) {
   const Settings& s = plan.settings;
@@ -379,21 +425,9 @@ void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uin
   st.elements = plan.total;
   st.kept = sel.kept();
 
-  out.clear();
+  out.assign(kWireHeaderBytes, 0);  // the header: written by seal_payload at the end
   out.reserve(kWireHeaderBytes + nt * (kWireTensorHeaderBytes + 64) +
               size_t(double(sel.kept()) * (vbits + 12) / 8.0) + 64);
-  out.insert(out.end(), kWireMagic, kWireMagic + 4);
-  put_le<uint16_t>(out, kWireVersion);
-  put_le<uint16_t>(out, uint16_t(kWireHeaderBytes));
-  out.push_back(uint8_t(s.selector));
-  out.push_back(uint8_t(s.quantizer));
-  put_le<uint16_t>(out, uint16_t((implied ? kFlagIndicesImplied : 0) |
-                                 (explicit_counts ? kFlagCountsExplicit : 0)));
-  put_le<uint32_t>(out, uint32_t(nt));
-  put_le<uint64_t>(out, 0);  // total bytes, patched below
-  put_le<uint64_t>(out, plan.fingerprint);
-  put_le<uint64_t>(out, s.selector == Selector::RandomK ? key : 0);
-  put_le<uint64_t>(out, 0);  // checksum, patched below
   st.header_bytes += kWireHeaderBytes;
 
   // Sections in parallel (each into its own buffer; the bytes do not depend on the thread
@@ -422,10 +456,7 @@ void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uin
     st.index_bytes += section_stats[t].index_bytes;
     st.value_bytes += section_stats[t].value_bytes;
   }
-  patch_le<uint64_t>(out, 16, uint64_t(out.size()));
-  const uint64_t seed = hash_bytes(out.data(), 40);
-  patch_le<uint64_t>(
-      out, 40, hash_bytes(out.data() + kWireHeaderBytes, out.size() - kWireHeaderBytes, seed));
+  seal_payload(plan, key, out.data(), out.size());
   st.bytes = out.size();
   if (stats) *stats = st;
 }

@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "loco/core/error.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/optim/schedule.hpp"
 
 namespace loco {
@@ -126,6 +127,16 @@ Rule<std::string> non_empty() {
   return [](const std::string& x) { return x.empty() ? "must not be empty" : std::string(); };
 }
 
+// data.tokenizer: the file itself is checked where paths are resolved (load_config).
+Rule<std::string> byte_or_model_file() {
+  return [](const std::string& x) {
+    const bool model = x.size() > 6 && x.compare(x.size() - 6, 6, ".model") == 0;
+    return x == "byte" || model
+               ? std::string()
+               : "must be \"byte\" or the path of a SentencePiece .model file";
+  };
+}
+
 // ------------------------------------------------------------------ the schema
 
 const std::vector<std::string> kScheduleTypes = {"constant", "linear", "cosine", "wsd", "infinite"};
@@ -151,7 +162,7 @@ void fields(V& v, DataConfig& d) {
   v.train_data("train", d.train, d.train_mixture);
   v.field("val", d.val);
   v.named_sets("extra_val", d.extra_val);
-  v.field("tokenizer", d.tokenizer, one_of({"byte"}));
+  v.field("tokenizer", d.tokenizer, byte_or_model_file());
   v.field("on_resume_change", d.on_resume_change, one_of({"refuse", "restart"}));
 }
 
@@ -229,6 +240,7 @@ void fields(V& v, CompressionConfig& c) {
   v.field("index_coding", c.index_coding, one_of({"auto", "rice", "fixed", "bitmap"}));
   v.field("aggregation", c.aggregation, one_of({"mean_selected", "mean_all"}));
   v.field("seed", c.seed);
+  v.field("rules", c.rules, one_of({"loco", "templar"}));
 }
 
 template <class V>
@@ -987,6 +999,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     }
     if (!c.data.val.empty()) c.data.val = resolve_data_path("data.val", c.data.val, path);
     if (!c.model.init_from.empty()) c.model.init_from = resolve_init_from(c.model.init_from, path);
+    if (c.data.tokenizer != "byte") {
+      c.data.tokenizer = resolve_data_path("data.tokenizer", c.data.tokenizer, path);
+      check_tokenizer_fits(c, path);
+    }
     return c;
   } catch (const json::exception& e) {
     throw Error(path + ": " + e.what());

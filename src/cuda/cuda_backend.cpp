@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "loco/core/error.hpp"
+#include "loco/ops/compress_pack.hpp"
 #include "loco_kernels.cuh"
 
 namespace loco {
@@ -52,33 +53,18 @@ int alignment_of(const void* p) {
   return a;
 }
 
-// Validates the Bufs of one op (same rules and messages as the CPU backend's checks).
+__nv_bfloat16* bf16(Buf buf) { return static_cast<__nv_bfloat16*>(buf.data); }
+float* f32(Buf buf) { return static_cast<float*>(buf.data); }
+int32_t* i32(Buf buf) { return static_cast<int32_t*>(buf.data); }
+
+// One op's launches and the limits only the kernels have (Backend's public op has checked
+// dtypes, sizes and memory spaces: src/backend/backend.cpp).
 class Args {
  public:
   explicit Args(const char* op) : op_(op) {}
 
   void require(bool condition, const std::string& what) const {
     if (!condition) throw Error(std::string("cuda backend: ") + op_ + ": " + what);
-  }
-  // Device memory only: a host buffer handed to cudaMemcpy/kernels is a caller's mistake.
-  void device(Buf buf, const char* arg) const {
-    require(buf.bytes() == 0 || buf.space == MemSpace::Device,
-            std::string(arg) + " is in host memory; the CUDA backend works on device buffers");
-  }
-  void non_negative(std::initializer_list<int> dims) const {
-    for (int d : dims) require(d >= 0, "negative dimension " + std::to_string(d));
-  }
-  __nv_bfloat16* bf16(Buf buf, size_t needed, const char* arg) const {
-    check(buf, DType::BF16, needed, arg);
-    return static_cast<__nv_bfloat16*>(buf.data);
-  }
-  float* f32(Buf buf, size_t needed, const char* arg) const {
-    check(buf, DType::F32, needed, arg);
-    return static_cast<float*>(buf.data);
-  }
-  const int32_t* i32(Buf buf, size_t needed, const char* arg) const {
-    check(buf, DType::I32, needed, arg);
-    return static_cast<const int32_t*>(buf.data);
   }
   void launched(cudaError_t e) const {
     if (e == cudaSuccess) return;
@@ -89,16 +75,6 @@ class Args {
   const char* op() const { return op_; }
 
  private:
-  void check(Buf buf, DType dtype, size_t needed, const char* arg) const {
-    require(buf.dtype == dtype,
-            std::string(arg) + " is " + dtype_name(buf.dtype) + ", expected " + dtype_name(dtype));
-    require(buf.numel >= needed, std::string(arg) + " has " + std::to_string(buf.numel) +
-                                     " elements, needs " + std::to_string(needed));
-    require(needed == 0 || buf.data != nullptr, std::string(arg) + " is not allocated");
-    require(needed == 0 || buf.space == MemSpace::Device,
-            std::string(arg) + " is in host memory; the CUDA backend works on device buffers");
-  }
-
   const char* op_;
 };
 
@@ -228,6 +204,7 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   plans_.clear();
+  if (adam_table_.data != nullptr) cudaFree(adam_table_.data);
   if (lt_ != nullptr) cublasLtDestroy(lt_);
   if (scratch_ != nullptr) cudaFree(scratch_);
   if (workspace_ != nullptr) cudaFree(workspace_);
@@ -240,8 +217,17 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::activate() const { LOCO_CUDA(cudaSetDevice(device_)); }
 
+void CudaBackend::not_while_capturing(const char* op) const {
+  if (capturing_)
+    throw Error(std::string("cuda backend: ") + op +
+                " synchronises with the host, allocates or frees, and cannot be part of a "
+                "captured graph (run the work once eagerly before capturing it)");
+}
+
 void* CudaBackend::scratch(size_t bytes) {
   if (bytes <= scratch_bytes_) return scratch_;
+  not_while_capturing("growing the scratch memory");
+  ++scratch_generation_;  // graphs captured with the old block cannot run any more
   // Work queued on the stream may still read the old block: wait before freeing it.
   LOCO_CUDA(cudaStreamSynchronize(stream_));
   if (scratch_ != nullptr) LOCO_CUDA(cudaFree(scratch_));
@@ -280,6 +266,7 @@ void CudaBackend::check_status() {
 Buf CudaBackend::alloc(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel, MemSpace::Device};
   if (numel == 0) return buf;
+  not_while_capturing("alloc");
   activate();
   const cudaError_t e = cudaMalloc(&buf.data, buf.bytes());
   if (e != cudaSuccess) {
@@ -300,6 +287,7 @@ Buf CudaBackend::alloc(size_t numel, DType dtype) {
 }
 
 void CudaBackend::release(Buf& buf) {
+  not_while_capturing("release");
   if (buf.data != nullptr) {
     activate();
     LOCO_CUDA(cudaStreamSynchronize(stream_));
@@ -312,6 +300,7 @@ void CudaBackend::release(Buf& buf) {
 Buf CudaBackend::alloc_host(size_t numel, DType dtype) {
   Buf buf{nullptr, dtype, numel, MemSpace::Host};
   if (numel == 0) return buf;
+  not_while_capturing("alloc_host");
   activate();
   const cudaError_t e = cudaMallocHost(&buf.data, buf.bytes());
   if (e != cudaSuccess) {
@@ -324,58 +313,51 @@ Buf CudaBackend::alloc_host(size_t numel, DType dtype) {
 }
 
 void CudaBackend::release_host(Buf& buf) {
+  not_while_capturing("release_host");
   if (buf.data != nullptr) cudaFreeHost(buf.data);
   buf = Buf{};
 }
 
-void CudaBackend::zero(Buf buf) {
-  Args("zero").device(buf, "buf");
+void CudaBackend::do_zero(Buf buf) {
   if (buf.bytes() == 0) return;
   activate();
   LOCO_CUDA(cudaMemsetAsync(buf.data, 0, buf.bytes(), stream_));
 }
 
-void CudaBackend::upload(Buf dst, const void* host_src) {
-  Args("upload").device(dst, "dst");
+void CudaBackend::do_upload(Buf dst, const void* host_src) {
+  not_while_capturing("upload");
   if (dst.bytes() == 0) return;
   activate();
   LOCO_CUDA(cudaMemcpyAsync(dst.data, host_src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
   LOCO_CUDA(cudaStreamSynchronize(stream_));  // host_src may be reused as soon as we return
 }
 
-void CudaBackend::download(void* host_dst, Buf src) {
-  Args("download").device(src, "src");
+void CudaBackend::do_download(void* host_dst, Buf src) {
+  not_while_capturing("download");
   activate();
   if (src.bytes() > 0)
     LOCO_CUDA(cudaMemcpyAsync(host_dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
   check_status();  // synchronises
 }
 
-void CudaBackend::copy(Buf dst, Buf src) {
+void CudaBackend::do_copy(Buf dst, Buf src) {
   const Args args("copy");
-  args.require(dst.numel == src.numel, "dst has " + std::to_string(dst.numel) +
-                                           " elements but src has " + std::to_string(src.numel));
   if (dst.numel == 0) return;
-  args.require(dst.data != nullptr && src.data != nullptr, "buffer is not allocated");
-  args.device(dst, "dst");
-  args.device(src, "src");
   activate();
   if (dst.dtype == src.dtype) {
     LOCO_CUDA(cudaMemcpyAsync(dst.data, src.data, dst.bytes(), cudaMemcpyDeviceToDevice, stream_));
   } else if (dst.dtype == DType::BF16 && src.dtype == DType::F32) {
     args.launched(loco_f32_to_bf16(static_cast<__nv_bfloat16*>(dst.data),
                                    static_cast<const float*>(src.data), dst.numel, stream_));
-  } else if (dst.dtype == DType::F32 && src.dtype == DType::BF16) {
+  } else {  // F32 from BF16: the public op refused every other pair
     args.launched(loco_bf16_to_f32(static_cast<float*>(dst.data),
                                    static_cast<const __nv_bfloat16*>(src.data), dst.numel,
                                    stream_));
-  } else {
-    args.require(false, std::string("cannot convert ") + dtype_name(src.dtype) + " to " +
-                            dtype_name(dst.dtype));
   }
 }
 
 void CudaBackend::synchronize() {
+  not_while_capturing("synchronize");
   activate();
   check_status();
 }
@@ -497,27 +479,25 @@ void CudaBackend::gemm_rowmajor_batched(bool trans_a, bool trans_b, int M, int N
                          plan.c, &plan.algo, workspace_, workspace_bytes_, stream_));
 }
 
-void CudaBackend::matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) {
+void CudaBackend::do_matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) {
   const Args args("matmul_forward");
-  args.non_negative({N, IC, OC});
-  auto* o = args.bf16(out, elements(N, OC), "out");
-  const auto* x = args.bf16(in, elements(N, IC), "in");
-  const auto* w = args.bf16(weight, elements(OC, IC), "weight");
+  auto* o = bf16(out);
+  const auto* x = bf16(in);
+  const auto* w = bf16(weight);
   activate();
   // out(N,OC) = in(N,IC) · weight(OC,IC)ᵀ
   gemm_rowmajor(false, true, N, OC, IC, 1.f, x, CUDA_R_16BF, w, CUDA_R_16BF, 0.f, o, CUDA_R_16BF,
                 args.op());
 }
 
-void CudaBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC,
-                                  int OC, bool accumulate_din) {
+void CudaBackend::do_matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N,
+                                     int IC, int OC, bool accumulate_din) {
   const Args args("matmul_backward");
-  args.non_negative({N, IC, OC});
-  auto* di = args.bf16(din, elements(N, IC), "din");
-  auto* dw = args.f32(dweight, elements(OC, IC), "dweight");
-  const auto* dy = args.bf16(dout, elements(N, OC), "dout");
-  const auto* x = args.bf16(in, elements(N, IC), "in");
-  const auto* w = args.bf16(weight, elements(OC, IC), "weight");
+  auto* di = bf16(din);
+  auto* dw = f32(dweight);
+  const auto* dy = bf16(dout);
+  const auto* x = bf16(in);
+  const auto* w = bf16(weight);
   activate();
   // din(N,IC) = dout(N,OC) · weight(OC,IC)   (+= when accumulate_din)
   gemm_rowmajor(false, false, N, IC, OC, 1.f, dy, CUDA_R_16BF, w, CUDA_R_16BF,
@@ -527,98 +507,88 @@ void CudaBackend::matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf we
                 args.op());
 }
 
-void CudaBackend::gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A,
-                           Buf B, float beta, Buf C) {
-  const Args args("gemm_f32");
-  args.non_negative({M, N, K});
-  const float* a = args.f32(A, elements(M, K), "A");
-  const float* b = args.f32(B, elements(K, N), "B");
-  float* c = args.f32(C, elements(M, N), "C");
-  activate();
-  gemm_rowmajor(trans_a, trans_b, M, N, K, alpha, a, CUDA_R_32F, b, CUDA_R_32F, beta, c, CUDA_R_32F,
-                args.op());
-}
-
 // ---------------------------------------------------------------------------- model ops
 
-void CudaBackend::embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) {
+void CudaBackend::do_embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) {
   const Args args("embedding_forward");
-  args.non_negative({N, C});
-  args.require(C > 0, "C must be positive");
   const int V = static_cast<int>(wte.numel / static_cast<size_t>(C));
-  auto* o = args.bf16(out, elements(N, C), "out");
-  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
-  const auto* table = args.bf16(wte, elements(V, C), "wte");
+  auto* o = bf16(out);
+  const int32_t* ids = i32(tokens);
+  const auto* table = bf16(wte);
   activate();
   args.launched(loco_embedding_forward(o, ids, table, N, C, V, status_dev_, stream_));
 }
 
-void CudaBackend::embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) {
+void CudaBackend::do_embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) {
   const Args args("embedding_backward");
-  args.non_negative({N, C});
-  args.require(C > 0, "C must be positive");
   const int V = static_cast<int>(dwte.numel / static_cast<size_t>(C));
-  float* dt = args.f32(dwte, elements(V, C), "dwte");
-  const auto* dy = args.bf16(dout, elements(N, C), "dout");
-  const int32_t* ids = args.i32(tokens, static_cast<size_t>(N), "tokens");
+  float* dt = f32(dwte);
+  const auto* dy = bf16(dout);
+  const int32_t* ids = i32(tokens);
   activate();
   args.launched(loco_embedding_backward(dt, dy, ids, N, C, V, status_dev_, stream_));
 }
 
-void CudaBackend::rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) {
+void CudaBackend::do_rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C,
+                                     float eps) {
   const Args args("rmsnorm_forward");
-  args.non_negative({N, C});
-  auto* o = args.bf16(out, elements(N, C), "out");
-  float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
-  const auto* x = args.bf16(in, elements(N, C), "in");
-  const auto* w = args.bf16(weight, static_cast<size_t>(C), "weight");
+  auto* o = bf16(out);
+  float* r = f32(rstd);
+  const auto* x = bf16(in);
+  const auto* w = bf16(weight);
   activate();
   args.launched(loco_rmsnorm_forward(o, r, x, w, N, C, eps, stream_));
 }
 
-void CudaBackend::rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
-                                   int N, int C) {
+void CudaBackend::do_rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd,
+                                      int N, int C) {
   const Args args("rmsnorm_backward");
-  args.non_negative({N, C});
-  auto* dx = args.bf16(din, elements(N, C), "din");
-  float* dw = args.f32(dweight, static_cast<size_t>(C), "dweight");
-  const auto* dy = args.bf16(dout, elements(N, C), "dout");
-  const auto* x = args.bf16(in, elements(N, C), "in");
-  const auto* w = args.bf16(weight, static_cast<size_t>(C), "weight");
-  const float* r = args.f32(rstd, static_cast<size_t>(N), "rstd");
+  auto* dx = bf16(din);
+  float* dw = f32(dweight);
+  const auto* dy = bf16(dout);
+  const auto* x = bf16(in);
+  const auto* w = bf16(weight);
+  const float* r = f32(rstd);
   if (N == 0 || C == 0) return;
   activate();
   auto* partial = static_cast<float*>(scratch(loco_rmsnorm_backward_scratch(N, C) * sizeof(float)));
   args.launched(loco_rmsnorm_backward(dx, dw, dy, x, w, r, N, C, partial, stream_));
 }
 
-void CudaBackend::rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
+void CudaBackend::do_add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight,
+                                         int N, int C, float eps) {
+  const Args args("add_rmsnorm_forward");
+  auto* s = bf16(sum);
+  auto* o = bf16(out);
+  float* r = f32(rstd);
+  const auto* x = bf16(a);
+  const auto* y = bf16(b);
+  const auto* w = bf16(weight);
+  activate();
+  args.launched(loco_add_rmsnorm_forward(s, o, r, x, y, w, N, C, eps, stream_));
+}
+
+void CudaBackend::do_rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
   const Args args("rope_forward");
-  args.non_negative({B, T, H, hd});
-  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
   const size_t n = elements(B, T, H, hd);
-  auto* o = args.bf16(out, n, "out");
-  const auto* xi = args.bf16(x, n, "x");
+  auto* o = bf16(out);
+  const auto* xi = bf16(x);
   activate();
   args.launched(loco_rope(o, xi, B, T, H, hd, theta, +1, stream_));
 }
 
-void CudaBackend::rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
+void CudaBackend::do_rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
   const Args args("rope_backward");
-  args.non_negative({B, T, H, hd});
-  args.require(hd % 2 == 0, "head dim " + std::to_string(hd) + " is odd");
   const size_t n = elements(B, T, H, hd);
-  auto* o = args.bf16(dx, n, "dx");
-  const auto* g = args.bf16(dout, n, "dout");
+  auto* o = bf16(dx);
+  const auto* g = bf16(dout);
   activate();
   args.launched(loco_rope(o, g, B, T, H, hd, theta, -1, stream_));
 }
 
 namespace {
-void check_attention_shape(const Args& args, int B, int T, int NH, int NKV, int hd) {
-  args.non_negative({B, T, NH, NKV, hd});
-  args.require(NKV > 0 && NH % NKV == 0,
-               "NH = " + std::to_string(NH) + " is not a multiple of NKV = " + std::to_string(NKV));
+// The attention kernels' limits (the public op checked the shapes).
+void check_attention_shape(const Args& args, int B, int NH, int hd) {
   args.require(loco_attention_supported(hd) != 0,
                "head dim " + std::to_string(hd) +
                    " is not supported by the CUDA kernels (multiples of 4 up to 128)");
@@ -626,36 +596,36 @@ void check_attention_shape(const Args& args, int B, int T, int NH, int NKV, int 
 }
 }  // namespace
 
-void CudaBackend::attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
-                                    int NKV, int hd) {
+void CudaBackend::do_attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH,
+                                       int NKV, int hd) {
   const Args args("attention_forward");
-  check_attention_shape(args, B, T, NH, NKV, hd);
+  check_attention_shape(args, B, NH, hd);
   const size_t q_numel = elements(B, T, NH, hd);
   const size_t kv_numel = elements(B, T, NKV, hd);
-  auto* o = args.bf16(out, q_numel, "out");
-  float* l = args.f32(lse, elements(B, NH, T, 1), "lse");
-  const auto* qp = args.bf16(q, q_numel, "q");
-  const auto* kp = args.bf16(k, kv_numel, "k");
-  const auto* vp = args.bf16(v, kv_numel, "v");
+  auto* o = bf16(out);
+  float* l = f32(lse);
+  const auto* qp = bf16(q);
+  const auto* kp = bf16(k);
+  const auto* vp = bf16(v);
   activate();
   args.launched(loco_attention_forward(o, l, qp, kp, vp, B, T, NH, NKV, hd, stream_));
 }
 
-void CudaBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out,
-                                     Buf lse, int B, int T, int NH, int NKV, int hd) {
+void CudaBackend::do_attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v,
+                                        Buf out, Buf lse, int B, int T, int NH, int NKV, int hd) {
   const Args args("attention_backward");
-  check_attention_shape(args, B, T, NH, NKV, hd);
+  check_attention_shape(args, B, NH, hd);
   const size_t q_numel = elements(B, T, NH, hd);
   const size_t kv_numel = elements(B, T, NKV, hd);
-  auto* dqp = args.bf16(dq, q_numel, "dq");
-  auto* dkp = args.bf16(dk, kv_numel, "dk");
-  auto* dvp = args.bf16(dv, kv_numel, "dv");
-  const auto* dy = args.bf16(dout, q_numel, "dout");
-  const auto* qp = args.bf16(q, q_numel, "q");
-  const auto* kp = args.bf16(k, kv_numel, "k");
-  const auto* vp = args.bf16(v, kv_numel, "v");
-  const auto* o = args.bf16(out, q_numel, "out");
-  const float* l = args.f32(lse, elements(B, NH, T, 1), "lse");
+  auto* dqp = bf16(dq);
+  auto* dkp = bf16(dk);
+  auto* dvp = bf16(dv);
+  const auto* dy = bf16(dout);
+  const auto* qp = bf16(q);
+  const auto* kp = bf16(k);
+  const auto* vp = bf16(v);
+  const auto* o = bf16(out);
+  const float* l = f32(lse);
   if (elements(B, NH, T, 1) == 0) return;
   activate();
   auto* D = static_cast<float*>(scratch(elements(B, NH, T, 1) * sizeof(float)));
@@ -665,43 +635,41 @@ void CudaBackend::attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Bu
       loco_attention_backward_dkdv(dkp, dvp, D, dy, qp, kp, vp, l, B, T, NH, NKV, hd, stream_));
 }
 
-void CudaBackend::swiglu_forward(Buf out, Buf gate, Buf up, size_t n) {
+void CudaBackend::do_swiglu_forward(Buf out, Buf gate, Buf up, size_t n) {
   const Args args("swiglu_forward");
-  auto* o = args.bf16(out, n, "out");
-  const auto* g = args.bf16(gate, n, "gate");
-  const auto* u = args.bf16(up, n, "up");
+  auto* o = bf16(out);
+  const auto* g = bf16(gate);
+  const auto* u = bf16(up);
   activate();
   args.launched(loco_swiglu_forward(o, g, u, n, stream_));
 }
 
-void CudaBackend::swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) {
+void CudaBackend::do_swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) {
   const Args args("swiglu_backward");
-  auto* dg = args.bf16(dgate, n, "dgate");
-  auto* du = args.bf16(dup, n, "dup");
-  const auto* dy = args.bf16(dout, n, "dout");
-  const auto* g = args.bf16(gate, n, "gate");
-  const auto* u = args.bf16(up, n, "up");
+  auto* dg = bf16(dgate);
+  auto* du = bf16(dup);
+  const auto* dy = bf16(dout);
+  const auto* g = bf16(gate);
+  const auto* u = bf16(up);
   activate();
   args.launched(loco_swiglu_backward(dg, du, dy, g, u, n, stream_));
 }
 
-void CudaBackend::add(Buf out, Buf a, Buf b, size_t n) {
+void CudaBackend::do_add(Buf out, Buf a, Buf b, size_t n) {
   const Args args("add");
-  auto* o = args.bf16(out, n, "out");
-  const auto* x = args.bf16(a, n, "a");
-  const auto* y = args.bf16(b, n, "b");
+  auto* o = bf16(out);
+  const auto* x = bf16(a);
+  const auto* y = bf16(b);
   activate();
   args.launched(loco_add_bf16(o, x, y, n, stream_));
 }
 
-void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
-                                bool compute_grad) {
+void CudaBackend::do_cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V,
+                                   float grad_scale, bool compute_grad) {
   const Args args("cross_entropy");
-  args.non_negative({N, V});
-  args.require(V > 0, "V must be positive");
-  float* l = args.f32(losses, static_cast<size_t>(N), "losses");
-  auto* x = args.bf16(logits, elements(N, V), "logits");
-  const int32_t* t = args.i32(targets, static_cast<size_t>(N), "targets");
+  float* l = f32(losses);
+  auto* x = bf16(logits);
+  const int32_t* t = i32(targets);
   activate();
   args.launched(
       loco_cross_entropy(l, x, t, N, V, grad_scale, compute_grad ? 1 : 0, status_dev_, stream_));
@@ -709,9 +677,10 @@ void CudaBackend::cross_entropy(Buf losses, Buf logits, Buf targets, int N, int 
 
 // ---------------------------------------------------------------------------- F32 vector ops
 
-double CudaBackend::sum_squares(Buf x) {
+double CudaBackend::do_sum_squares(Buf x) {
+  not_while_capturing("sum_squares");
   const Args args("sum_squares");
-  const float* p = args.f32(x, x.numel, "x");
+  const float* p = f32(x);
   activate();
   auto* partial = static_cast<double*>(scratch(loco_sum_squares_scratch() * sizeof(double)));
   auto* result = static_cast<double*>(result_dev_);
@@ -723,26 +692,25 @@ double CudaBackend::sum_squares(Buf x) {
   return value;
 }
 
-void CudaBackend::scale(Buf x, float s) {
+void CudaBackend::do_scale(Buf x, float s) {
   const Args args("scale");
-  float* p = args.f32(x, x.numel, "x");
+  float* p = f32(x);
   activate();
   args.launched(loco_scale_f32(p, s, x.numel, stream_));
 }
 
-void CudaBackend::axpby(Buf y, float a, Buf x, float b) {
+void CudaBackend::do_axpby(Buf y, float a, Buf x, float b) {
   const Args args("axpby");
-  args.require(x.numel == y.numel, "x has " + std::to_string(x.numel) + " elements but y has " +
-                                       std::to_string(y.numel));
-  float* py = args.f32(y, y.numel, "y");
-  const float* px = args.f32(x, x.numel, "x");
+  float* py = f32(y);
+  const float* px = f32(x);
   activate();
   args.launched(loco_axpby_f32(py, a, px, b, y.numel, stream_));
 }
 
-bool CudaBackend::all_finite(Buf x) {
+bool CudaBackend::do_all_finite(Buf x) {
+  not_while_capturing("all_finite");
   const Args args("all_finite");
-  const float* p = args.f32(x, x.numel, "x");
+  const float* p = f32(x);
   activate();
   auto* flag = static_cast<int*>(result_dev_);
   args.launched(loco_all_finite_f32(flag, p, x.numel, stream_));
@@ -753,7 +721,8 @@ bool CudaBackend::all_finite(Buf x) {
   return bad == 0;
 }
 
-uint64_t CudaBackend::fingerprint(Buf x) {
+uint64_t CudaBackend::do_fingerprint(Buf x) {
+  not_while_capturing("fingerprint");
   activate();
   auto* sum = static_cast<unsigned long long*>(result_dev_);
   Args("fingerprint").launched(loco_fingerprint(sum, x.data, x.bytes(), stream_));
@@ -764,65 +733,161 @@ uint64_t CudaBackend::fingerprint(Buf x) {
   return value;
 }
 
-void CudaBackend::adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,
-                               float beta2, float eps, float weight_decay, float bc1, float bc2,
-                               float grad_scale) {
+void CudaBackend::do_adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1,
+                                  float beta2, float eps, float weight_decay, float bc1, float bc2,
+                                  float grad_scale) {
   const Args args("adamw_update");
   const size_t n = param.numel;
-  args.require(grad.numel == n && m.numel == n && v.numel == n,
-               "param, grad, m and v must have the same number of elements");
-  float* p = args.f32(param, n, "param");
-  const float* g = args.f32(grad, n, "grad");
-  float* pm = args.f32(m, n, "m");
-  float* pv = args.f32(v, n, "v");
+  float* p = f32(param);
+  const float* g = f32(grad);
+  float* pm = f32(m);
+  float* pv = f32(v);
   activate();
   args.launched(loco_adamw_f32(p, g, pm, pv, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2,
                                grad_scale, stream_));
 }
 
-void CudaBackend::gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
-                               float alpha, Strided A, Strided B, float beta, Strided C,
-                               Strided D) {
-  const Args args("gemm_batched");
-  args.non_negative({M, N, K, batch});
-  args.require(C.stride == D.stride, "C and D must have the same stride");
-  args.require(A.buf.dtype == B.buf.dtype, "A and B must have one dtype");
-  args.require(C.buf.dtype == D.buf.dtype, "C and D must have one dtype");
-  args.require(A.buf.dtype != DType::I32 && C.buf.dtype != DType::I32, "i32 matrices");
-  if (batch == 0) return;
-  auto span = [&](const Strided& x, size_t each) { return (size_t(batch) - 1) * x.stride + each; };
-  auto check = [&](const Strided& x, size_t each, const char* name) -> void* {
-    if (x.buf.dtype == DType::BF16) return args.bf16(x.buf, span(x, each), name);
-    return args.f32(x.buf, span(x, each), name);
-  };
-  const void* a = check(A, elements(M, K), "A");
-  const void* b = check(B, elements(K, N), "B");
-  const void* c = check(C, elements(M, N), "C");
-  void* d = check(D, elements(M, N), "D");
+void CudaBackend::do_adamw_multi(Buf param, Buf grad, Buf m, Buf v,
+                                 const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
+  const Args args("adamw_multi");
+  const size_t n = param.numel;
+  size_t max_numel = 0;
+  for (const AdamTensor& t : tensors) max_numel = std::max(max_numel, t.numel);
+  float* p = f32(param);
+  const float* g = f32(grad);
+  float* pm = f32(m);
+  float* pv = f32(v);
+  const float* h = f32(hyper);
+  const int32_t* st = stats.empty() ? nullptr : i32(stats);
+  activate();
+  if (tensors != adam_rows_ || adam_table_.data == nullptr) {
+    // A new tensor table (once per optimizer): to device memory, which a capture cannot do.
+    not_while_capturing("adamw_multi with a new tensor table");
+    std::vector<uint64_t> rows;
+    for (const AdamTensor& t : tensors) {
+      uint32_t wd = 0;
+      std::memcpy(&wd, &t.weight_decay, 4);
+      rows.insert(rows.end(), {uint64_t(t.offset), uint64_t(t.numel), uint64_t(wd)});
+    }
+    if (adam_table_.data != nullptr) release(adam_table_);
+    adam_rows_.clear();
+    if (!rows.empty()) {
+      adam_table_ = alloc(rows.size() * 2, DType::I32);
+      upload(adam_table_, rows.data());
+    }
+    adam_rows_ = tensors;
+  }
+  if (tensors.empty()) return;
+  args.launched(loco_adamw_multi_f32(p, g, pm, pv,
+                                     static_cast<const unsigned long long*>(adam_table_.data),
+                                     tensors.size(), max_numel, h, st, stream_));
+}
+
+void CudaBackend::do_accumulate_loss(Buf stats, Buf losses) {
+  const Args args("accumulate_loss");
+  const int32_t* st = i32(stats);
+  const float* l = f32(losses);
+  activate();
+  args.launched(loco_accumulate_loss(const_cast<int32_t*>(st), l, losses.numel, stream_));
+}
+
+void CudaBackend::do_clip_grad_norm(Buf stats, Buf grads, double max_norm) {
+  const Args args("clip_grad_norm");
+  const int32_t* st = i32(stats);
+  const float* g = f32(grads);
+  activate();
+  auto* partial = static_cast<double*>(scratch(loco_sum_squares_scratch() * sizeof(double)));
+  args.launched(
+      loco_clip_grad_norm(const_cast<int32_t*>(st), g, grads.numel, max_norm, partial, stream_));
+}
+
+// ---------------------------------------------------------------------------- graphs
+
+class CudaBackend::CudaGraph final : public Backend::Graph {
+ public:
+  CudaGraph(CudaBackend& backend, cudaGraphExec_t exec)
+      : backend_(backend), exec_(exec), generation_(backend.scratch_generation_) {}
+  ~CudaGraph() override {  // never throws
+    cudaSetDevice(backend_.device_);
+    cudaStreamSynchronize(backend_.stream_);  // it may still run
+    cudaGraphExecDestroy(exec_);
+    cudaGetLastError();
+  }
+  bool launch() override {
+    if (backend_.scratch_generation_ != generation_) return false;
+    backend_.not_while_capturing("launching a graph");
+    backend_.activate();
+    LOCO_CUDA(cudaGraphLaunch(exec_, backend_.stream_));
+    return true;
+  }
+
+ private:
+  CudaBackend& backend_;
+  cudaGraphExec_t exec_;
+  uint64_t generation_;
+};
+
+std::unique_ptr<Backend::Graph> CudaBackend::capture(const std::function<void()>& work) {
+  not_while_capturing("capture");
+  activate();
+  LOCO_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  cudaGraph_t graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    capturing_ = false;
+    if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph != nullptr)
+      cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  capturing_ = false;
+  const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: graph capture failed: " + cuda_error_text(e) +
+                " (the captured work made a call a capture may not contain)");
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (ie != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cuda backend: cudaGraphInstantiate failed: " + cuda_error_text(ie));
+  }
+  return std::make_unique<CudaGraph>(*this, exec);
+}
+
+void CudaBackend::do_gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch,
+                                  float alpha, Strided A, Strided B, float beta, Strided C,
+                                  Strided D) {
+  const void* a = A.buf.data;
+  const void* b = B.buf.data;
+  const void* c = C.buf.data;
+  void* d = D.buf.data;
   const int in_type = A.buf.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   const int out_type = C.buf.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   activate();
   gemm_rowmajor_batched(trans_a, trans_b, M, N, K, batch, alpha, a, int64_t(A.stride), in_type, b,
                         int64_t(B.stride), in_type, beta, c, d, int64_t(C.stride), out_type,
-                        args.op());
+                        "gemm_batched");
 }
 
-void CudaBackend::muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) {
+void CudaBackend::do_muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale,
+                                   bool nesterov) {
   const Args args("muon_momentum");
   const size_t n = m.numel;
-  args.require(u.numel >= n && g.numel >= n,
-               "u and g must hold m's " + std::to_string(n) + " elements");
-  float* pm = args.f32(m, n, "m");
-  float* pu = args.f32(u, n, "u");
-  const float* pg = args.f32(g, n, "g");
+  float* pm = f32(m);
+  float* pu = f32(u);
+  const float* pg = f32(g);
   activate();
   args.launched(loco_muon_momentum(pm, pu, pg, beta, grad_scale, nesterov ? 1 : 0, n, stream_));
 }
 
-void CudaBackend::frobenius_normalize(Buf x, size_t each, int batch, float eps) {
+void CudaBackend::do_frobenius_normalize(Buf x, size_t each, int batch, float eps) {
   const Args args("frobenius_normalize");
-  args.require(batch >= 0, "negative batch " + std::to_string(batch));
-  float* p = args.f32(x, each * size_t(batch), "x");
+  float* p = f32(x);
   if (batch == 0 || each == 0) return;
   activate();
   auto* partial =
@@ -839,71 +904,101 @@ namespace {
 uint32_t* as_indices(Buf b) { return static_cast<uint32_t*>(b.data); }
 }  // namespace
 
-void CudaBackend::ef_accumulate(Buf e, Buf delta, float beta) {
+void CudaBackend::do_ef_accumulate(Buf e, Buf delta, float beta) {
   const Args args("ef_accumulate");
-  args.require(e.numel == delta.numel, "e has " + std::to_string(e.numel) +
-                                           " elements but delta has " +
-                                           std::to_string(delta.numel));
-  float* pe = args.f32(e, e.numel, "e");
-  const float* pd = args.f32(delta, e.numel, "delta");
+  float* pe = f32(e);
+  const float* pd = f32(delta);
   activate();
   args.launched(loco_ef_accumulate(pe, pd, beta, e.numel, stream_));
 }
 
-void CudaBackend::chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
+void CudaBackend::do_chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) {
   const Args args("chunked_topk");
-  args.require(chunks.numel % 8 == 0,
-               "chunks has " + std::to_string(chunks.numel) + " ints, not a multiple of 8");
-  args.i32(offsets, 0, "offsets");
-  args.i32(flat, 0, "flat");
-  const int32_t* table = args.i32(chunks, chunks.numel, "chunks");
-  const float* px = args.f32(x, x.numel, "x");
+  const int32_t* table = i32(chunks);
+  const float* px = f32(x);
   activate();
   args.launched(loco_chunked_topk(as_indices(offsets), as_indices(flat), px, table,
                                   chunks.numel / 8, max_chunk, stream_));
 }
 
-void CudaBackend::gather(Buf values, Buf x, Buf flat) {
+void CudaBackend::do_gather(Buf values, Buf x, Buf flat) {
   const Args args("gather");
   const size_t n = values.numel;
-  args.i32(flat, n, "flat");
-  float* pv = args.f32(values, n, "values");
-  const float* px = args.f32(x, x.numel, "x");
+  float* pv = f32(values);
+  const float* px = f32(x);
   activate();
   args.launched(loco_gather_f32(pv, px, as_indices(flat), n, stream_));
 }
 
-void CudaBackend::scatter_subtract(Buf x, Buf flat, Buf values) {
+void CudaBackend::do_scatter_subtract(Buf x, Buf flat, Buf values) {
   const Args args("scatter_subtract");
   const size_t n = values.numel;
-  args.i32(flat, n, "flat");
-  float* px = args.f32(x, x.numel, "x");
-  const float* pv = args.f32(values, n, "values");
+  float* px = f32(x);
+  const float* pv = f32(values);
   activate();
   args.launched(loco_scatter_subtract_f32(px, as_indices(flat), pv, n, stream_));
 }
 
-void CudaBackend::scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) {
+void CudaBackend::do_scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) {
   const Args args("scatter_accumulate");
   const size_t n = values.numel;
-  args.i32(flat, n, "flat");
-  float* ps = args.f32(sum, sum.numel, "sum");
+  float* ps = f32(sum);
   int32_t* pc = nullptr;
-  if (!count.empty()) pc = const_cast<int32_t*>(args.i32(count, sum.numel, "count"));
-  const float* pv = args.f32(values, n, "values");
+  if (!count.empty()) pc = const_cast<int32_t*>(i32(count));
+  const float* pv = f32(values);
   activate();
   args.launched(loco_scatter_accumulate_f32(ps, pc, as_indices(flat), pv, n, stream_));
 }
 
-void CudaBackend::divide(Buf out, Buf sum, Buf count, float divisor) {
+void CudaBackend::do_divide(Buf out, Buf sum, Buf count, float divisor) {
   const Args args("divide");
   const size_t n = out.numel;
-  const int32_t* pc = count.empty() ? nullptr : args.i32(count, n, "count");
-  args.require(pc != nullptr || divisor != 0.0f, "divisor is 0 and no counts were given");
-  float* po = args.f32(out, n, "out");
-  const float* ps = args.f32(sum, n, "sum");
+  const int32_t* pc = count.empty() ? nullptr : i32(count);
+  float* po = f32(out);
+  const float* ps = f32(sum);
   activate();
   args.launched(loco_divide_f32(po, ps, pc, divisor, n, stream_));
+}
+
+void CudaBackend::do_quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                                     int value_bits) {
+  const Args args("quantize_values");
+  const size_t n = values.numel;
+  auto* code = const_cast<uint32_t*>(as_indices(codes));
+  float* v = f32(values);
+  const int32_t* trows = nullptr;
+  const int32_t* srows = nullptr;
+  float* table = nullptr;
+  size_t nt = 0, ns = 0;
+  if (value_bits < 16) {
+    nt = tensors.numel / 6;
+    ns = segments.numel / 3;
+    trows = i32(tensors);
+    srows = i32(segments);
+    if (tables.numel > 0) table = f32(tables);
+  }
+  activate();
+  void* work = nullptr;
+  const size_t bytes = loco_quantize_values_scratch(nt, ns, value_bits);
+  if (bytes > 0) work = scratch(bytes);
+  args.launched(
+      loco_quantize_values(code, v, table, n, trows, nt, srows, ns, value_bits, work, stream_));
+}
+
+void CudaBackend::do_pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables,
+                                   Buf tensors, Buf chunks, const ops::PackOptions& opt) {
+  const Args args("pack_sections");
+  const size_t nt = tensors.numel / ops::kPackTensorInts, nc = chunks.numel / ops::kPackChunkInts;
+  const int32_t* trows = i32(tensors);
+  const int32_t* crows = i32(chunks);
+  const float* table = tables.numel > 0 ? f32(tables) : nullptr;
+  activate();
+  void* work = scratch(loco_pack_sections_scratch(nt, nc));
+  args.launched(loco_pack_sections(
+      static_cast<uint32_t*>(payload.data), payload.bytes(), static_cast<uint32_t*>(layout.data),
+      as_indices(offsets), as_indices(codes), table, trows, nt, crows, nc,
+      opt.max_chunks_per_tensor, opt.max_value_bytes, opt.index_coding, opt.implied ? 1 : 0,
+      opt.explicit_counts ? 1 : 0, opt.value_bits, opt.first_byte, work, stream_));
 }
 
 }  // namespace loco

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -15,6 +16,7 @@
 #include "loco/core/error.hpp"
 #include "loco/core/files.hpp"
 #include "loco/data/shard.hpp"
+#include "loco/data/text_tokenizer.hpp"
 
 namespace loco {
 namespace {
@@ -95,7 +97,20 @@ std::string ByteTokenizer::decode(const std::vector<uint32_t>& tokens) const {
 // start (a position just after '\n', strictly inside the text) at or after the target, or else
 // the last one before it. scripts/make-corpus.sh implements the same rule.
 TokenizeResult tokenize_text_file(const std::string& input, const std::string& train_out,
-                                  const std::string& val_out, double val_fraction) {
+                                  const std::string& val_out, double val_fraction,
+                                  const TokenizeOptions& options) {
+  const bool train_model = options.tokenizer == "bpe" || options.tokenizer == "unigram";
+  if (train_model && options.model_out.empty())
+    throw Error("tokenize " + input + ": training a " + options.tokenizer +
+                " tokenizer needs an output path for the model (--model-out)");
+  if (train_model && options.vocab_size <= 0)
+    throw Error("tokenize " + input + ": training a " + options.tokenizer +
+                " tokenizer needs a vocabulary size (--vocab-size)");
+  if (!train_model && options.vocab_size > 0)
+    throw Error("tokenize " + input +
+                ": --vocab-size applies to training a tokenizer (bpe, "
+                "unigram), not to \"" +
+                options.tokenizer + "\"");
   if (!(val_fraction >= 0.0 && val_fraction < 1.0))
     throw Error("tokenize " + input + ": val_fraction " + fraction_text(val_fraction) +
                 " is outside [0, 1)");
@@ -146,15 +161,44 @@ TokenizeResult tokenize_text_file(const std::string& input, const std::string& t
                   " bytes for validation at a line boundary (no line break inside the text)");
   }
 
-  ByteTokenizer tok;
+  const std::string train_text = text.substr(0, cut), val_text = text.substr(cut);
+  text.clear();
   TokenizeResult result;
-  const std::vector<uint32_t> train = tok.encode(text.substr(0, cut));
-  write_shard(train_out, train);
+  const TextTokenizer tok = train_model
+                                ? TextTokenizer::from_sentencepiece(
+                                      train_sentencepiece(train_text, options.tokenizer,
+                                                          options.vocab_size, options.threads),
+                                      options.model_out)
+                                : TextTokenizer::from_spec(options.tokenizer);
+  result.vocab_size = tok.vocab_size();
+  result.u32 = tok.vocab_size() > 65536;
+  result.tokenizer = tok.origin();
+  // Encode and check everything before writing anything.
+  auto encode_checked = [&](const std::string& part, const char* which) {
+    std::vector<uint32_t> tokens = tok.encode(part);
+    const size_t at = first_difference(tok.decode(tokens), part);
+    if (at != std::string::npos) {
+      result.lossless = false;
+      const std::string why = "tokenize " + input + ": the " + tok.origin() +
+                              " tokenizer does not reproduce the " + which +
+                              " text: decoding differs from byte " + std::to_string(at) +
+                              " on (a normalising model, or bytes it cannot represent)";
+      if (!options.allow_lossy) throw Error(why + "; pass --allow-lossy to write it anyway");
+      std::fprintf(stderr, "warning: %s\n", why.c_str());
+    }
+    return tokens;
+  };
+  const std::vector<uint32_t> train = encode_checked(train_text, "training");
+  std::vector<uint32_t> val;
+  if (val_fraction > 0.0) val = encode_checked(val_text, "validation");
+  if (train_model) write_file_atomic(options.model_out, tok.model_bytes());
+  write_shard(train_out, train, result.u32);
   result.train_tokens = train.size();
+  result.train_bytes = train_text.size();
   if (val_fraction > 0.0) {
-    const std::vector<uint32_t> val = tok.encode(text.substr(cut));
-    write_shard(val_out, val);
+    write_shard(val_out, val, result.u32);
     result.val_tokens = val.size();
+    result.val_bytes = val_text.size();
   }
   return result;
 }

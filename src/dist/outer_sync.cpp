@@ -228,7 +228,7 @@ uint64_t OuterSync::outer_sent_bytes() const {
 }
 
 void OuterSync::pseudo_gradient(Buf params) {
-  // Pseudo-gradient: old minus new, so it points like a gradient (ALGORITHMS.md §2), packed
+  // Pseudo-gradient: old minus new, so it points like a gradient (docs/algorithms.md §2), packed
   // range by range into the staging buffer (p = 1: one range, the whole buffer).
   const Buf d = delta();
   size_t at = 0;

@@ -35,6 +35,19 @@ std::string resolve_model_checkpoint(const std::string& path) {
   }
 }
 
+bool is_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+std::string checkpoint_tokenizer(const std::string& checkpoint_file, const Config& config) {
+  if (config.data.tokenizer == "byte") return "byte";
+  fs::path dir = fs::path(checkpoint_file).parent_path();
+  for (int up = 0; up < 3 && !dir.empty(); ++up, dir = dir.parent_path())
+    if (is_file(dir / "tokenizer.model")) return (dir / "tokenizer.model").string();
+  return is_file(config.data.tokenizer) ? config.data.tokenizer : "";
+}
+
 }  // namespace
 
 ModelSource load_model_source(const std::string& path, const std::string& tensor) {
@@ -46,6 +59,10 @@ ModelSource load_model_source(const std::string& path, const std::string& tensor
     s.params = load_hf_directory(path, s.model);
     s.meta = hf_config_json(s.model, StorageDType::F32);
     s.meta.erase("torch_dtype");
+    const fs::path model_file = fs::path(path) / "tokenizer.model";
+    s.tokenizer = is_file(model_file)         ? model_file.string()
+                  : s.model.vocab_size == 256 ? "byte"
+                                              : "";
     return s;
   }
   s.kind = "checkpoint";
@@ -54,6 +71,7 @@ ModelSource load_model_source(const std::string& path, const std::string& tensor
   s.config = config_from_checkpoint_meta(c.meta(), s.path);
   s.model = s.config->model;
   s.meta = c.meta();
+  s.tokenizer = checkpoint_tokenizer(s.path, *s.config);
   const uint64_t total = llama_param_count(s.model);  // before allocating anything that big
   const CheckpointTensor& t = c.tensor(tensor);
   if (t.dtype != StorageDType::F32 || t.count != total)

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -27,6 +28,10 @@
 namespace loco {
 
 namespace fs = std::filesystem;
+
+// How long mpirun has to end after our SIGTERM (a host of the job stopped answering) before
+// it gets SIGKILL: it may be stuck trying to reach the lost host's daemon.
+constexpr double kEndGraceSeconds = 5.0;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -358,15 +363,46 @@ int Supervisor::run() {
     }
     ++launches;
 
-    // Wait for the job, passing requests on.
+    // Wait for the job, passing requests on, and watching that its hosts still answer.
     int status = 0, stops_sent = 0;
     bool rescale = false;
+    auto last_watch = Clock::now();
+    std::optional<Clock::time_point> ending_since;  // when a lost host made us end the job
+    bool killed = false;
     for (;;) {
       const pid_t r = ::waitpid(pid, &status, WNOHANG);
       if (r == pid) break;
       if (r < 0 && errno != EINTR) {
         status = 255 << 8;
         break;
+      }
+      // A host that vanished without closing its connections (power, a cut link) can leave
+      // mpirun waiting on it for minutes, even after the survivors gave up and aborted: end
+      // the job ourselves (SIGTERM, then SIGKILL); the surviving nodes' daemons then end
+      // their ranks, and the restart below goes on without the host.
+      if (ending_since) {
+        if (!killed && seconds_since(*ending_since) > kEndGraceSeconds) {
+          ::kill(pid, SIGKILL);
+          killed = true;
+        }
+      } else if (o_.watch_interval_s > 0 && !rescale && stops_sent == 0 &&
+                 seconds_since(last_watch) >= o_.watch_interval_s) {
+        const std::vector<ProbeResult> now = probe_hosts(hosts, agent_, o_.probe_timeout_s);
+        last_watch = Clock::now();
+        std::vector<std::string> silent;
+        for (size_t i = 0; i < hosts.size(); ++i)
+          if (!now[i].answered) {
+            silent.push_back(hosts[i].name);
+            spdlog::warn(
+                "[{}] loco launch: host {} of launch {} stopped answering ({}): ending "
+                "the job (SIGTERM to mpirun, SIGKILL {:g} s later)",
+                clock_text(), hosts[i].name, launches, now[i].reason, kEndGraceSeconds);
+          }
+        if (!silent.empty()) {
+          event("host_lost", {{"launch", launches}, {"hosts", silent}});
+          ::kill(pid, SIGTERM);
+          ending_since = Clock::now();
+        }
       }
       if (g_rescale_requests.load() != handled_rescales && !rescale && stops_sent == 0) {
         rescale = true;

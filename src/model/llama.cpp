@@ -116,6 +116,7 @@ void LlamaModel::ensure_activations(int B, int T) {
   if (acts_)
     for (Buf* b : acts_->all()) backend_.release(*b);
   acts_ = std::make_unique<Activations>();
+  ++activations_generation_;
   auto& a = *acts_;
   a.B = B;
   a.T = T;
@@ -164,8 +165,19 @@ void LlamaModel::ensure_activations(int B, int T) {
 double LlamaModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
                                     float grad_scale) {
   const double loss = forward(inputs, targets, B, T, /*training=*/true, grad_scale);
-  backward(B, T);
+  backward(acts_->inputs.slice(0, static_cast<size_t>(B) * T), B, T);
   return loss;
+}
+
+void LlamaModel::forward_backward_device(Buf inputs, Buf targets, int B, int T, float grad_scale,
+                                         Buf stats) {
+  const size_t N = static_cast<size_t>(B) * T;
+  LOCO_CHECK(inputs.dtype == DType::I32 && targets.dtype == DType::I32 && inputs.numel == N &&
+                 targets.numel == N,
+             "forward_backward_device: inputs and targets are B*T i32 tokens");
+  forward_tokens(inputs, targets, B, T, /*training=*/true, grad_scale);
+  backend_.accumulate_loss(stats, acts_->losses.slice(0, N));
+  backward(inputs, B, T);
 }
 
 double LlamaModel::forward_loss(const int32_t* inputs, const int32_t* targets, int B, int T) {
@@ -174,6 +186,25 @@ double LlamaModel::forward_loss(const int32_t* inputs, const int32_t* targets, i
 
 double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B, int T,
                            bool training, float grad_scale) {
+  LOCO_CHECK(T <= config_.max_seq_len, "sequence longer than model.max_seq_len");
+  ensure_activations(B, T);
+  const int N = B * T;
+  Buf in_tok = acts_->inputs.slice(0, N), tgt_tok = acts_->targets.slice(0, N);
+  backend_.upload(in_tok, inputs);
+  backend_.upload(tgt_tok, targets);
+  forward_tokens(in_tok, tgt_tok, B, T, training, grad_scale);
+  std::vector<float> losses(N);
+  backend_.download(losses.data(), acts_->losses.slice(0, N));
+  double sum = 0.0;
+  for (float x : losses) sum += x;
+  return sum / N;
+}
+
+// The pre-norm blocks' residual adds run fused with the RMSNorm after them
+// (add_rmsnorm_forward: the same values as add then rmsnorm_forward): mid = x + attention
+// with ln2, and the block's output = mid + MLP with the next block's ln1 (or the final norm).
+void LlamaModel::forward_tokens(Buf in_tok, Buf tgt_tok, int B, int T, bool training,
+                                float grad_scale) {
   LOCO_CHECK(T <= config_.max_seq_len, "sequence longer than model.max_seq_len");
   ensure_activations(B, T);
   auto& a = *acts_;
@@ -186,17 +217,15 @@ double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B,
   const float theta = static_cast<float>(config_.rope_theta);
   auto rows = [&](Buf b, size_t width) { return b.slice(0, static_cast<size_t>(N) * width); };
 
-  Buf in_tok = a.inputs.slice(0, N), tgt_tok = a.targets.slice(0, N);
-  be.upload(in_tok, inputs);
-  be.upload(tgt_tok, targets);
-
   const auto& emb = layout_.find("model.embed_tokens.weight");
   be.embedding_forward(rows(a.residual[0], C), in_tok,
                        compute_params_.slice(emb.offset, emb.numel), N, C);  // (N,C)
+  const auto& normf = layout_.find("model.norm.weight");
   for (int l = 0; l < config_.n_layers; ++l) {
     const Weights w = weights_for_layer(l);
     Buf x = rows(a.residual[l], C), ln1 = rows(a.ln1[l], C);
-    be.rmsnorm_forward(ln1, a.rstd1[l].slice(0, N), x, w.ln1, N, C, eps);
+    if (l == 0) be.rmsnorm_forward(ln1, a.rstd1[l].slice(0, N), x, w.ln1, N, C, eps);
+    // (later blocks: ln1 came with the previous block's output, below)
     Buf q = rows(a.q[l], QD), k = rows(a.k[l], KVD), v = rows(a.v[l], KVD);
     be.matmul_forward(q, ln1, w.wq, N, C, QD);  // (N,NH*hd)
     be.matmul_forward(k, ln1, w.wk, N, C, KVD);
@@ -208,19 +237,22 @@ double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B,
                          T, NH, NKV, hd);
     Buf tmp = rows(a.tmp, C), mid = rows(a.mid[l], C);
     be.matmul_forward(tmp, att, w.wo, N, QD, C);
-    be.add(mid, x, tmp, static_cast<size_t>(N) * C);
     Buf ln2 = rows(a.ln2[l], C);
-    be.rmsnorm_forward(ln2, a.rstd2[l].slice(0, N), mid, w.ln2, N, C, eps);
+    be.add_rmsnorm_forward(mid, ln2, a.rstd2[l].slice(0, N), x, tmp, w.ln2, N, C, eps);
     Buf gate = rows(a.gate[l], F), up = rows(a.up[l], F), hidden = rows(a.hidden[l], F);
     be.matmul_forward(gate, ln2, w.wgate, N, C, F);  // (N,F)
     be.matmul_forward(up, ln2, w.wup, N, C, F);
     be.swiglu_forward(hidden, gate, up, static_cast<size_t>(N) * F);
     be.matmul_forward(tmp, hidden, w.wdown, N, F, C);
-    be.add(rows(a.residual[l + 1], C), mid, tmp, static_cast<size_t>(N) * C);
+    Buf out = rows(a.residual[l + 1], C);
+    if (l + 1 < config_.n_layers) {
+      be.add_rmsnorm_forward(out, rows(a.ln1[l + 1], C), a.rstd1[l + 1].slice(0, N), mid, tmp,
+                             weights_for_layer(l + 1).ln1, N, C, eps);
+    } else {
+      be.add_rmsnorm_forward(out, rows(a.lnf, C), a.rstdf.slice(0, N), mid, tmp,
+                             compute_params_.slice(normf.offset, normf.numel), N, C, eps);
+    }
   }
-  const auto& normf = layout_.find("model.norm.weight");
-  be.rmsnorm_forward(rows(a.lnf, C), a.rstdf.slice(0, N), rows(a.residual[config_.n_layers], C),
-                     compute_params_.slice(normf.offset, normf.numel), N, C, eps);
   const auto& head = layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight"
                                                           : "lm_head.weight");
   Buf logits = rows(a.logits, V);
@@ -228,15 +260,9 @@ double LlamaModel::forward(const int32_t* inputs, const int32_t* targets, int B,
                     V);  // (N,V)
   // d(mean loss)/d(loss_n) = 1/N; the caller's grad_scale covers gradient accumulation.
   be.cross_entropy(a.losses.slice(0, N), logits, tgt_tok, N, V, grad_scale / N, training);
-
-  std::vector<float> losses(N);
-  be.download(losses.data(), a.losses.slice(0, N));
-  double sum = 0.0;
-  for (float x : losses) sum += x;
-  return sum / N;
 }
 
-void LlamaModel::backward(int B, int T) {
+void LlamaModel::backward(Buf in_tok, int B, int T) {
   auto& a = *acts_;
   Backend& be = backend_;
   const int N = B * T;
@@ -289,7 +315,7 @@ void LlamaModel::backward(int B, int T) {
                         a.rstd1[l].slice(0, N), N, C);
   }
   const auto& emb = layout_.find("model.embed_tokens.weight");
-  be.embedding_backward(grad(emb), d_res, a.inputs.slice(0, N), N, C);
+  be.embedding_backward(grad(emb), d_res, in_tok, N, C);
 }
 
 }  // namespace loco

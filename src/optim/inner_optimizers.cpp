@@ -22,33 +22,51 @@ AdamW::AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& bac
     : cfg_(cfg), layout_(layout), backend_(backend) {
   m_ = backend_.alloc(layout_.total, DType::F32);
   v_ = backend_.alloc(layout_.total, DType::F32);
+  hyper_ = backend_.alloc(Backend::kAdamHyperFloats, DType::F32);
+  const float wd = static_cast<float>(cfg_.weight_decay);
   for (const auto& view : layout_.views) {
-    const bool decay = decays(view, cfg_);
-    if (!runs_.empty() && runs_.back().decay == decay &&
+    const float decay = decays(view, cfg_) ? wd : 0.0f;
+    if (!runs_.empty() && runs_.back().weight_decay == decay &&
         runs_.back().offset + runs_.back().numel == view.offset)
       runs_.back().numel += view.numel;
     else
-      runs_.push_back(Run{view.offset, view.numel, decay});
+      runs_.push_back(Backend::AdamTensor{view.offset, view.numel, decay});
   }
 }
 
 AdamW::~AdamW() {
   backend_.release(m_);
   backend_.release(v_);
+  backend_.release(hyper_);
+}
+
+void AdamW::upload_hyper(double lr, float grad_scale) {
+  const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));
+  const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t_));
+  const float h[Backend::kAdamHyperFloats] = {static_cast<float>(lr),
+                                              static_cast<float>(cfg_.beta1),
+                                              static_cast<float>(cfg_.beta2),
+                                              static_cast<float>(cfg_.eps),
+                                              static_cast<float>(bc1),
+                                              static_cast<float>(bc2),
+                                              grad_scale,
+                                              0.0f};
+  backend_.upload(hyper_, h);
 }
 
 void AdamW::step(Buf params, Buf grads, double lr, float grad_scale) {
   ++t_;
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));
-  const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t_));
-  for (const Run& run : runs_) {
-    const float wd = run.decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    backend_.adamw_update(params.slice(run.offset, run.numel), grads.slice(run.offset, run.numel),
-                          m_.slice(run.offset, run.numel), v_.slice(run.offset, run.numel),
-                          static_cast<float>(lr), static_cast<float>(cfg_.beta1),
-                          static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
-                          static_cast<float>(bc1), static_cast<float>(bc2), grad_scale);
-  }
+  upload_hyper(lr, grad_scale);
+  backend_.adamw_multi(params, grads, m_, v_, runs_, hyper_, Buf{});
+}
+
+void AdamW::begin_device_step(double lr) {
+  ++t_;
+  upload_hyper(lr, 1.0f);  // the clip scale comes from the step statistics
+}
+
+void AdamW::update_device(Buf params, Buf grads, Buf stats) {
+  backend_.adamw_multi(params, grads, m_, v_, runs_, hyper_, stats);
 }
 
 std::vector<std::pair<std::string, Buf>> AdamW::state() { return {{"adam.m", m_}, {"adam.v", v_}}; }

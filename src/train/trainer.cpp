@@ -15,6 +15,7 @@
 #include "loco/core/files.hpp"
 #include "loco/core/hash.hpp"
 #include "loco/data/stream.hpp"
+#include "loco/data/text_tokenizer.hpp"
 #include "loco/dist/outer_sync.hpp"
 #include "loco/dist/simulated_link.hpp"
 #include "loco/io/checkpoint.hpp"
@@ -22,6 +23,7 @@
 #include "loco/optim/optimizer.hpp"
 #include "loco/optim/schedule.hpp"
 #include "loco/runtime/runtime.hpp"
+#include "loco/train/bits_per_byte.hpp"
 #include "loco/train/comm_report.hpp"
 #include "loco/train/data_trace.hpp"
 #include "loco/train/elastic_resume.hpp"
@@ -34,6 +36,7 @@
 #include "loco/train/startup_checks.hpp"
 #include "loco/train/stop_signal.hpp"
 #include "loco/train/sync_checkpoint.hpp"
+#include "loco/train/train_step.hpp"
 
 namespace loco {
 
@@ -71,11 +74,13 @@ TokenStream make_train_stream(const DataConfig& data, int T, uint64_t seed, int 
   }
 }
 
-// A data.extra_val set: its name, its (unshuffled) stream, batches per evaluation.
+// A data.extra_val set: its name, its (unshuffled) stream, batches per evaluation, and the
+// text bytes per token of the scored windows (0: unknown).
 struct NamedValidation {
   std::string name;
   std::unique_ptr<TokenStream> stream;
   int batches = 0;
+  double bytes_per_token = 0.0;
 };
 
 // Name of the first parameter tensor whose slice of `buffer` (grads or params layout) holds a
@@ -317,6 +322,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       val_stream ? static_cast<int>(std::min<size_t>(
                        tc.eval_batches, val_stream->windows_per_worker() / std::max(1, B)))
                  : 0;
+  // Bits per byte of the validation text (the scored windows are fixed: counted once).
+  const TextTokenizer tokenizer = TextTokenizer::from_spec(config.data.tokenizer);
+  const double val_bytes_per_token =  // 0: unknown (shards of another tokenizer)
+      val_stream && eval_batches > 0
+          ? validation_bytes_per_token(*val_stream, tokenizer, eval_batches, B, T).value_or(0.0)
+          : 0.0;
   // data.extra_val: more validation sets (rank 0 evaluates them), each reported by name.
   std::vector<NamedValidation> extra_val;
   if (is_root)
@@ -324,9 +335,12 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       NamedValidation n{v.name,
                         std::make_unique<TokenStream>(v.path, T, tc.seed, 0, 1,
                                                       /*shuffle=*/false, config.model.vocab_size),
-                        0};
+                        0, 0.0};
       n.batches = static_cast<int>(
           std::min<size_t>(tc.eval_batches, n.stream->windows_per_worker() / std::max(1, B)));
+      if (n.batches > 0)
+        n.bytes_per_token =
+            validation_bytes_per_token(*n.stream, tokenizer, n.batches, B, T).value_or(0.0);
       extra_val.push_back(std::move(n));
     }
 
@@ -483,6 +497,9 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     if (is_root) {
       try {
         run_files->begin(config);
+        // The tokenizer beside the run, where export-hf and eval find it.
+        if (!tokenizer.is_byte())
+          write_file_atomic(run_dir + "/tokenizer.model", tokenizer.model_bytes());
         size_t dropped = 0;
         if (!resume.empty())
           dropped = trim_metrics_after(run_dir + "/metrics.jsonl", start_step).dropped;
@@ -558,6 +575,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   const long long tokens_per_step = static_cast<long long>(B) * T * tc.grad_accum * topo.world_size;
   std::vector<int32_t> inputs(static_cast<size_t>(R) * B * T), targets(inputs.size());
   const size_t my_offset = static_cast<size_t>(topo.rank_in_replica) * B * T;
+  // The inner step (loco/train/train_step.hpp; LOCO_STEP picks host, device or graph) and
+  // this rank's tokens of all its micro-batches.
+  TrainStep inner_step(model, *optimizer,
+                       TrainStep::Options{B, T, tc.grad_accum, config.optimizer.grad_clip,
+                                          TrainStep::mode_from_env()});
+  std::vector<int32_t> step_inputs(static_cast<size_t>(tc.grad_accum) * B * T),
+      step_targets(step_inputs.size());
 
   TrainResult result;
   result.steps_done = start_step;
@@ -623,31 +647,35 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     return several_replicas ? world.stats() + topo.cross->stats() : CommStats{};
   };
   const CommStats cross_replica_at_start = cross_replica_traffic();
+  // The small host collectives (loss averages, stop flags, sync points), first to last step:
+  // a rank that arrives early waits in them for its peers, so their time is time blocked.
+  const CommStats control_at_start = host_traffic(topo, world);
   stop_note_loop_started(ckpt_every > 0 || at_sync, world.rank());
   for (int step = start_step; step < tc.steps; ++step) {
     const auto t_step = Clock::now();
     running_step = step;
     stop_note_step_started(step);
-    backend->zero(model.grads());
-    double loss = 0.0;
+    const size_t n_tok = static_cast<size_t>(B) * T;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
       train_stream.next_batch(R * B, inputs.data(), targets.data());
-      loss += model.forward_backward(inputs.data() + my_offset, targets.data() + my_offset, B, T,
-                                     1.0f / static_cast<float>(tc.grad_accum));
-      if (outer) outer->poll();  // an overlapped sync progresses between the inner steps' parts
+      std::copy_n(inputs.data() + my_offset, n_tok, step_inputs.data() + micro * n_tok);
+      std::copy_n(targets.data() + my_offset, n_tok, step_targets.data() + micro * n_tok);
     }
-    loss /= tc.grad_accum;
-    if (topo.replica->size() > 1) topo.replica->all_reduce(model.grads(), ReduceOp::Mean);
-    const GradNorm gn = global_grad_norm(*backend, model.grads(), config.optimizer.grad_clip);
     const double lr = learning_rate(config.schedule, config.optimizer.lr, step, tc.steps);
+    TrainStep::Hooks hooks;
+    if (topo.replica->size() > 1)
+      hooks.reduce_grads = [&](Buf g) { topo.replica->all_reduce(g, ReduceOp::Mean); };
+    // An overlapped sync progresses between the inner steps' parts.
+    if (outer) hooks.poll = [&] { outer->poll(); };
+    inner_step.start(step_inputs.data(), step_targets.data(), lr, hooks);
+    const TrainStep::Result inner = inner_step.finish();  // a non-finite update was skipped
+    double loss = inner.loss;
     const std::string bad_grad =
-        std::isfinite(gn.norm) ? std::string() : first_non_finite(*backend, model, model.grads());
-    if (!bad_grad.empty() && tc.nan_policy == "stop")
+        inner.finite ? std::string() : first_non_finite(*backend, model, model.grads());
+    if (!inner.finite && tc.nan_policy == "stop")
       throw Error("non-finite gradient in " + bad_grad + " at step " + std::to_string(step + 1) +
                   " (training.nan_policy = \"stop\"; \"skip\" drops such steps)");
-    if (bad_grad.empty()) {
-      optimizer->step(model.params(), model.grads(), lr, gn.clip_scale);
-    } else {
+    if (!inner.finite) {
       ++result.skipped_steps;
       spdlog::warn("step {}: non-finite gradient in {}: update skipped (training.nan_policy)",
                    step + 1, bad_grad);
@@ -751,16 +779,21 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       if (val_stream && eval_batches > 0) {
         last_val = evaluate(model, *val_stream, eval_batches, B, T);
         record["val_loss"] = last_val;
+        if (val_bytes_per_token > 0)
+          record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
         line = fmt::format(" | val loss {:.4f}", last_val);
       }
       if (!extra_val.empty()) {
+        nlohmann::json bpbs = nlohmann::json::object();
         for (auto& v : extra_val) {
           if (v.batches <= 0) continue;
           const double l = evaluate(model, *v.stream, v.batches, B, T);
           last_extra_val[v.name] = l;
+          if (v.bytes_per_token > 0) bpbs[v.name] = bits_per_byte(l, v.bytes_per_token);
           line += fmt::format(" | {} {:.4f}", v.name, l);
         }
         record["val_losses"] = last_extra_val;
+        if (!bpbs.empty()) record["val_bpbs"] = bpbs;
       }
       record["tokens"] = result.tokens;
       metrics->write(record);
@@ -770,7 +803,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       nlohmann::json record = {{"step", step + 1},
                                {"loss", loss},
                                {"lr", lr},
-                               {"grad_norm", gn.norm},
+                               {"grad_norm", inner.grad_norm},
                                {"tokens", result.tokens},
                                {"step_seconds", step_seconds},
                                {"tok_per_s", tokens_per_step / std::max(step_seconds, 1e-9)},
@@ -792,7 +825,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     const bool sync_line = several_replicas && !outer_records.empty();
     if ((step + 1) % tc.log_interval == 0 || last || sync_line)
       spdlog::info("{}{}",
-                   progress.line(step + 1, loss, lr, gn.norm, step_seconds, seconds_since(t_loop)),
+                   progress.line(step + 1, loss, lr, inner.grad_norm, step_seconds,
+                                 seconds_since(t_loop)),
                    sync_line ? fmt::format(" | replicas' mean {:.4f}", replicas_mean_loss) : "");
     stop_note_step_finished(seconds_since(t_step));
     if (trace) trace->end_of_step();
@@ -807,6 +841,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // The last background checkpoint write must be complete (and good) on every rank.
   if (sync_ckpt) fail_together(world, sync_ckpt->finish(), "checkpoint");
   const CommStats cross_replica = cross_replica_traffic() - cross_replica_at_start;
+  const CommCounters control = (host_traffic(topo, world) - control_at_start).total();
   // Communication report: per worker, max over ranks (ring figures are equal on every rank
   // of a group, but replicas of different sizes could differ).
   CommStats traffic = model_traffic(topo);
@@ -852,6 +887,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
        "collectives over communicators that span replicas (the world and the outer-sync "
        "group; none with one replica), first to last step, this rank; bytes = sent"}};
 
+  comm["control"] = {
+      {"calls", control.calls},
+      {"bytes", control.sent_bytes},
+      {"seconds", control.seconds},
+      {"note",
+       "host collectives (loss averages, stop flags, sync-point exchanges) over every "
+       "communicator, first to last step, this rank; seconds include waiting for peers"}};
+
   result.params_hash = hash_params(*backend, model.params());
   result.finite = std::isfinite(result.final_train_loss) && backend->all_finite(model.params());
   result.final_val_loss = last_val;
@@ -874,7 +917,14 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                     {"comm", comm},
                     {"launch", runtime.launch_json()}};
   if (sync_ckpt) result.summary["checkpoints"] = sync_ckpt_stats.to_json();
-  if (!extra_val.empty()) result.summary["final_val_losses"] = last_extra_val;
+  if (!extra_val.empty()) {
+    result.summary["final_val_losses"] = last_extra_val;
+    nlohmann::json bpbs = nlohmann::json::object();
+    for (const auto& v : extra_val)
+      if (v.bytes_per_token > 0 && last_extra_val.contains(v.name))
+        bpbs[v.name] = bits_per_byte(last_extra_val[v.name].get<double>(), v.bytes_per_token);
+    if (!bpbs.empty()) result.summary["final_val_bpbs"] = bpbs;
+  }
   if (train_stream.is_mixture()) {
     // The windows every replica together was dealt from each source (restarts included).
     nlohmann::json sources = nlohmann::json::array();
@@ -887,6 +937,13 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
     result.summary["data_mixture"] = sources;
   }
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
+  result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
+                                 {"source", tokenizer.origin()},
+                                 {"vocab_size", tokenizer.vocab_size()}};
+  if (val_bytes_per_token > 0 && last_val >= 0) {
+    result.summary["val_bytes_per_token"] = val_bytes_per_token;
+    result.summary["final_val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+  }
   if (is_root) {
     write_file_atomic(run_dir + "/summary.json", result.summary.dump(2) + "\n");
     spdlog::info("\n{}", comm_report_table(comm));

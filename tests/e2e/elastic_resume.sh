@@ -16,7 +16,8 @@
 #  - export-hf reads a sync checkpoint (θ_global in global.bin);
 #  - `loco launch` on this host: a killed rank is restarted from the newest checkpoint and the
 #    run completes; a hostfile with fewer hosts than --min-nodes is refused (exit 2, nothing
-#    started); SIGTERM to the supervisor stops the run at its next sync (exit 143).
+#    started); SIGTERM to the supervisor stops the run at its next sync (exit 143); a host
+#    that stops answering while mpirun hangs on it ends the job, which restarts without it.
 # Usage: elastic_resume.sh <path to loco> <source dir>
 set -euo pipefail
 LOCO=$(realpath "$1")
@@ -288,6 +289,47 @@ s = json.load(open(sys.argv[1] + "/summary.json"))
 latest = open(sys.argv[1] + "/checkpoints/latest").read().strip()
 print("launch stop: stopped_early", s["stopped_early"], "at step", s["steps"], "| latest", latest)
 sys.exit(0 if s["stopped_early"] and latest == "step-%06d" % s["steps"] and s["steps"] % 4 == 0 else 1)
+EOF
+
+# A host that vanishes while mpirun keeps waiting on it (here: a stand-in mpirun that ignores
+# SIGTERM): the supervisor's probes (--watch-interval) find it silent, end the job (SIGTERM,
+# then SIGKILL 5 s later) and restart on the host that is left.
+cat >"$T/agent" <<AGENT
+#!/bin/sh
+if [ "\$1" = hostb ] && [ -e "$T/hostb-down" ]; then
+  echo "ssh: connect to host hostb port 22: No route to host" >&2
+  exit 255
+fi
+exit 0
+AGENT
+cat >"$T/stuck-mpirun" <<STUCK
+#!/bin/sh
+if [ ! -e "$T/hostb-down" ]; then
+  touch "$T/hostb-down"
+  trap '' TERM
+  exec sleep 60
+fi
+exit 0
+STUCK
+chmod +x "$T/agent" "$T/stuck-mpirun"
+printf 'hosta\nhostb\n' >"$T/two-hosts"
+rc=0
+timeout 60 "$LOCO" launch --hostfile "$T/two-hosts" --agent "$T/agent" \
+  --mpirun "$T/stuck-mpirun" --watch-interval 0.2 --backoff 0.1 \
+  --events "$T/watch-events.jsonl" -- true >"$T/launch-watch.out" 2>&1 || rc=$?
+[[ $rc -eq 0 ]] || { fail "launch watch: exit $rc (want 0)"; tail -10 "$T/launch-watch.out"; }
+grep -qF "host hostb of launch 1 stopped answering" "$T/launch-watch.out" ||
+  { fail "launch watch: no message naming the silent host"; cat "$T/launch-watch.out"; }
+python3 - "$T/watch-events.jsonl" <<'EOF' || fail "launch watch: events wrong"
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+kinds = [e["event"] for e in events]
+hosts = [e["hosts"] for e in events if e["event"] == "launch"]
+exits = [e["code"] for e in events if e["event"] == "exit"]
+print("launch watch: events", kinds, "| hosts", hosts, "| exits", exits)
+ok = hosts == [["hosta", "hostb"], ["hosta"]] and "host_lost" in kinds and kinds[-1] == "done"
+ok &= exits == [137, 0]  # SIGTERM ignored: SIGKILL after the grace
+sys.exit(0 if ok else 1)
 EOF
 
 if [[ $fails -ne 0 ]]; then

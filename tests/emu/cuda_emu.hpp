@@ -9,7 +9,9 @@
 // What it cannot show: float math is the host's (no flush-to-zero, exact division, no fused
 // multiply-add unless the compiler makes one, double-precision accumulation in the cuBLASLt
 // stand-in), memory is sequentially consistent (races that a GPU would expose stay hidden)
-// and timing means nothing. A pass here is necessary, not sufficient: scripts/gpu-check.sh
+// and timing means nothing. Stream capture (CUDA graphs) records launches, copies, memsets
+// and GEMMs and replays them; a synchronisation, allocation or free while capturing fails
+// the capture, as on a GPU. A pass here is necessary, not sufficient: scripts/gpu-check.sh
 // on a GPU is the real test.
 #pragma once
 #include <cstring>
@@ -54,8 +56,15 @@ inline void yield(int st) {
   if (!_setjmp(g_cur->jb)) _longjmp(g_main_jb, 1);
 }
 void run(dim3 grid, dim3 block, size_t smem, std::function<void()> body);
+// While a stream capture records (mock_cudart_cublaslt.cpp), launches are appended here with
+// their arguments copied, as a CUDA graph captures them, instead of running.
+extern std::vector<std::function<void()>>* g_capture;
 template <typename F, typename... A>
 void launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, F* kernel, A&&... args) {
+  if (g_capture != nullptr) {
+    g_capture->push_back([=] { run(grid, block, smem, [&] { kernel(args...); }); });
+    return;
+  }
   run(grid, block, smem, [&] { kernel(args...); });
 }
 template <typename T>
@@ -123,8 +132,19 @@ inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
+inline double __dadd_rn(double a, double b) { volatile double r = a + b; return r; }
+inline double __dsub_rn(double a, double b) { volatile double r = a - b; return r; }
+inline double __dmul_rn(double a, double b) { volatile double r = a * b; return r; }
+inline double __ddiv_rn(double a, double b) { volatile double r = a / b; return r; }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
+inline float __double2float_rn(double a) { return static_cast<float>(a); }
+inline long long __double_as_longlong(double x) { long long u; std::memcpy(&u, &x, 8); return u; }
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
+inline unsigned atomicOr(unsigned* p, unsigned v) { unsigned o = *p; *p |= v; return o; }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline unsigned __float_as_uint(float x) { unsigned u; std::memcpy(&u, &x, 4); return u; }
+inline int __float_as_int(float x) { int u; std::memcpy(&u, &x, 4); return u; }
 inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
 inline int atomicOr(int* p, int v) { int o = *p; *p |= v; return o; }
 using std::max;

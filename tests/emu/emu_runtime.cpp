@@ -8,6 +8,7 @@ uint3 g_block;
 dim3 g_blockDim, g_gridDim;
 std::vector<unsigned char> g_dyn;
 double g_warp_vals[64][32];
+std::vector<std::function<void()>>* g_capture = nullptr;
 jmp_buf g_main_jb;
 static ucontext_t g_start;  // only to enter a fiber the first time
 static std::function<void()>* g_body = nullptr;
@@ -99,5 +100,12 @@ void run(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
 }  // namespace emu
 extern "C" {
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
+  if (emu::g_capture != nullptr) {
+    emu::g_capture->push_back([=] { std::memset(p, v, n); });
+    return cudaSuccess;
+  }
+  std::memset(p, v, n);
+  return cudaSuccess;
+}
 }

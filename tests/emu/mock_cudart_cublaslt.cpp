@@ -9,7 +9,25 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
+
+// Stream capture (CUDA graphs): what the enqueueing calls record while a capture is open.
+namespace emu {
+extern std::vector<std::function<void()>>* g_capture;  // emu_runtime.cpp
+}
+namespace {
+using Recording = std::vector<std::function<void()>>;
+Recording* g_open = nullptr;  // the capture being recorded
+bool g_invalid = false;       // something a capture may not do happened
+// A call a capture may not contain: it fails and so will the capture (cudaStreamEndCapture).
+cudaError_t refuse_in_capture(const char* what) {
+  if (g_open == nullptr) return cudaSuccess;
+  std::fprintf(stderr, "MOCK: %s during stream capture\n", what);
+  g_invalid = true;
+  return cudaErrorStreamCaptureUnsupported;
+}
+}  // namespace
 
 extern "C" {
 // LOCO_EMU_DEVICES=N: the emulated machine has N GPUs (default 1), so multi-rank runs can
@@ -28,12 +46,44 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) { delete reinterpret_cast<int*>(e); 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) { std::memset(p, 0, sizeof *p); std::strcpy(p->name, "EMU"); p->major = 9; p->minor = 0; return cudaSuccess; }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = reinterpret_cast<cudaStream_t>(0x1234); return cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaMalloc(void** p, size_t n) { *p = std::aligned_alloc(256, (n + 255) / 256 * 256); std::memset(*p, 0xAB, n); return cudaSuccess; }
-cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return refuse_in_capture("cudaStreamSynchronize"); }
+cudaError_t cudaMalloc(void** p, size_t n) {
+  if (cudaError_t e = refuse_in_capture("cudaMalloc")) return e;
+  *p = std::aligned_alloc(256, (n + 255) / 256 * 256); std::memset(*p, 0xAB, n); return cudaSuccess; }
+cudaError_t cudaFree(void* p) {
+  if (cudaError_t e = refuse_in_capture("cudaFree")) return e;
+  std::free(p); return cudaSuccess; }
 cudaError_t cudaMallocHost(void** p, size_t n) { *p = std::malloc(n); return cudaSuccess; }
 cudaError_t cudaFreeHost(void* p) { std::free(p); return cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) {
+  if (g_open != nullptr) { g_open->push_back([=] { std::memmove(d, s, n); }); return cudaSuccess; }
+  std::memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (g_open != nullptr) return cudaErrorIllegalState;
+  g_open = new Recording;
+  g_invalid = false;
+  emu::g_capture = g_open;
+  return cudaSuccess; }
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
+  if (g_open == nullptr) return cudaErrorIllegalState;
+  Recording* r = g_open;
+  g_open = nullptr;
+  emu::g_capture = nullptr;
+  if (g_invalid) { delete r; *graph = nullptr; return cudaErrorStreamCaptureInvalidated; }
+  *graph = reinterpret_cast<cudaGraph_t>(r);
+  return cudaSuccess; }
+cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* status) {
+  *status = g_open != nullptr ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+  return cudaSuccess; }
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  *exec = reinterpret_cast<cudaGraphExec_t>(new Recording(*reinterpret_cast<Recording*>(graph)));
+  return cudaSuccess; }
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
+  if (g_open != nullptr) return cudaErrorStreamCaptureUnsupported;
+  for (auto& op : *reinterpret_cast<Recording*>(exec)) op();
+  return cudaSuccess; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { delete reinterpret_cast<Recording*>(exec); return cudaSuccess; }
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) { delete reinterpret_cast<Recording*>(graph); return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t* f, size_t* t) { *f = 1 << 30; *t = 1 << 30; return cudaSuccess; }
 const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmu"; }
 const char* cudaGetErrorString(cudaError_t) { return "emulated error"; }
@@ -85,7 +135,13 @@ static double get(const void* p, cudaDataType_t t, size_t i) {
 static void put(void* p, cudaDataType_t t, size_t i, double v) {
   if (t == CUDA_R_32F) static_cast<float*>(p)[i] = static_cast<float>(v);
   else static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v)); }
+static cublasStatus_t matmul_now(cublasLtMatmulDesc_t dd, const void* alpha, const void* A, cublasLtMatrixLayout_t la, const void* B, cublasLtMatrixLayout_t lb, const void* beta, const void* C, cublasLtMatrixLayout_t lc, void* D, cublasLtMatrixLayout_t ld);
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t dd, const void* alpha, const void* A, cublasLtMatrixLayout_t la, const void* B, cublasLtMatrixLayout_t lb, const void* beta, const void* C, cublasLtMatrixLayout_t lc, void* D, cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+  if (g_open == nullptr) return matmul_now(dd, alpha, A, la, B, lb, beta, C, lc, D, ld);
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);  // host scalars: read now
+  g_open->push_back([=] { matmul_now(dd, &al, A, la, B, lb, &be, C, lc, D, ld); });
+  return CUBLAS_STATUS_SUCCESS; }
+static cublasStatus_t matmul_now(cublasLtMatmulDesc_t dd, const void* alpha, const void* A, cublasLtMatrixLayout_t la, const void* B, cublasLtMatrixLayout_t lb, const void* beta, const void* C, cublasLtMatrixLayout_t lc, void* D, cublasLtMatrixLayout_t ld) {
   auto* d = reinterpret_cast<Desc*>(dd); auto* a = reinterpret_cast<Layout*>(la); auto* b = reinterpret_cast<Layout*>(lb);
   auto* c = reinterpret_cast<Layout*>(lc); auto* o = reinterpret_cast<Layout*>(ld);
   uint64_t m, n, k; if (!dims(d, a, b, c, m, n, k) || o->rows != m || o->cols != n) return CUBLAS_STATUS_INVALID_VALUE;

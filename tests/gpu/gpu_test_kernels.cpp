@@ -19,6 +19,8 @@
 #include "loco/backend/cpu_backend.hpp"
 #include "loco/backend/cuda_backend.hpp"
 #include "loco/ops/bf16.hpp"
+#include "loco/ops/step_stats.hpp"
+#include "loco/optim/optimizer.hpp"
 #include "support/catch.hpp"
 
 namespace {
@@ -686,4 +688,148 @@ TEST_CASE("gpu: adamw update", "[gpu]") {
     expect_close("adamw m", g.get(gm), c.get(cm), kF32Tol);
     expect_close("adamw v", g.get(gv), c.get(cv), kF32Tol);
   }
+}
+
+TEST_CASE("gpu: fused residual add + rmsnorm forward, and its backward", "[gpu]") {
+  LOCO_REQUIRE_GPU();
+  for (int C : {48, 100, 768}) {
+    for (int N : {1, 7, 130}) {
+      INFO("N=" << N << " C=" << C);
+      const float eps = 1e-5f;
+      const size_t n = static_cast<size_t>(N) * C;
+      Scope g(gpu()), c(cpu());
+      const auto a = randn_bf16(n, 2.f), b = randn_bf16(n, 0.5f);
+      const auto w = randn_bf16(C, 0.1f, 1.f);
+      Buf ga = g.make(a, DType::BF16), ca = c.make(a, DType::F32);
+      Buf gb = g.make(b, DType::BF16), cb = c.make(b, DType::F32);
+      Buf gw = g.make(w, DType::BF16), cw = c.make(w, DType::F32);
+      Buf gs = g.poison(n, DType::BF16), go = g.poison(n, DType::BF16);
+      Buf gr = g.poison(N, DType::F32);
+      gpu().add_rmsnorm_forward(gs, go, gr, ga, gb, gw, N, C, eps);
+      // The sum is stored in bf16 on the GPU: it is the CPU's f32 sum rounded, exactly, and
+      // the norm is the CPU's rmsnorm of that stored sum.
+      Buf cs = c.alloc(n, DType::F32), co = c.alloc(n, DType::F32), cr = c.alloc(N, DType::F32);
+      cpu().add_rmsnorm_forward(cs, co, cr, ca, cb, cw, N, C, eps);
+      auto stored = c.get(cs);
+      for (auto& x : stored) x = round_bf16(x);
+      CHECK(g.get(gs) == stored);
+      Buf cst = c.make(stored, DType::F32);
+      cpu().rmsnorm_forward(co, cr, cst, cw, N, C, eps);
+      expect_close("add_rmsnorm out", g.get(go), c.get(co), kBf16Tol);
+      expect_close("add_rmsnorm rstd", g.get(gr), c.get(cr), kStatTol);
+
+      // The same as the GPU's own add, then its rmsnorm_forward.
+      Buf gs2 = g.poison(n, DType::BF16), go2 = g.poison(n, DType::BF16);
+      Buf gr2 = g.poison(N, DType::F32);
+      gpu().add(gs2, ga, gb, n);
+      gpu().rmsnorm_forward(go2, gr2, gs2, gw, N, C, eps);
+      CHECK(g.get(gs) == g.get(gs2));
+      // (1e-3: at most a rare last-bit difference where the compiler contracts differently)
+      expect_close("add_rmsnorm out vs add + rmsnorm", g.get(go), g.get(go2), 1e-3);
+
+      // In place over a (the residual stream), then the backward of the fused op: the
+      // residual gradient accumulates the norm's input gradient (rmsnorm_backward).
+      gpu().add_rmsnorm_forward(ga, go, gr, ga, gb, gw, N, C, eps);
+      CHECK(g.get(ga) == stored);
+      const auto dout = randn_bf16(n), dres = randn_bf16(n);
+      Buf gdo = g.make(dout, DType::BF16), cdo = c.make(dout, DType::F32);
+      Buf gdr = g.make(dres, DType::BF16), cdr = c.make(dres, DType::F32);
+      Buf gdw = g.alloc(C, DType::F32), cdw = c.alloc(C, DType::F32);
+      Buf grs = g.make(c.get(cr), DType::F32);
+      gpu().rmsnorm_backward(gdr, gdw, gdo, gs, gw, grs, N, C);
+      cpu().rmsnorm_backward(cdr, cdw, cdo, cst, cw, cr, N, C);
+      expect_close("add_rmsnorm backward: residual gradient", g.get(gdr), c.get(cdr), kBf16Tol);
+      expect_close("add_rmsnorm backward: dweight", g.get(gdw), c.get(cdw), kF32Tol);
+    }
+  }
+}
+
+TEST_CASE("gpu: multi-tensor adamw = adamw_update tensor by tensor; stats clip and skip", "[gpu]") {
+  LOCO_REQUIRE_GPU();
+  const size_t n = 100003;
+  // An unaligned tensor start, a one-element tensor, a gap that must not move.
+  const std::vector<Backend::AdamTensor> tensors = {
+      {0, 40001, 0.1f}, {40001, 1, 0.0f}, {40002, 50000, 0.05f}, {90004, 9999, 0.1f}};
+  Scope g(gpu()), c(cpu());
+  const auto p0 = randn(n, 0.05f);
+  Buf gp = g.make(p0, DType::F32), cp = c.make(p0, DType::F32), gq = g.make(p0, DType::F32);
+  Buf gm = g.alloc(n, DType::F32), cm = c.alloc(n, DType::F32), gm2 = g.alloc(n, DType::F32);
+  Buf gv = g.alloc(n, DType::F32), cv = c.alloc(n, DType::F32), gv2 = g.alloc(n, DType::F32);
+  const float b1 = 0.9f, b2 = 0.95f, lr = 1e-3f, eps = 1e-8f;
+  for (int t = 1; t <= 3; ++t) {
+    INFO("step " << t);
+    const auto grad = randn(n, 0.01f);
+    Buf gg = g.make(grad, DType::F32), cg = c.make(grad, DType::F32);
+    const float bc1 = static_cast<float>(1 - std::pow(double(b1), t));
+    const float bc2 = static_cast<float>(1 - std::pow(double(b2), t));
+    const std::vector<float> h = {lr, b1, b2, eps, bc1, bc2, 0.5f, 0.f};
+    Buf gh = g.make(h, DType::F32), ch = c.make(h, DType::F32);
+    gpu().adamw_multi(gp, gg, gm, gv, tensors, gh, Buf{});
+    cpu().adamw_multi(cp, cg, cm, cv, tensors, ch, Buf{});
+    expect_close("adamw_multi param", g.get(gp), c.get(cp), kF32Tol);
+    expect_close("adamw_multi m", g.get(gm), c.get(cm), kF32Tol);
+    expect_close("adamw_multi v", g.get(gv), c.get(cv), kF32Tol);
+    for (const auto& x : tensors)
+      gpu().adamw_update(gq.slice(x.offset, x.numel), gg.slice(x.offset, x.numel),
+                         gm2.slice(x.offset, x.numel), gv2.slice(x.offset, x.numel), lr, b1, b2,
+                         eps, x.weight_decay, bc1, bc2, 0.5f);
+    CHECK(g.get(gp) == g.get(gq));  // bit for bit the per-tensor kernel
+    CHECK(g.get(gm) == g.get(gm2));
+  }
+  CHECK(g.get(gp)[90003] == p0[90003]);
+  // Step statistics: the clip scale replaces grad_scale; the non-finite flag skips.
+  std::vector<int32_t> words(8, 0);
+  const float clip = 0.5f;
+  std::memcpy(&words[4], &clip, 4);
+  Buf gst = g.make_ids(words);
+  const auto grad = randn(n, 0.01f);
+  Buf gg = g.make(grad, DType::F32);
+  const std::vector<float> h = {lr, b1, b2, eps, 0.5f, 0.5f, 9.0f, 0.f};
+  Buf gh = g.make(h, DType::F32);
+  gpu().adamw_multi(gp, gg, gm, gv, tensors, gh, gst);
+  const std::vector<float> h2 = {lr, b1, b2, eps, 0.5f, 0.5f, 0.5f, 0.f};
+  Buf gh2 = g.make(h2, DType::F32);
+  gpu().adamw_multi(gq, gg, gm2, gv2, tensors, gh2, Buf{});
+  CHECK(g.get(gp) == g.get(gq));
+  words[5] = 1;
+  gpu().upload(gst, words.data());
+  const auto before = g.get(gp);
+  gpu().adamw_multi(gp, gg, gm, gv, tensors, gh, gst);
+  CHECK(g.get(gp) == before);
+}
+
+TEST_CASE("gpu: step statistics on the device", "[gpu]") {
+  LOCO_REQUIRE_GPU();
+  Scope g(gpu()), c(cpu());
+  Buf gst = g.make_ids(std::vector<int32_t>(8, 0)), cst = c.make_ids(std::vector<int32_t>(8, 0));
+  auto read = [](Backend& be, Buf b) {
+    std::vector<int32_t> w(8);
+    be.download(w.data(), b);
+    return loco::ops::read_step_stats(w.data());
+  };
+  for (size_t n : {size_t(1), size_t(1000), size_t(16384)}) {
+    const auto l = randn(n, 1.f, 5.f);
+    Buf gl = g.make(l, DType::F32), cl = c.make(l, DType::F32);
+    gpu().accumulate_loss(gst, gl);
+    cpu().accumulate_loss(cst, cl);
+  }
+  CHECK_THAT(read(gpu(), gst).loss_sum,
+             Catch::Matchers::WithinRel(read(cpu(), cst).loss_sum, 1e-12));
+  for (double max_norm : {0.0, 1.0, 1e9}) {
+    const auto grad = randn(300001, 0.01f);
+    Buf gg = g.make(grad, DType::F32);
+    gpu().clip_grad_norm(gst, gg, max_norm);
+    const auto st = read(gpu(), gst);
+    // Exactly what the host computes from the device's own sum of squares.
+    const loco::GradNorm gn = loco::global_grad_norm(gpu(), gg, max_norm);
+    CHECK(st.grad_sum_squares == gpu().sum_squares(gg));
+    CHECK(std::sqrt(st.grad_sum_squares) == gn.norm);
+    CHECK(st.clip_scale == gn.clip_scale);
+    CHECK_FALSE(st.non_finite);
+  }
+  auto bad = randn(1000);
+  bad[500] = std::numeric_limits<float>::infinity();
+  Buf gb = g.make(bad, DType::F32);
+  gpu().clip_grad_norm(gst, gb, 1.0);
+  CHECK(read(gpu(), gst).non_finite);
 }

@@ -1,4 +1,4 @@
-// Streaming DiLoCo fragments (ALGORITHMS.md §7; loco/dist/fragments.hpp) under mpirun -np 2
+// Streaming DiLoCo fragments (docs/algorithms.md §7; loco/dist/fragments.hpp) under mpirun -np 2
 // and -np 4:
 //  - OuterSync with outer.fragments = 2 against a hand simulation, sync by sync: fragment j
 //    is due at t ≡ j·H/p (mod H); its outer SGD step (Nesterov) runs on its slice of θ_global
@@ -39,23 +39,20 @@
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
 #include "support/mpi_scratch.hpp"
+#include "support/tiny_job.hpp"
 
 using namespace loco;
 using nlohmann::json;
 
 namespace {
 
+using loco::testing::ring_ar;
+using loco::testing::source_dir;
+using loco::testing::tiny_diloco_json;
+using loco::testing::tiny_job_json;
+
 constexpr double kTimeout = 120.0;
 constexpr int kSeqLen = 32;
-
-std::string source_dir() {
-  if (const char* env = std::getenv("LOCO_SOURCE_DIR"); env && *env) return env;
-  return LOCO_SOURCE_DIR;
-}
-
-uint64_t ring_ar(uint64_t S, int K) {
-  return static_cast<uint64_t>(std::llround(2.0 * (K - 1) * static_cast<double>(S) / K));
-}
 
 std::vector<float> normal_vector(size_t n, uint64_t seed, double scale) {
   Rng rng(seed);
@@ -183,40 +180,9 @@ void check_sync(const FragmentSim& s, const OuterSync& sync, Buf params,
 // ---------------------------------------------------------------- trainer helpers
 
 json tiny_json() {
-  const std::string src = source_dir();
-  return json{
-      {"name", "mpi-fragments"},
-      {"backend", "cpu"},
-      {"model",
-       {{"vocab_size", 256},
-        {"d_model", 32},
-        {"n_layers", 2},
-        {"n_heads", 2},
-        {"n_kv_heads", 1},
-        {"d_ff", 64},
-        {"max_seq_len", kSeqLen}}},
-      {"data", {{"train", src + "/data/kjv-train.bin"}, {"val", src + "/data/kjv-val.bin"}}},
-      {"optimizer", {{"type", "adamw"}, {"lr", 3e-3}, {"weight_decay", 0.1}, {"grad_clip", 1.0}}},
-      {"schedule", {{"type", "cosine"}, {"warmup_steps", 2}}},
-      {"training",
-       {{"steps", 9},
-        {"micro_batch", 2},
-        {"grad_accum", 1},
-        {"seq_len", kSeqLen},
-        {"eval_interval", 0},
-        {"eval_batches", 2},
-        {"log_interval", 1000},
-        {"seed", 77}}},
-      {"distributed",
-       {{"method", "diloco"},
-        {"replica_size", 1},
-        {"timeout_s", kTimeout},
-        {"outer",
-         {{"interval", 4},
-          {"lr", 0.7},
-          {"momentum", 0.9},
-          {"nesterov", true},
-          {"fragments", 2}}}}}};
+  return tiny_diloco_json(
+      {"mpi-fragments", 9, 2, kSeqLen, 2, kTimeout},
+      {{"interval", 4}, {"lr", 0.7}, {"momentum", 0.9}, {"nesterov", true}, {"fragments", 2}});
 }
 
 }  // namespace

@@ -26,7 +26,7 @@ Buf poisoned_device_buf(DType t, size_t n) {
 
 // The CPU backend with its allocations labelled as device memory: stands in for the CUDA
 // backend (whose buffers the host must not read) so that staging runs on a machine without a
-// GPU. Its upload/download copy whatever the label says, as cudaMemcpy would.
+// GPU.
 class LabelledDeviceBackend final : public CpuBackend {
  public:
   Buf alloc(size_t numel, DType dtype) override {
@@ -34,8 +34,8 @@ class LabelledDeviceBackend final : public CpuBackend {
     b.space = MemSpace::Device;
     return b;
   }
-  void upload(Buf dst, const void* src) override { std::memcpy(dst.data, src, dst.bytes()); }
-  void download(void* dst, Buf src) override { std::memcpy(dst, src.data, src.bytes()); }
+  // Its ops take the labelled buffers (and refuse host ones) and copy as cudaMemcpy would.
+  MemSpace memory_space() const override { return MemSpace::Device; }
   int host_allocs = 0;
   Buf alloc_host(size_t numel, DType dtype) override {
     ++host_allocs;

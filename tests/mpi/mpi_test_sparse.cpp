@@ -1,4 +1,4 @@
-// Compressed outer syncs (SparseLoCo and friends, ALGORITHMS.md §4, §5, §9) under mpirun -np 2
+// Compressed outer syncs (SparseLoCo and friends, docs/algorithms.md §4, §5, §9) under mpirun -np 2
 // and -np 4: bitwise-identical θ on every rank, equality with a local simulation of every
 // rank's compressor, SparseLoCo at 100 % density = DiLoCo, and the all-gather accounting.
 //
@@ -29,19 +29,20 @@
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
 #include "support/mpi_scratch.hpp"
+#include "support/tiny_job.hpp"
 
 using namespace loco;
 using nlohmann::json;
 
 namespace {
 
+using loco::testing::ring_ar;
+using loco::testing::source_dir;
+using loco::testing::tiny_diloco_json;
+using loco::testing::tiny_job_json;
+
 constexpr double kTimeout = 120.0;
 constexpr int kSeqLen = 32;
-
-std::string source_dir() {
-  if (const char* env = std::getenv("LOCO_SOURCE_DIR"); env && *env) return env;
-  return LOCO_SOURCE_DIR;
-}
 
 // A layout with awkward shapes: dims not multiples of 64, 1-D with a short tail, 1×1.
 ParamLayout awkward_layout() {
@@ -81,35 +82,8 @@ std::vector<float> local_params(const std::vector<float>& global, int r, int s) 
 
 // The tiny job (as in mpi_test_training.cpp), DiLoCo with H = 2 over 6 steps.
 json tiny_json() {
-  const std::string src = source_dir();
-  return json{
-      {"name", "mpi-sparse"},
-      {"backend", "cpu"},
-      {"model",
-       {{"vocab_size", 256},
-        {"d_model", 32},
-        {"n_layers", 2},
-        {"n_heads", 2},
-        {"n_kv_heads", 1},
-        {"d_ff", 64},
-        {"max_seq_len", kSeqLen}}},
-      {"data", {{"train", src + "/data/kjv-train.bin"}, {"val", src + "/data/kjv-val.bin"}}},
-      {"optimizer", {{"type", "adamw"}, {"lr", 3e-3}, {"weight_decay", 0.1}, {"grad_clip", 1.0}}},
-      {"schedule", {{"type", "cosine"}, {"warmup_steps", 2}}},
-      {"training",
-       {{"steps", 6},
-        {"micro_batch", 2},
-        {"grad_accum", 1},
-        {"seq_len", kSeqLen},
-        {"eval_interval", 0},
-        {"eval_batches", 2},
-        {"log_interval", 1000},
-        {"seed", 77}}},
-      {"distributed",
-       {{"method", "diloco"},
-        {"replica_size", 1},
-        {"timeout_s", kTimeout},
-        {"outer", {{"interval", 2}, {"lr", 1.0}, {"momentum", 0.0}, {"nesterov", false}}}}}};
+  return tiny_diloco_json({"mpi-sparse", 6, 2, kSeqLen, 2, kTimeout},
+                          {{"interval", 2}, {"lr", 1.0}, {"momentum", 0.0}, {"nesterov", false}});
 }
 
 json sparseloco_compression() {

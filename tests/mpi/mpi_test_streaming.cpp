@@ -1,4 +1,4 @@
-// Overlapped ("streaming") outer syncs (Streaming DiLoCo, ALGORITHMS.md §7) under mpirun -np 2
+// Overlapped ("streaming") outer syncs (Streaming DiLoCo, docs/algorithms.md §7) under mpirun -np 2
 // and -np 4:
 //  - the started collectives (start_all_reduce, start_all_gather): the blocking call's
 //    values and accounting, progress through test(), a timeout counted from wait();
@@ -37,11 +37,17 @@
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
 #include "support/mpi_scratch.hpp"
+#include "support/tiny_job.hpp"
 
 using namespace loco;
 using nlohmann::json;
 
 namespace {
+
+using loco::testing::ring_ar;
+using loco::testing::source_dir;
+using loco::testing::tiny_diloco_json;
+using loco::testing::tiny_job_json;
 
 using Clock = std::chrono::steady_clock;
 constexpr double kTimeout = 120.0;
@@ -49,15 +55,6 @@ constexpr int kSeqLen = 32;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string source_dir() {
-  if (const char* env = std::getenv("LOCO_SOURCE_DIR"); env && *env) return env;
-  return LOCO_SOURCE_DIR;
-}
-
-uint64_t ring_ar(uint64_t S, int K) {
-  return static_cast<uint64_t>(std::llround(2.0 * (K - 1) * static_cast<double>(S) / K));
 }
 
 // The figures of one kind that must not depend on blocking vs started (not the seconds).
@@ -105,35 +102,8 @@ ParamLayout small_layout() {
 // ---------------------------------------------------------------- trainer helpers
 
 json tiny_json() {
-  const std::string src = source_dir();
-  return json{
-      {"name", "mpi-streaming"},
-      {"backend", "cpu"},
-      {"model",
-       {{"vocab_size", 256},
-        {"d_model", 32},
-        {"n_layers", 2},
-        {"n_heads", 2},
-        {"n_kv_heads", 1},
-        {"d_ff", 64},
-        {"max_seq_len", kSeqLen}}},
-      {"data", {{"train", src + "/data/kjv-train.bin"}, {"val", src + "/data/kjv-val.bin"}}},
-      {"optimizer", {{"type", "adamw"}, {"lr", 3e-3}, {"weight_decay", 0.1}, {"grad_clip", 1.0}}},
-      {"schedule", {{"type", "cosine"}, {"warmup_steps", 2}}},
-      {"training",
-       {{"steps", 7},
-        {"micro_batch", 2},
-        {"grad_accum", 1},
-        {"seq_len", kSeqLen},
-        {"eval_interval", 0},
-        {"eval_batches", 2},
-        {"log_interval", 1000},
-        {"seed", 77}}},
-      {"distributed",
-       {{"method", "diloco"},
-        {"replica_size", 1},
-        {"timeout_s", kTimeout},
-        {"outer", {{"interval", 3}, {"lr", 0.7}, {"momentum", 0.9}, {"nesterov", true}}}}}};
+  return tiny_diloco_json({"mpi-streaming", 7, 2, kSeqLen, 2, kTimeout},
+                          {{"interval", 3}, {"lr", 0.7}, {"momentum", 0.9}, {"nesterov", true}});
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Distributed training, end to end in-process: DDP, DiLoCo and replicas under mpirun -np 2 and
-// -np 4 (ALGORITHMS.md §1, §2, §9). Every rank runs loco::train on a communicator; reference
+// -np 4 (docs/algorithms.md §1, §2, §9). Every rank runs loco::train on a communicator; reference
 // runs with fewer ranks go on a sub-communicator made by split() while the other ranks wait
 // in a world broadcast that carries the reference's results to everyone.
 //
@@ -31,11 +31,17 @@
 #include "loco/train/trainer.hpp"
 #include "support/catch.hpp"
 #include "support/mpi_scratch.hpp"
+#include "support/tiny_job.hpp"
 
 using namespace loco;
 using nlohmann::json;
 
 namespace {
+
+using loco::testing::ring_ar;
+using loco::testing::source_dir;
+using loco::testing::tiny_diloco_json;
+using loco::testing::tiny_job_json;
 
 // Generous: 4 ranks share 2 cores, and the ranks that wait for a 1-rank reference run wait
 // in a world collective for the whole of that run.
@@ -44,44 +50,8 @@ constexpr double kTimeout = 120.0;
 constexpr int kMicroBatch = 2;
 constexpr int kSeqLen = 32;
 
-std::string source_dir() {
-  if (const char* env = std::getenv("LOCO_SOURCE_DIR"); env && *env) return env;
-  return LOCO_SOURCE_DIR;
-}
-
-// Ring all-reduce bytes per rank, computed here: 2(K-1)/K·S rounded to the nearest byte.
-uint64_t ring_ar(uint64_t S, int K) {
-  return static_cast<uint64_t>(std::llround(2.0 * (K - 1) * static_cast<double>(S) / K));
-}
-
 // The tiny job every test starts from; callers patch the JSON before it is validated.
-json tiny_json() {
-  const std::string src = source_dir();
-  return json{
-      {"name", "mpi-test"},
-      {"backend", "cpu"},
-      {"model",
-       {{"vocab_size", 256},
-        {"d_model", 32},
-        {"n_layers", 2},
-        {"n_heads", 2},
-        {"n_kv_heads", 1},
-        {"d_ff", 64},
-        {"max_seq_len", kSeqLen}}},
-      {"data", {{"train", src + "/data/kjv-train.bin"}, {"val", src + "/data/kjv-val.bin"}}},
-      {"optimizer", {{"type", "adamw"}, {"lr", 3e-3}, {"weight_decay", 0.1}, {"grad_clip", 1.0}}},
-      {"schedule", {{"type", "cosine"}, {"warmup_steps", 2}}},
-      {"training",
-       {{"steps", 6},
-        {"micro_batch", kMicroBatch},
-        {"grad_accum", 1},
-        {"seq_len", kSeqLen},
-        {"eval_interval", 0},
-        {"eval_batches", 4},
-        {"log_interval", 1000},
-        {"seed", 77}}},
-      {"distributed", {{"method", "ddp"}, {"replica_size", 1}, {"timeout_s", kTimeout}}}};
-}
+json tiny_json() { return tiny_job_json({"mpi-test", 6, kMicroBatch, kSeqLen, 4, kTimeout}); }
 
 Config to_config(const json& j) { return config_from_json(j, "mpi_test_training"); }
 
@@ -117,8 +87,8 @@ std::string show(const std::vector<double>& v) {
 // and final validation loss to every rank of `world` (root = world rank 0, which must be a
 // member of `sub`). Collective over `world`.
 struct RefResult {
-  std::vector<double> losses;       // world rank 0's (its replica's)
-  std::vector<double> sync_means;   // mean over the replicas at each sync point
+  std::vector<double> losses;      // world rank 0's (its replica's)
+  std::vector<double> sync_means;  // mean over the replicas at each sync point
   double val_loss = -1.0;
   double steps_done = 0;
 };
@@ -621,8 +591,11 @@ TEST_CASE("between outer syncs the replicas share nothing: at most 3 cross-repli
                         {"timeout_s", kTimeout},
                         {"outer", {{"interval", 4}, {"lr", 0.7}, {"momentum", 0.9}}}};
     if (c.compressed)
-      j["distributed"]["compression"] = {{"error_feedback", true}, {"selector", "chunked_topk"},
-                                         {"topk", 16}, {"chunk", 16}, {"quantizer", "2bit"}};
+      j["distributed"]["compression"] = {{"error_feedback", true},
+                                         {"selector", "chunked_topk"},
+                                         {"topk", 16},
+                                         {"chunk", 16},
+                                         {"quantizer", "2bit"}};
     const TrainResult r = train(to_config(j), tmp.run_dir(c.name), *world);
     const json& xr = r.summary["comm"]["cross_replica"];
     const uint64_t syncs = r.summary["comm"]["outer_syncs"].get<uint64_t>();
@@ -632,6 +605,13 @@ TEST_CASE("between outer syncs the replicas share nothing: at most 3 cross-repli
     CHECK(calls <= 3 * syncs);
     CHECK(calls == c.calls_per_sync * syncs);
     CHECK(xr["bytes"].get<uint64_t>() > 0);
+    // The host collectives of the loop: the replica's loss and stop flag every step (when it
+    // has more than one rank), the sync point at each sync, and SparseLoCo's payload sizes.
+    const json& control = r.summary["comm"]["control"];
+    const uint64_t steps = r.summary["steps"].get<uint64_t>();
+    CHECK(control["calls"].get<uint64_t>() ==
+          (c.replica_size > 1 ? steps : 0) + syncs * (c.compressed ? 2 : 1));
+    CHECK(control["seconds"].get<double>() >= 0.0);
     // The mean over the replicas is known at every sync, and is the final loss.
     REQUIRE(r.sync_mean_losses.size() == syncs);
     CHECK(r.final_train_loss == r.sync_mean_losses.back());
@@ -643,4 +623,9 @@ TEST_CASE("between outer syncs the replicas share nothing: at most 3 cross-repli
   // One replica (DDP): nothing crosses replicas.
   const TrainResult ddp = train(to_config(tiny_json()), tmp.run_dir("ddp-x"), *world);
   CHECK(ddp.summary["comm"]["cross_replica"]["calls"].get<uint64_t>() == 0);
+  // DDP's one host collective a step (mean loss, stop flag): the time a rank waits there for
+  // a slower peer is reported with it.
+  CHECK(ddp.summary["comm"]["control"]["calls"].get<uint64_t>() ==
+        ddp.summary["steps"].get<uint64_t>());
+  CHECK(ddp.summary["comm"]["control"]["bytes"].get<uint64_t>() > 0);
 }

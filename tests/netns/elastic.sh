@@ -3,9 +3,10 @@
 # `loco launch` survives a node that fails and comes back.
 #
 #  3 nodes (1 rank each, one DiLoCo replica per node), checkpoints at every outer sync on each
-#  node's own disk (checkpoint.storage = node_local, --node-disk). Mid-run every process of node
-#  1 is killed and its link goes down (nodectl down): the supervisor restarts on nodes 0 and 2
-#  from the newest checkpoint; later node 1 comes back (nodectl up) and SIGUSR1 to the
+#  node's own disk (checkpoint.storage = node_local, --node-disk). Mid-run node 1 vanishes
+#  (nodectl down: its link goes down, then every process in it is killed): the supervisor's
+#  probes during the job find it silent, it ends the job and restarts on nodes 0 and 2 from
+#  the newest checkpoint; later node 1 comes back (nodectl up) and SIGUSR1 to the
 #  supervisor rescales the run to 3 nodes at the next outer sync. Checked:
 #   - the supervisor's launches ran on 3, 2, 3 nodes and it exited 0; the run reached
 #     training.steps with finite numbers;
@@ -78,7 +79,7 @@ TINY=(--set model.d_model=64 --set model.n_layers=2 --set model.n_heads=2
       --set distributed.timeout_s=30 --set checkpoint.at_sync=1 --set checkpoint.keep_last=3
       --set checkpoint.storage=node_local --set checkpoint.dir=$T/disk/ckpt)
 "$LOCO" launch --hostfile "$NETNS_CLUSTER_HOSTFILE" --min-nodes 2 --backoff 0.5 \
-  --probe-timeout 5 --events "$T/events.jsonl" -- \
+  --probe-timeout 5 --watch-interval 1 --events "$T/events.jsonl" -- \
   "$LOCO" train "$SRC/configs/tiny-diloco.json" "${TINY[@]}" --out "$T/run" \
   >"$T/supervisor.log" 2>&1 &
 SUPERVISOR=$!

@@ -173,56 +173,83 @@ inline void check_compression_primitives(Backend& be) {
   }
 }
 
+// One run of the device pipeline against the host pipeline (three syncs and the aggregates).
+inline void check_pipeline_case(Backend& be, const Settings& st);
+
 // The device pipeline against the host pipeline over three syncs, every selector ×
-// quantiser, with and without error feedback: identical payload bytes, identical EF state,
-// and identical aggregates of the payloads of three "workers" (mean_selected and mean_all).
+// quantiser × rule set (loco's, templar's), with and without error feedback: identical
+// payload bytes, identical EF state, and identical aggregates of the payloads of three
+// "workers" (mean_selected and mean_all; under templar's rules after median-norm clipping).
+// Then every index coding, and a density of 1/4 (tensors of several 1024-value segments in
+// the quantiser's sums; selector none has them too).
 inline void check_device_pipeline_matches_host(Backend& be) {
   const Selector selectors[] = {Selector::ChunkedTopK, Selector::RandomK, Selector::GlobalTopK,
                                 Selector::None};
   const Quantizer quantizers[] = {Quantizer::F32, Quantizer::BF16, Quantizer::Q8, Quantizer::Q4,
                                   Quantizer::Q2};
-  for (Selector sel : selectors) {
-    for (Quantizer qz : quantizers) {
-      if (sel == Selector::None && qz == Quantizer::F32) continue;  // dense: not compressed
-      for (bool ef : {false, true}) {
-        Settings st{sel, qz, IndexCoding::Auto, Aggregation::MeanSelected, 64, 64, ef, 0.9f, 7};
-        const Plan plan = make_plan(awkward_shapes(), st);
-        INFO(selector_name(sel) << " / " << quantizer_name(qz) << " / ef " << ef);
-        Compressor host(plan);
-        DeviceCompressor device(plan, be);
-        Buf delta = be.alloc(plan.total, DType::F32);
-        std::vector<std::vector<uint8_t>> payloads;
-        for (uint64_t step = 0; step < 3; ++step) {
-          const auto d = compress_test_data(plan.total, 1000 * step + 17, false);
-          be.upload(delta, d.data());
-          const std::vector<uint8_t> want = host.compress(d.data(), step);
-          const std::vector<uint8_t>& got = device.compress(delta, step);
-          REQUIRE(got.size() == want.size());
-          CHECK(std::memcmp(got.data(), want.data(), got.size()) == 0);
-          CHECK(device.stats().bytes == host.stats().bytes);
-          if (ef) {
-            CHECK(same_bits(device.download_error(), host.error()));
-          }
-          payloads.push_back(want);
-        }
-        for (Aggregation how : {Aggregation::MeanSelected, Aggregation::MeanAll}) {
-          Aggregator host_agg(plan, how);
-          DeviceAggregator device_agg(plan, how, be);
-          device_agg.reset();
-          for (const auto& p : payloads) {
-            host_agg.add(p.data(), p.size());
-            device_agg.add(p.data(), p.size());
-          }
-          std::vector<float> want(plan.total), got(plan.total);
-          host_agg.finish(want.data(), int(payloads.size()));
-          device_agg.finish(delta, int(payloads.size()));
-          be.download(got.data(), delta);
-          CHECK(same_bits(got, want));
-        }
-        be.release(delta);
+  for (Rules rules : {Rules::Loco, Rules::Templar}) {
+    for (Selector sel : selectors) {
+      for (Quantizer qz : quantizers) {
+        if (sel == Selector::None && qz == Quantizer::F32) continue;  // dense: not compressed
+        for (bool ef : {false, true})
+          check_pipeline_case(be, Settings{sel, qz, IndexCoding::Auto, Aggregation::MeanSelected,
+                                           64, 64, ef, 0.9f, 7, rules});
       }
     }
   }
+  for (IndexCoding coding : {IndexCoding::Fixed, IndexCoding::Rice, IndexCoding::Bitmap})
+    for (Selector sel : {Selector::ChunkedTopK, Selector::GlobalTopK})
+      check_pipeline_case(be, Settings{sel, Quantizer::Q2, coding, Aggregation::MeanSelected, 64,
+                                       64, true, 0.9f, 7});
+  for (Quantizer qz : {Quantizer::Q8, Quantizer::Q4, Quantizer::Q2})
+    check_pipeline_case(be, Settings{Selector::ChunkedTopK, qz, IndexCoding::Auto,
+                                     Aggregation::MeanSelected, 64, 1024, true, 0.9f, 7});
+}
+
+inline void check_pipeline_case(Backend& be, const Settings& st) {
+  const Plan plan = make_plan(awkward_shapes(), st);
+  INFO(rules_name(st.rules) << " / " << selector_name(st.selector) << " / "
+                            << quantizer_name(st.quantizer) << " / ef " << st.error_feedback
+                            << " / " << index_coding_name(st.index_coding) << " / topk "
+                            << st.topk);
+  Compressor host(plan);
+  DeviceCompressor device(plan, be);
+  Buf delta = be.alloc(plan.total, DType::F32);
+  std::vector<std::vector<uint8_t>> payloads;
+  for (uint64_t step = 0; step < 3; ++step) {
+    const auto d = compress_test_data(plan.total, 1000 * step + 17, false);
+    be.upload(delta, d.data());
+    const std::vector<uint8_t> want = host.compress(d.data(), step);
+    const std::vector<uint8_t>& got = device.compress(delta, step);
+    REQUIRE(got.size() == want.size());
+    CHECK(std::memcmp(got.data(), want.data(), got.size()) == 0);
+    const EncodeStats &a = device.stats(), &b = host.stats();
+    CHECK(a.bytes == b.bytes);
+    CHECK(a.kept == b.kept);
+    CHECK(a.header_bytes == b.header_bytes);
+    CHECK(a.table_bytes == b.table_bytes);
+    CHECK(a.index_bytes == b.index_bytes);
+    CHECK(a.value_bytes == b.value_bytes);
+    if (st.error_feedback) {
+      CHECK(same_bits(device.download_error(), host.error()));
+    }
+    payloads.push_back(want);
+  }
+  for (Aggregation how : {Aggregation::MeanSelected, Aggregation::MeanAll}) {
+    Aggregator host_agg(plan, how);
+    DeviceAggregator device_agg(plan, how, be);
+    device_agg.reset();
+    for (const auto& p : payloads) {
+      host_agg.add(p.data(), p.size());
+      device_agg.add(p.data(), p.size());
+    }
+    std::vector<float> want(plan.total), got(plan.total);
+    host_agg.finish(want.data(), int(payloads.size()));
+    device_agg.finish(delta, int(payloads.size()));
+    be.download(got.data(), delta);
+    CHECK(same_bits(got, want));
+  }
+  be.release(delta);
 }
 
 }  // namespace loco::testing

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "loco/backend/backend.hpp"
 
@@ -58,54 +59,68 @@ class CudaBackend final : public Backend {
 
   Buf alloc(size_t numel, DType dtype) override;
   void release(Buf& buf) override;
-  void zero(Buf buf) override;
-  void upload(Buf dst, const void* host_src) override;
-  void download(void* host_dst, Buf src) override;
-  void copy(Buf dst, Buf src) override;
   void synchronize() override;
   Buf alloc_host(size_t numel, DType dtype) override;  // cudaMallocHost
   void release_host(Buf& buf) override;
   size_t peak_memory_bytes() const override { return peak_bytes_; }
+  MemSpace memory_space() const override { return MemSpace::Device; }
+  // CUDA graph capture of `work` on this backend's stream (cudaStreamCaptureModeThreadLocal).
+  // Ops that synchronise, allocate or free throw loco::Error while it records.
+  std::unique_ptr<Graph> capture(const std::function<void()>& work) override;
 
-  void embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override;
-  void embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override;
-  void rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
-  void rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
-                        int C) override;
-  void matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
-  void matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
-                       bool accumulate_din) override;
-  void rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override;
-  void rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override;
-  void attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
-                         int hd) override;
-  void attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out, Buf lse,
-                          int B, int T, int NH, int NKV, int hd) override;
-  void swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override;
-  void swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override;
-  void add(Buf out, Buf a, Buf b, size_t n) override;
-  void cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
-                     bool compute_grad) override;
+ protected:
+  void do_zero(Buf buf) override;
+  void do_upload(Buf dst, const void* host_src) override;
+  void do_download(void* host_dst, Buf src) override;
+  void do_copy(Buf dst, Buf src) override;
+  void do_embedding_forward(Buf out, Buf tokens, Buf wte, int N, int C) override;
+  void do_embedding_backward(Buf dwte, Buf dout, Buf tokens, int N, int C) override;
+  void do_rmsnorm_forward(Buf out, Buf rstd, Buf in, Buf weight, int N, int C, float eps) override;
+  void do_rmsnorm_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, Buf rstd, int N,
+                           int C) override;
+  void do_add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf b, Buf weight, int N, int C,
+                              float eps) override;
+  void do_matmul_forward(Buf out, Buf in, Buf weight, int N, int IC, int OC) override;
+  void do_matmul_backward(Buf din, Buf dweight, Buf dout, Buf in, Buf weight, int N, int IC, int OC,
+                          bool accumulate_din) override;
+  void do_rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) override;
+  void do_rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) override;
+  void do_attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, int B, int T, int NH, int NKV,
+                            int hd) override;
+  void do_attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q, Buf k, Buf v, Buf out,
+                             Buf lse, int B, int T, int NH, int NKV, int hd) override;
+  void do_swiglu_forward(Buf out, Buf gate, Buf up, size_t n) override;
+  void do_swiglu_backward(Buf dgate, Buf dup, Buf dout, Buf gate, Buf up, size_t n) override;
+  void do_add(Buf out, Buf a, Buf b, size_t n) override;
+  void do_cross_entropy(Buf losses, Buf logits, Buf targets, int N, int V, float grad_scale,
+                        bool compute_grad) override;
 
-  double sum_squares(Buf x) override;
-  void scale(Buf x, float s) override;
-  void axpby(Buf y, float a, Buf x, float b) override;
-  bool all_finite(Buf x) override;
-  uint64_t fingerprint(Buf x) override;
-  void adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
-                    float eps, float weight_decay, float bc1, float bc2, float grad_scale) override;
-  void gemm_f32(bool trans_a, bool trans_b, int M, int N, int K, float alpha, Buf A, Buf B,
-                float beta, Buf C) override;
-  void gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
-                    Strided A, Strided B, float beta, Strided C, Strided D) override;
-  void muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) override;
-  void frobenius_normalize(Buf x, size_t each, int batch, float eps) override;
-  void ef_accumulate(Buf e, Buf delta, float beta) override;
-  void chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override;
-  void gather(Buf values, Buf x, Buf flat) override;
-  void scatter_subtract(Buf x, Buf flat, Buf values) override;
-  void scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override;
-  void divide(Buf out, Buf sum, Buf count, float divisor) override;
+  double do_sum_squares(Buf x) override;
+  void do_scale(Buf x, float s) override;
+  void do_axpby(Buf y, float a, Buf x, float b) override;
+  bool do_all_finite(Buf x) override;
+  uint64_t do_fingerprint(Buf x) override;
+  void do_adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, float beta1, float beta2,
+                       float eps, float weight_decay, float bc1, float bc2,
+                       float grad_scale) override;
+  void do_adamw_multi(Buf param, Buf grad, Buf m, Buf v, const std::vector<AdamTensor>& tensors,
+                      Buf hyper, Buf stats) override;
+  void do_accumulate_loss(Buf stats, Buf losses) override;
+  void do_clip_grad_norm(Buf stats, Buf grads, double max_norm) override;
+  void do_gemm_batched(bool trans_a, bool trans_b, int M, int N, int K, int batch, float alpha,
+                       Strided A, Strided B, float beta, Strided C, Strided D) override;
+  void do_muon_momentum(Buf m, Buf u, Buf g, float beta, float grad_scale, bool nesterov) override;
+  void do_frobenius_normalize(Buf x, size_t each, int batch, float eps) override;
+  void do_ef_accumulate(Buf e, Buf delta, float beta) override;
+  void do_chunked_topk(Buf offsets, Buf flat, Buf x, Buf chunks, uint32_t max_chunk) override;
+  void do_gather(Buf values, Buf x, Buf flat) override;
+  void do_scatter_subtract(Buf x, Buf flat, Buf values) override;
+  void do_scatter_accumulate(Buf sum, Buf count, Buf flat, Buf values) override;
+  void do_divide(Buf out, Buf sum, Buf count, float divisor) override;
+  void do_quantize_values(Buf codes, Buf values, Buf tables, Buf tensors, Buf segments,
+                          int value_bits) override;
+  void do_pack_sections(Buf payload, Buf layout, Buf offsets, Buf codes, Buf tables, Buf tensors,
+                        Buf chunks, const ops::PackOptions& opt) override;
 
  private:
   struct GemmPlan;  // cuBLASLt descriptors + heuristic algorithm for one GEMM shape
@@ -114,7 +129,10 @@ class CudaBackend final : public Backend {
   using GemmKey = std::tuple<bool, bool, int, int, int, int, int, int, int, int, int, int, int64_t,
                              int64_t, int64_t>;
 
-  void activate() const;        // cudaSetDevice(device_)
+  class CudaGraph;
+  void activate() const;  // cudaSetDevice(device_)
+  // Throws when a graph capture is recording: `op` would synchronise, allocate or free.
+  void not_while_capturing(const char* op) const;
   void* scratch(size_t bytes);  // grow-only device scratch, stream-ordered
   void check_status();          // syncs; throws on kernel-reported bad ids
   // Row-major C(M,N) = alpha·op(A)·op(B) + beta·C through cuBLASLt, fp32 compute.
@@ -142,7 +160,11 @@ class CudaBackend final : public Backend {
   void* result_dev_ = nullptr;   // small device results (sum_squares, all_finite)
   void* host_pinned_ = nullptr;  // pinned host mirror for small results
   std::map<GemmKey, std::unique_ptr<GemmPlan>> plans_;
-  size_t allocated_bytes_ = 0;  // live buffers + scratch + workspace, and its maximum
+  bool capturing_ = false;             // a graph capture is recording on stream_
+  uint64_t scratch_generation_ = 0;    // bumped whenever scratch_ moves (graphs hold its address)
+  std::vector<AdamTensor> adam_rows_;  // the tensor table last uploaded for adamw_multi
+  Buf adam_table_;                     // it, in device memory: (offset, numel, wd bits) u64
+  size_t allocated_bytes_ = 0;         // live buffers + scratch + workspace, and its maximum
   size_t peak_bytes_ = 0;
   void count_allocation(ptrdiff_t bytes) {
     allocated_bytes_ = size_t(ptrdiff_t(allocated_bytes_) + bytes);

@@ -1,4 +1,4 @@
-// Pseudo-gradient compression (ALGORITHMS.md §4, §5): error feedback → selector → quantiser,
+// Pseudo-gradient compression (docs/algorithms.md §4, §5): error feedback → selector → quantiser,
 // shared by SparseLoCo and compressed MuLoCo/DiLoCo.
 //
 //   with EF:     t = β·e + Δ ;  Ĉ = Q(S(t)) ;  e ← t − D(Ĉ)
@@ -17,6 +17,8 @@
 // tile's width). A full chunk holds chunk² = 4096 elements; a chunk of C elements keeps
 //   k(C) = clamp(round(topk · C / chunk²), 1, C)      (round half up)
 // elements, so every chunk has the density topk / chunk² up to rounding, and at least one.
+// Settings::rules = Templar replaces k(C), the 1-D tiling, the b-bit level rule and the
+// aggregation with the SparseLoCo reference's (loco/compress/templar_rules.hpp).
 //
 // Selectors (what S keeps; offsets are always reported sorted ascending per chunk):
 //  - none:          every element.
@@ -33,8 +35,11 @@
 // Quantisers (per tensor, over that tensor's kept values v₁..v_n):
 //  - none (f32): D(v) = v.      bf16: D(v) = bf16(v) (round to nearest even), widened.
 //  - 8bit/4bit/2bit, L = 2^bits levels ("statistical"): μ = mean(v), σ = std(v) (population,
-//    both in double); step = 6σ/L (the levels span μ ± 3σ); level q(v) = clamp(⌊(v−μ)/step
-//    + L/2⌋, 0, L−1) (σ = 0: q = L/2 for all). D(v) = table[q(v)] where the table, sent with
+//    both in double; every sum is taken in segments of 1024 kept values, each summed in
+//    order, then the segment sums in order: loco/ops/compress_quantize.hpp, the one
+//    definition the host, the CPU backend and the CUDA kernels share); step = 6σ/L (the
+//    levels span μ ± 3σ); level q(v) = clamp(⌊(v−μ)/step + L/2⌋, 0, L−1) (σ = 0: q = L/2
+//    for all). D(v) = table[q(v)] where the table, sent with
 //    the payload, is either
 //      means:   table[q] = fp32(mean of the v with level q)  (empty level: the bin centre)
 //      uniform: two fp32 numbers (shift = fp32(μ), step = fp32(step)); table[q] =
@@ -63,6 +68,7 @@
 #include "loco/config/config.hpp"
 #include "loco/core/error.hpp"
 #include "loco/ops/chunk_topk.hpp"
+#include "loco/ops/compress_quantize.hpp"
 
 namespace loco {
 struct ParamLayout;
@@ -75,11 +81,15 @@ enum class Quantizer : uint8_t { F32 = 0, BF16 = 1, Q8 = 2, Q4 = 3, Q2 = 4 };
 // Auto picks, per tensor, whichever of the others is smallest for that payload.
 enum class IndexCoding : uint8_t { Auto = 0, Fixed = 1, Rice = 2, Bitmap = 3 };
 enum class Aggregation : uint8_t { MeanSelected = 0, MeanAll = 1 };
+// Whose rules: loco's (this file) or the SparseLoCo reference's (templar_rules.hpp: absolute k
+// per chunk, rounded levels with the sample σ, peers clipped to the median norm).
+enum class Rules : uint8_t { Loco = 0, Templar = 1 };
 
 const char* selector_name(Selector s);         // "none", "chunked_topk", ...
 const char* quantizer_name(Quantizer q);       // "none", "bf16", "8bit", "4bit", "2bit"
 const char* index_coding_name(IndexCoding c);  // "auto", "fixed", "rice", "bitmap"
 const char* aggregation_name(Aggregation a);   // "mean_selected", "mean_all"
+const char* rules_name(Rules r);               // "loco", "templar"
 int value_bits(Quantizer q);                   // bits per value on the wire: 32, 16, 8, 4, 2
 int quant_levels(Quantizer q);                 // 256, 16, 4 for b-bit; 0 otherwise
 
@@ -93,6 +103,7 @@ struct Settings {
   bool error_feedback = false;
   float beta = 0.95f;
   uint64_t seed = 0;  // random_k
+  Rules rules = Rules::Loco;
 };
 Settings settings_from_config(const CompressionConfig& c);  // names already validated
 
@@ -171,6 +182,18 @@ void uniform_table(float shift, float step, int L, float* table);
 // Level of v for mean mu, level width step (double), L levels (the rule above).
 int quant_level(double v, double mu, double step, int L);
 
+// The quantiser's view of a selection, as Backend::quantize_values reads it
+// (loco/ops/compress_quantize.hpp): per tensor its kept range, segments, table slot and kind.
+// `chunk_start`: the kept elements before each chunk (Selection::start; plan.k_start for the
+// selectors whose counts are fixed). quantize_gathered builds the same layout.
+struct QuantLayout {
+  std::vector<ops::QuantTensor> tensors;
+  std::vector<ops::QuantSegment> segments;
+  std::vector<TableKind> table_kind;  // per tensor
+  std::vector<size_t> table_start;    // per tensor, size tensors + 1 (f32 entries)
+};
+QuantLayout quant_layout(const Plan& plan, const std::vector<uint64_t>& chunk_start);
+
 // ------------------------------------------------------------------ error feedback
 // e[i] = β·e[i] + Δ[i]  (t, stored in e)
 void ef_accumulate(float* e, const float* delta, float beta, size_t n);
@@ -215,6 +238,9 @@ class Compressor {
 // Sums decoded payloads in the order they are added, then divides:
 //   mean_selected: by the number of payloads that kept the element (0 when none did);
 //   mean_all:      by K, the number of workers.
+// Under rules = templar every payload's values are first clipped per tensor to the median
+// norm of all payloads added since reset() (clip_to_median_norm), so the sums are formed in
+// finish().
 // Every rank adds the same payloads in rank order, so every rank gets the same bits.
 class Aggregator {
  public:
@@ -231,6 +257,9 @@ class Aggregator {
   std::vector<float> sum_;
   std::vector<uint16_t> count_;
   int added_ = 0;
+  // rules = templar: the decoded payloads, kept until finish() has seen them all.
+  std::vector<std::vector<uint32_t>> pending_flat_;
+  std::vector<std::vector<float>> pending_values_;
 };
 
 // Information limit of a kept index: log2(binom(C, k)) / k bits.

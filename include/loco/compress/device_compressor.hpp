@@ -1,18 +1,21 @@
 // The compression pipeline run where the pseudo-gradient lives (GPU memory on CUDA, host
-// memory on the CPU backend), through the backend's compression primitives. The dense work
-// (error feedback over every element, chunked top-k, gather, the EF update, the receive
-// side's accumulation and division) stays on the backend; only the kept elements (density
-// topk/chunk², 1/64 by default) cross to the host, where the O(kept) steps run: the
-// quantiser's statistics and tables and the bit packing of the wire format (compress.hpp,
-// wire.hpp).
+// memory on the CPU backend), through the backend's compression primitives: error feedback
+// over every element, chunked top-k, gather, the quantiser (statistics, tables, codes, D),
+// the EF update and the bit packing of the payload's sections all run on the backend. Only
+// the packed payload crosses to the host (plus one word per tensor: the index stream sizes),
+// where its 48-byte header and checksum are written (compress::seal_payload).
 //
 // Results are bitwise the host pipeline's (Compressor / Aggregator): the same payload bytes,
 // the same error-feedback state, the same aggregate, on every backend
 // (tests/test_device_compressor.cpp on the CPU, tests/gpu/gpu_test_compress.cpp on CUDA).
+// The quantiser's sums follow one blocked order that the host pipeline uses too
+// (loco/ops/compress_quantize.hpp); the packer is a second implementation of the wire format
+// (loco/ops/compress_pack.hpp) held to the host encoder's bytes by those tests.
 //
 // Where each selector runs: chunked_topk on the backend; none and random_k need no data (the
-// offsets come from the plan or the key) and are computed on the host; global_topk downloads
-// the buffer and selects on the host (a whole-buffer threshold; no device kernel yet).
+// offsets come from the plan or the key: computed on the host and uploaded); global_topk
+// downloads the buffer and selects on the host (a whole-buffer threshold; no device kernel
+// yet), then quantises and packs on the backend like the others.
 // Buffers are limited to 2^32 − 1 elements (flat indices are uint32).
 #pragma once
 #include <cstdint>
@@ -20,6 +23,7 @@
 
 #include "loco/backend/backend.hpp"
 #include "loco/compress/compress.hpp"
+#include "loco/compress/wire.hpp"
 
 namespace loco::compress {
 
@@ -35,18 +39,18 @@ class DeviceCompressor {
   // plan().total elements in backend memory. The bytes stay valid until the next call.
   const std::vector<uint8_t>& compress(Buf delta, uint64_t step);
   const EncodeStats& stats() const { return stats_; }
-  // Wall time of the last compress() by phase (the backend is synchronised at each phase
-  // boundary by the transfers that end it), for `loco bench --compression`.
+  // Wall time of the last compress() by phase, for `loco bench --compression`. Filled only
+  // with phase timing on: the backend is then synchronised at every phase boundary (which
+  // costs a little), otherwise the phases overlap and only the whole call means something.
   struct Timings {
-    double select_s = 0;     // EF accumulate + selection + offsets to the host
-    double gather_s = 0;     // kept values gathered and downloaded
-    double quantize_s = 0;   // host: statistics, tables, codes
-    double ef_update_s = 0;  // D uploaded, e ← t − D at the kept elements
-    double pack_s = 0;       // host: wire format
+    double select_s = 0;     // EF accumulate + selection (+ offsets from the host)
+    double gather_s = 0;     // kept values gathered
+    double quantize_s = 0;   // statistics, tables, codes, D
+    double ef_update_s = 0;  // e ← t − D at the kept elements
+    double pack_s = 0;       // sections packed, downloaded, header and checksum on the host
   };
+  void set_phase_timing(bool on) { phase_timing_ = on; }
   const Timings& timings() const { return timings_; }
-  const Selection& selection() const { return sel_; }
-  const Quantized& quantized() const { return q_; }
 
   bool has_error_feedback() const { return !error_.empty(); }
   Buf error() const { return error_; }  // the accumulator, backend memory (empty without EF)
@@ -58,17 +62,34 @@ class DeviceCompressor {
  private:
   void select_on_host(const float* x_host, uint64_t key);
   void upload_flat_indices();
+  // Builds the quantiser's and packer's layouts for these per-chunk starts and uploads them
+  // (once for the selectors whose counts are fixed; every call for global_topk).
+  void set_layouts(const std::vector<uint64_t>& chunk_start);
+  Buf grown(Buf& buf, size_t numel, DType dtype);  // buf, reallocated when too small
 
   Plan plan_;
   Backend& backend_;
-  Buf error_, chunk_table_, offsets_, flat_, values_;  // backend memory
-  Selection sel_;
-  Quantized q_;
+  bool phase_timing_ = false;
+  // Backend memory: EF accumulator, chunk table (chunked_topk), kept offsets / flat indices /
+  // values / codes, quantiser tables, the layout tables, the packed payload and its sizes.
+  Buf error_, chunk_table_, offsets_, flat_, values_, codes_, tables_;
+  Buf quant_tensors_, quant_segments_, pack_tensors_, pack_chunks_, payload_dev_, layout_dev_;
+  struct Views {  // the current rows of the layout tables above
+    Buf quant_tensors, quant_segments, pack_tensors, pack_chunks;
+  } views_;
+  QuantLayout quant_;
+  PackLayout pack_;
+  size_t kept_ = 0;  // kept elements of the current layout
+  Selection sel_;    // host selections (none, random_k, global_topk)
   std::vector<uint8_t> payload_;
+  std::vector<uint32_t> layout_host_;
   EncodeStats stats_;
   Timings timings_;
   std::vector<uint32_t> host_flat_;
   std::vector<float> host_dense_;  // global_topk only
+  // rules = templar with a b-bit quantiser: the kept values, codes and tables on the host.
+  std::vector<float> host_values_, host_tables_;
+  std::vector<uint32_t> host_codes_;
 };
 
 // A malformed payload among several (DeviceAggregator::add_all): `index` says which.
@@ -80,7 +101,8 @@ class PayloadError : public Error {
 
 // Receive side: sums decoded payloads in the order they are added, then divides (the rules
 // of Aggregator), in backend memory. Each payload is decoded and validated on the host into
-// (flat index, value) pairs, which are uploaded and scattered.
+// (flat index, value) pairs, which are uploaded and scattered (under rules = templar in
+// finish(), after every payload's values are clipped to the median norm).
 class DeviceAggregator {
  public:
   DeviceAggregator(const Plan& plan, Aggregation how, Backend& backend);
@@ -112,6 +134,7 @@ class DeviceAggregator {
   std::vector<std::vector<uint32_t>> host_flat_;  // one per payload being added
   std::vector<std::vector<float>> host_values_;
   int added_ = 0;
+  size_t pending_ = 0;  // rules = templar: payloads decoded, waiting for finish() to clip them
 };
 
 }  // namespace loco::compress

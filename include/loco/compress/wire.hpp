@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "loco/compress/compress.hpp"
+#include "loco/ops/compress_pack.hpp"
 
 namespace loco::compress {
 
@@ -77,6 +78,24 @@ std::vector<uint8_t> encode(const Plan& plan, const Selection& sel, const Quanti
                             uint64_t key, EncodeStats* stats = nullptr);
 void encode_into(const Plan& plan, const Selection& sel, const Quantized& q, uint64_t key,
                  std::vector<uint8_t>& out, EncodeStats* stats = nullptr);
+
+// Writes the 48-byte header of a payload of `total` bytes whose sections are in place at
+// [48, total): the fields above, then the checksum over the sections. encode_into ends with
+// it; DeviceCompressor calls it on the sections a backend packed.
+void seal_payload(const Plan& plan, uint64_t key, uint8_t* payload, size_t total);
+
+// What Backend::pack_sections reads to pack a selection (loco/ops/compress_pack.hpp): per
+// tensor its chunks, kept range and table; per chunk its size, kept range and count position;
+// the coding options; and a bound on the payload size to allocate. `chunk_start` as for
+// quant_layout, whose result supplies the tables.
+struct PackLayout {
+  std::vector<ops::PackTensor> tensors;
+  std::vector<ops::PackChunk> chunks;
+  ops::PackOptions options;
+  uint64_t max_bytes = 0;
+};
+PackLayout pack_layout(const Plan& plan, const std::vector<uint64_t>& chunk_start,
+                       const QuantLayout& quant);
 
 struct DecodeOptions {
   bool verify_checksum = true;  // tests turn it off to reach the structural checks

@@ -48,7 +48,9 @@ struct DataConfig {
   std::vector<TrainSource> train_mixture;
   std::string val = "data/kjv-val.bin";  // shard path or glob; empty = no validation
   std::vector<ValSource> extra_val;      // more validation sets, each reported by name
-  std::string tokenizer = "byte";        // only "byte" for now
+  // "byte", or the path of a SentencePiece .model file (loco/data/text_tokenizer.hpp); a run
+  // copies it to <run dir>/tokenizer.model.
+  std::string tokenizer = "byte";
   // Resuming with other training data or seq_len than the checkpoint's: "refuse" (an error
   // naming what changed) or "restart" (keep the weights and optimizer state, read the new
   // data from its beginning).
@@ -64,7 +66,7 @@ struct OptimizerConfig {
   double weight_decay = 0.1;
   bool decay_embeddings = false;  // weight decay on embedding and LM head
   double grad_clip = 1.0;         // global-norm clip; 0 disables
-  // type "muon" (ALGORITHMS.md §3): Muon for the 2-D hidden matrices; embeddings, LM head and
+  // type "muon" (docs/algorithms.md §3): Muon for the 2-D hidden matrices; embeddings, LM head and
   // norm gains use the AdamW keys above. muon_lr is the Muon group's peak lr; the schedule
   // scales it by the same factor as lr.
   double muon_lr = 0.02;
@@ -108,7 +110,7 @@ struct OutputConfig {
   std::string dir = "runs/tiny";
 };
 
-// Outer synchronisation (ALGORITHMS.md §2): every `interval` inner steps the replicas'
+// Outer synchronisation (docs/algorithms.md §2): every `interval` inner steps the replicas'
 // pseudo-gradients Δ = θ_global − θ_local are averaged and an outer optimizer (SGD with
 // optional Nesterov momentum) updates θ_global.
 struct OuterConfig {
@@ -117,12 +119,12 @@ struct OuterConfig {
   double momentum = 0.9;  // μ
   bool nesterov = true;
   std::string wire_dtype = "f32";  // dtype of the dense all-reduce: "f32" or "bf16"
-  // Streaming DiLoCo overlap (ALGORITHMS.md §7): the sync due at step t is started there and
+  // Streaming DiLoCo overlap (docs/algorithms.md §7): the sync due at step t is started there and
   // completed τ inner steps later (0 = blocking, as plain DiLoCo); must be < interval.
   int overlap_steps = 0;
   // α at completion: θ_local ← α·θ_local + (1 − α)·θ_global (unused when overlap_steps = 0).
   double merge_alpha = 0.5;
-  // Streaming DiLoCo fragments (ALGORITHMS.md §7; loco/dist/fragments.hpp): p groups of
+  // Streaming DiLoCo fragments (docs/algorithms.md §7; loco/dist/fragments.hpp): p groups of
   // strided layers, fragment j synced at the steps t ≡ j·H/p (mod H). 1 = the whole model
   // every H steps (plain DiLoCo). Must divide interval and be <= model.n_layers.
   int fragments = 1;
@@ -133,7 +135,7 @@ struct OuterConfig {
   std::string transport = "auto";
 };
 
-// Compression of DiLoCo's pseudo-gradients (ALGORITHMS.md §4, §5): error feedback →
+// Compression of DiLoCo's pseudo-gradients (docs/algorithms.md §4, §5): error feedback →
 // selector → quantiser, sent packed through all-gather (loco/compress/compress.hpp). The
 // defaults (no EF, selector "none", quantizer "none") are plain DiLoCo: a dense all-reduce.
 struct CompressionConfig {
@@ -146,6 +148,9 @@ struct CompressionConfig {
   std::string index_coding = "auto";          // "auto", "rice", "fixed", "bitmap"
   std::string aggregation = "mean_selected";  // or "mean_all"
   uint64_t seed = 0;                          // random_k: shared by every rank
+  // "loco" (loco/compress/compress.hpp) or "templar": the SparseLoCo reference's k per chunk,
+  // 2-bit level rule and median-norm clipping (loco/compress/templar_rules.hpp).
+  std::string rules = "loco";
 
   // True when the payload is packed and all-gathered; false = the dense all-reduce (error
   // feedback on a dense uncompressed payload is a no-op: nothing is ever left behind).

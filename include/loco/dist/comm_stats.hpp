@@ -1,4 +1,4 @@
-// Communication accounting (ALGORITHMS.md §9). Every Communicator call records, per kind of
+// Communication accounting (docs/algorithms.md §9). Every Communicator call records, per kind of
 // collective: calls, the logical payload, the bytes this rank put on the wire (sent) and took
 // off it (received) as the collective's algorithm moves them, and the wall time spent in the
 // call (waiting for slow peers included). A started (non-blocking) collective is counted once,

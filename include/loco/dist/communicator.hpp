@@ -21,7 +21,7 @@
 //  - Not thread-safe: one thread drives a communicator.
 //
 // Started (non-blocking) collectives, for overlapping communication with computation
-// (Streaming DiLoCo, ALGORITHMS.md §7): start_all_reduce / start_all_gather return a
+// (Streaming DiLoCo, docs/algorithms.md §7): start_all_reduce / start_all_gather return a
 // CommRequest. Same rules as the blocking calls (same order on every rank — a started call
 // counts at its start — same sizes, same accounting), plus:
 //  - the buffers belong to the transport until the request completes: do not read or write

@@ -1,4 +1,4 @@
-// Streaming DiLoCo's fragments (ALGORITHMS.md §7; distributed.outer.fragments = p): the
+// Streaming DiLoCo's fragments (docs/algorithms.md §7; distributed.outer.fragments = p): the
 // parameters are split into p fragments that sync at staggered steps, so that each outer sync
 // moves about 1/p of the model and the peak bandwidth drops by p while every element still
 // syncs every H steps.

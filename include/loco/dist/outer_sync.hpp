@@ -1,4 +1,4 @@
-// The outer-sync pipeline shared by every low-communication method (ALGORITHMS.md §2, §5):
+// The outer-sync pipeline shared by every low-communication method (docs/algorithms.md §2, §5):
 //
 //   inner optimizer (H steps) → pseudo-gradient Δ = θ_global − θ_local → [error feedback →
 //   selector → quantiser: identity for DiLoCo] → collective (all-reduce mean) → aggregate →
@@ -21,7 +21,7 @@
 //    (A variable-size all-gather would save the padding, a few per cent with Rice-coded
 //    indices; NCCL has none, so its communicator would pad anyway.)
 //
-// Overlap (Streaming DiLoCo, ALGORITHMS.md §7; outer.overlap_steps = τ > 0): the trainer calls
+// Overlap (Streaming DiLoCo, docs/algorithms.md §7; outer.overlap_steps = τ > 0): the trainer calls
 // start() at the due step t — Δ from θ_local(t), packing, and the collective is *started* —
 // then poll() after each of the next τ inner steps (MPI progresses only inside MPI calls), and
 // finish() at step t + τ: wait, aggregate, outer step on θ_global exactly as sync() does, then

@@ -17,6 +17,12 @@ struct ModelSource {
   std::optional<Config> config;  // the run's resolved config (checkpoints only)
   std::vector<float> params;     // host F32, llama_param_layout(model) order
   nlohmann::json meta;           // the checkpoint's metadata, or the HF config.json fields
+  // The model's tokenizer: "byte", the path of a SentencePiece model, or "" when unknown.
+  // Checkpoint: the run's data.tokenizer; a SentencePiece model is looked for as
+  // tokenizer.model in the checkpoint's directory and up to two above it (the run directory
+  // holds the copy the trainer made), then at the configured path. HF directory: its
+  // tokenizer.model if there is one, else "byte" when the vocabulary is 256.
+  std::string tokenizer;
 };
 
 // `tensor` names the checkpoint tensor holding the weights (default "params").

@@ -24,6 +24,10 @@
 //                               each consecutive failure (--backoff, --max-backoff; a job that
 //                               ran --healthy-after seconds resets it), at most --max-restarts
 //                               times; then exit 3.
+// While the job runs, its hosts are probed every --watch-interval seconds: a host that stops
+// answering (it vanished without closing its connections, so mpirun may wait on it for
+// minutes) ends the job (SIGTERM to mpirun, SIGKILL 5 s later), which then restarts as after
+// a failure. A probe pauses the passing-on of signals for up to --probe-timeout.
 // Fewer hosts answering than --min-nodes: probe again every backoff until --wait-for-hosts
 // seconds have passed, then exit 3 naming the hosts that did not answer. A hostfile that lists
 // fewer than --min-nodes hosts, or a malformed one: exit 2 at once, nothing started.
@@ -50,7 +54,8 @@ struct LaunchOptions {
   double healthy_after_s = 60.0;
   double probe_timeout_s = 10.0;
   double wait_for_hosts_s = 300.0;
-  std::string agent;  // "" : $OMPI_MCA_plm_rsh_agent (its first choice), else "ssh"
+  double watch_interval_s = 10.0;  // probe the job's hosts this often while it runs; 0: never
+  std::string agent;               // "" : $OMPI_MCA_plm_rsh_agent (its first choice), else "ssh"
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args;
   std::vector<std::string> command;

@@ -45,6 +45,14 @@ class LlamaModel {
                           float grad_scale);
   // Mean loss only, no gradients.
   double forward_loss(const int32_t* inputs, const int32_t* targets, int B, int T);
+  // forward_backward on tokens already in backend memory (inputs, targets: B×T I32 each),
+  // with nothing read back: the micro-batch's mean loss is added to `stats` in backend memory
+  // (Backend::accumulate_loss, loco/ops/step_stats.hpp). Enqueues only (no host
+  // synchronisation), so a graph can record it (loco/train/train_step.hpp).
+  void forward_backward_device(Buf inputs, Buf targets, int B, int T, float grad_scale, Buf stats);
+  // Changes whenever the activation buffers are reallocated (a larger batch, another
+  // sequence length): a recorded graph that uses the old ones must be recorded again.
+  uint64_t activations_generation() const { return activations_generation_; }
 
  private:
   struct Activations;
@@ -53,7 +61,10 @@ class LlamaModel {
   void ensure_activations(int B, int T);
   double forward(const int32_t* inputs, const int32_t* targets, int B, int T, bool training,
                  float grad_scale);
-  void backward(int B, int T);
+  // Everything of the forward pass after the tokens are in backend memory; leaves the token
+  // losses in the activations.
+  void forward_tokens(Buf inputs, Buf targets, int B, int T, bool training, float grad_scale);
+  void backward(Buf inputs, int B, int T);
 
   ModelConfig config_;
   Backend& backend_;
@@ -61,6 +72,7 @@ class LlamaModel {
   Buf params_, grads_;
   Buf compute_params_;  // activation-dtype copy, or params_ itself on F32 backends
   std::unique_ptr<Activations> acts_;
+  uint64_t activations_generation_ = 0;
 };
 
 }  // namespace loco

@@ -1,4 +1,4 @@
-// Muon (ALGORITHMS.md §3): momentum, then Newton–Schulz orthogonalisation of the update, for
+// Muon (docs/algorithms.md §3): momentum, then Newton–Schulz orthogonalisation of the update, for
 // the 2-D hidden matrices (ParamKind::Matrix); AdamW for embeddings, LM head and norm gains.
 // Device-free: every operation goes through the Backend (muon_momentum, frobenius_normalize,
 // gemm_batched, copy, axpby, adamw_update; newton_schulz below uses gemm_f32), so the same

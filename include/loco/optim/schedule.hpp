@@ -1,4 +1,4 @@
-// Learning-rate schedules for the inner optimizer (ALGORITHMS.md §8). The outer lr is
+// Learning-rate schedules for the inner optimizer (docs/algorithms.md §8). The outer lr is
 // constant. The config loader validates the parameters; learning_rate() re-checks them and
 // throws loco::Error when they cannot be honoured.
 //

@@ -1,5 +1,5 @@
 // The communication report every run ends with: what each worker put on the wire, next to
-// what DDP would have sent for the same tokens (ALGORITHMS.md §9).
+// what DDP would have sent for the same tokens (docs/algorithms.md §9).
 #pragma once
 #include <cstdint>
 #include <string>
