@@ -24,7 +24,7 @@
 #
 # Usage: scripts/elastic-compare.sh [OUTDIR] [-- --set KEY=VALUE ...]
 #   OUTDIR (default runs/elastic-compare) must not exist. Extra --set arguments go to every
-#   run. Environment: A, B, C (steps of the pieces). About 6 minutes on 2 cores.
+#   run. Environment: A, B, C (steps of the pieces). About 8 minutes on 2 busy cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCO=$PWD/build/loco

@@ -28,11 +28,6 @@ size_t max_kept(const Plan& plan) {
   return plan.settings.selector == Selector::None ? plan.total : size_t(plan.k_start.back());
 }
 
-void release_all(Backend& backend, std::initializer_list<Buf*> bufs) {
-  for (Buf* b : bufs)
-    if (b->data != nullptr) backend.release(*b);
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------ DeviceCompressor
@@ -61,46 +56,35 @@ std::vector<int32_t> table_words(const std::vector<Row>& rows, int ints, Pack pa
 DeviceCompressor::DeviceCompressor(Plan plan, Backend& backend)
     : plan_(std::move(plan)), backend_(backend) {
   check_addressable(plan_);
-  try {
-    if (plan_.settings.error_feedback) error_ = backend_.alloc(plan_.total, DType::F32);
-    const size_t kept = max_kept(plan_);
-    offsets_ = backend_.alloc(kept, DType::I32);
-    flat_ = backend_.alloc(kept, DType::I32);
-    values_ = backend_.alloc(kept, DType::F32);
-    codes_ = backend_.alloc(kept, DType::I32);
-    layout_dev_ = backend_.alloc(plan_.tensors.size() + 2, DType::I32);
-    const Selector selector = plan_.settings.selector;
-    if (selector == Selector::ChunkedTopK) {
-      std::vector<int32_t> table(plan_.chunks.size() * ops::kChunkRowInts);
-      for (size_t c = 0; c < plan_.chunks.size(); ++c) {
-        ops::pack_chunk_row(plan_.chunks[c].row(plan_.k_start[c]),
-                            table.data() + c * ops::kChunkRowInts);
-      }
-      chunk_table_ = backend_.alloc(table.size(), DType::I32);
-      backend_.upload(chunk_table_, table.data());
+  if (plan_.settings.error_feedback) error_ = OwnedBuf(backend_, plan_.total, DType::F32);
+  const size_t kept = max_kept(plan_);
+  offsets_ = OwnedBuf(backend_, kept, DType::I32);
+  flat_ = OwnedBuf(backend_, kept, DType::I32);
+  values_ = OwnedBuf(backend_, kept, DType::F32);
+  codes_ = OwnedBuf(backend_, kept, DType::I32);
+  layout_dev_ = OwnedBuf(backend_, plan_.tensors.size() + 2, DType::I32);
+  const Selector selector = plan_.settings.selector;
+  if (selector == Selector::ChunkedTopK) {
+    std::vector<int32_t> table(plan_.chunks.size() * ops::kChunkRowInts);
+    for (size_t c = 0; c < plan_.chunks.size(); ++c) {
+      ops::pack_chunk_row(plan_.chunks[c].row(plan_.k_start[c]),
+                          table.data() + c * ops::kChunkRowInts);
     }
-    if (selector != Selector::GlobalTopK) set_layouts(fixed_chunk_start(plan_));
-    if (selector == Selector::None) select_on_host(nullptr, 0);  // every element, once
-  } catch (...) {
-    release_all(backend_, {&error_, &chunk_table_, &offsets_, &flat_, &values_, &codes_, &tables_,
-                           &quant_tensors_, &quant_segments_, &pack_tensors_, &pack_chunks_,
-                           &payload_dev_, &layout_dev_});
-    throw;
+    chunk_table_ = OwnedBuf(backend_, table.size(), DType::I32);
+    backend_.upload(chunk_table_, table.data());
   }
+  if (selector != Selector::GlobalTopK) set_layouts(fixed_chunk_start(plan_));
+  if (selector == Selector::None) select_on_host(nullptr, 0);  // every element, once
 }
 
-DeviceCompressor::~DeviceCompressor() {
-  release_all(backend_, {&error_, &chunk_table_, &offsets_, &flat_, &values_, &codes_, &tables_,
-                         &quant_tensors_, &quant_segments_, &pack_tensors_, &pack_chunks_,
-                         &payload_dev_, &layout_dev_});
-}
+DeviceCompressor::~DeviceCompressor() = default;
 
-Buf DeviceCompressor::grown(Buf& buf, size_t numel, DType dtype) {
-  if (buf.numel < numel || buf.dtype != dtype) {
-    if (buf.data != nullptr) backend_.release(buf);
-    buf = backend_.alloc(numel, dtype);
+Buf DeviceCompressor::grown(OwnedBuf& buf, size_t numel, DType dtype) {
+  if (buf->numel < numel || buf->dtype != dtype) {
+    buf.reset();  // the old one goes before the larger one is allocated
+    buf = OwnedBuf(backend_, numel, dtype);
   }
-  return numel == 0 ? Buf{buf.data, dtype, 0} : buf.slice(0, numel);
+  return numel == 0 ? Buf{buf->data, dtype, 0} : buf.slice(0, numel);
 }
 
 void DeviceCompressor::set_layouts(const std::vector<uint64_t>& chunk_start) {
@@ -108,7 +92,7 @@ void DeviceCompressor::set_layouts(const std::vector<uint64_t>& chunk_start) {
   pack_ = pack_layout(plan_, chunk_start, quant_);
   kept_ = size_t(chunk_start.back());
   // The backends count rows by numel: each table is used as a slice of exactly its rows.
-  auto upload = [&](Buf& dst, const std::vector<int32_t>& words) {
+  auto upload = [&](OwnedBuf& dst, const std::vector<int32_t>& words) {
     const Buf b = grown(dst, words.size(), DType::I32);
     if (!words.empty()) backend_.upload(b, words.data());
     return b;
@@ -127,7 +111,7 @@ void DeviceCompressor::set_layouts(const std::vector<uint64_t>& chunk_start) {
 }
 
 std::vector<float> DeviceCompressor::download_error() const {
-  std::vector<float> e(error_.numel);
+  std::vector<float> e(error_->numel);
   if (!e.empty()) backend_.download(e.data(), error_);
   return e;
 }
@@ -265,19 +249,14 @@ const std::vector<uint8_t>& DeviceCompressor::compress(Buf delta, uint64_t step)
 DeviceAggregator::DeviceAggregator(const Plan& plan, Aggregation how, Backend& backend)
     : plan_(plan), how_(how), backend_(backend) {
   check_addressable(plan_);
-  try {
-    sum_ = backend_.alloc(plan_.total, DType::F32);
-    if (how_ == Aggregation::MeanSelected) count_ = backend_.alloc(plan_.total, DType::I32);
-    const size_t kept = std::max<size_t>(1, max_kept(plan_));
-    flat_ = backend_.alloc(kept, DType::I32);
-    values_ = backend_.alloc(kept, DType::F32);
-  } catch (...) {
-    release_all(backend_, {&sum_, &count_, &flat_, &values_});
-    throw;
-  }
+  sum_ = OwnedBuf(backend_, plan_.total, DType::F32);
+  if (how_ == Aggregation::MeanSelected) count_ = OwnedBuf(backend_, plan_.total, DType::I32);
+  const size_t kept = std::max<size_t>(1, max_kept(plan_));
+  flat_ = OwnedBuf(backend_, kept, DType::I32);
+  values_ = OwnedBuf(backend_, kept, DType::F32);
 }
 
-DeviceAggregator::~DeviceAggregator() { release_all(backend_, {&sum_, &count_, &flat_, &values_}); }
+DeviceAggregator::~DeviceAggregator() = default;
 
 void DeviceAggregator::reset() {
   backend_.zero(sum_);
@@ -330,11 +309,11 @@ void DeviceAggregator::add_all(const std::vector<Payload>& payloads) {
 void DeviceAggregator::scatter(const std::vector<uint32_t>& flat,
                                const std::vector<float>& values) {
   const size_t n = flat.size();
-  if (n > flat_.numel) {  // a payload keeps at most max_kept() elements per plan; be safe
-    backend_.release(flat_);
-    backend_.release(values_);
-    flat_ = backend_.alloc(n, DType::I32);
-    values_ = backend_.alloc(n, DType::F32);
+  if (n > flat_->numel) {  // a payload keeps at most max_kept() elements per plan; be safe
+    flat_.reset();
+    values_.reset();
+    flat_ = OwnedBuf(backend_, n, DType::I32);
+    values_ = OwnedBuf(backend_, n, DType::F32);
   }
   if (n == 0) return;
   const Buf f = flat_.slice(0, n), v = values_.slice(0, n);

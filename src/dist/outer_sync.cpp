@@ -103,19 +103,17 @@ void OuterSync::init(Buf params, std::vector<Fragment> parts) {
     f.part = std::move(part);
     frags_.push_back(std::move(f));
   }
-  global_ = backend_.alloc(params.numel, DType::F32);
-  momentum_ = backend_.alloc(params.numel, DType::F32);
+  global_ = OwnedBuf(backend_, params.numel, DType::F32);
+  momentum_ = OwnedBuf(backend_, params.numel, DType::F32);
   // The staging of one fragment's pseudo-gradient: with p = 1 the whole buffer, as before.
-  delta_ = backend_.alloc(largest, DType::F32);
-  if (cfg_.wire_dtype == "bf16") wire_ = backend_.alloc(largest, DType::BF16);
+  delta_ = OwnedBuf(backend_, largest, DType::F32);
+  if (cfg_.wire_dtype == "bf16") wire_ = OwnedBuf(backend_, largest, DType::BF16);
   backend_.copy(global_, params);
 }
 
 OuterSync::~OuterSync() {
   // A sync still in flight (an error unwound the trainer) is abandoned before its buffers go.
   request_.reset();
-  for (Buf* b : {&global_, &momentum_, &delta_, &wire_, &dev_send_, &dev_recv_})
-    if (b->data) backend_.release(*b);
 }
 
 int OuterSync::due_fragment(int steps_done) const {
@@ -125,7 +123,7 @@ int OuterSync::due_fragment(int steps_done) const {
 std::vector<float> OuterSync::error_feedback() const {
   if (!compressed_) return {};
   // Each fragment's accumulator, scattered back to its elements' places in the flat layout.
-  std::vector<float> flat(global_.numel);
+  std::vector<float> flat(global_->numel);
   for (const FragmentState& f : frags_) {
     const std::vector<float> e = f.compressor->download_error();
     if (e.empty()) return {};  // no error feedback
@@ -141,9 +139,9 @@ std::vector<float> OuterSync::error_feedback() const {
 void OuterSync::restore_error_feedback(const std::vector<float>& e) {
   if (!compressed_) throw Error("outer sync: no compression, so no error-feedback state");
   if (fragments() == 1) return frags_[0].compressor->set_error(e);
-  if (e.size() != global_.numel)
+  if (e.size() != global_->numel)
     throw Error("outer sync: error-feedback state has " + std::to_string(e.size()) +
-                " elements, expected " + std::to_string(global_.numel));
+                " elements, expected " + std::to_string(global_->numel));
   for (FragmentState& f : frags_) {
     std::vector<float> packed;
     packed.reserve(f.part.numel);
@@ -219,7 +217,7 @@ void OuterSync::begin(int j, const char* what) {
 Buf OuterSync::delta() const { return delta_.slice(0, frags_[size_t(active_)].part.numel); }
 
 Buf OuterSync::dense_wire() const {
-  return wire_.data ? wire_.slice(0, frags_[size_t(active_)].part.numel) : delta();
+  return wire_->data ? wire_.slice(0, frags_[size_t(active_)].part.numel) : delta();
 }
 
 uint64_t OuterSync::outer_sent_bytes() const {
@@ -260,11 +258,11 @@ void OuterSync::pack_payload() {
   recv_.resize(size_t(piece_) * size_t(K));
   if (gather_on_host()) return;
   const size_t words = size_t(piece_ / 4);
-  if (dev_send_.numel < words) {
-    if (dev_send_.data) backend_.release(dev_send_);
-    if (dev_recv_.data) backend_.release(dev_recv_);
-    dev_send_ = backend_.alloc(words, DType::I32);
-    dev_recv_ = backend_.alloc(words * size_t(K), DType::I32);
+  if (dev_send_->numel < words) {
+    dev_send_.reset();  // the old staging goes before the larger one is allocated
+    dev_recv_.reset();
+    dev_send_ = OwnedBuf(backend_, words, DType::I32);
+    dev_recv_ = OwnedBuf(backend_, words * size_t(K), DType::I32);
   }
   backend_.upload(dev_send_.slice(0, words), send_.data());
 }
@@ -318,7 +316,7 @@ void OuterSync::aggregate_payloads() {
 }
 
 void OuterSync::dense_stats() {
-  const uint64_t bytes = delta().numel * (wire_.data ? 2u : 4u);
+  const uint64_t bytes = delta().numel * (wire_->data ? 2u : 4u);
   last_ = OuterSyncStats{};
   last_.elements = last_.kept = delta().numel;
   last_.payload_bytes = last_.piece_bytes = last_.value_bytes = bytes;
@@ -368,7 +366,7 @@ double OuterSync::sync_fragment(Buf params, int j) {
     pack_payload();
     cross_.all_gather(gather_send(), gather_recv());
     aggregate_payloads();
-  } else if (wire_.data) {
+  } else if (wire_->data) {
     // Collective: dense all-reduce mean (optionally in bf16 on the wire).
     backend_.copy(dense_wire(), delta());
     cross_.all_reduce(dense_wire(), ReduceOp::Mean);
@@ -412,7 +410,7 @@ void OuterSync::start(Buf params, int j) {
     pack_payload();
     request_ = cross_.start_all_gather(gather_send(), gather_recv());
   } else {
-    if (wire_.data) backend_.copy(dense_wire(), delta());
+    if (wire_->data) backend_.copy(dense_wire(), delta());
     request_ = cross_.start_all_reduce(dense_wire(), ReduceOp::Mean);
   }
   started_at_ = Clock::now();
@@ -443,7 +441,7 @@ double OuterSync::finish(Buf params) {
   if (compressed_) {
     aggregate_payloads();
   } else {
-    if (wire_.data) backend_.copy(delta(), dense_wire());
+    if (wire_->data) backend_.copy(delta(), dense_wire());
     dense_stats();
   }
   return apply(params, /*merge=*/true);

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "loco/backend/owned_buf.hpp"
 #include "loco/core/rng.hpp"
 
 namespace loco {
@@ -18,51 +19,39 @@ struct LlamaModel::Weights {
 // Per-layer tensors are indexed [layer]; backward scratch is shared by all layers.
 struct LlamaModel::Activations {
   int B = 0, T = 0;
-  Buf inputs, targets;             // (N) I32
-  std::vector<Buf> residual;       // L+1 × (N,C): input of each block, then the final stream
-  std::vector<Buf> ln1, ln2;       // (N,C)
-  std::vector<Buf> rstd1, rstd2;   // (N) F32
-  std::vector<Buf> q, k, v;        // (N,NH*hd), (N,NKV*hd) ×2; q and k after RoPE
-  std::vector<Buf> att, lse;       // (N,NH*hd), (B,NH,T) F32
-  std::vector<Buf> mid;            // (N,C): residual after attention
+  Buf inputs, targets;                // (N) I32
+  std::vector<Buf> residual;          // L+1 × (N,C): input of each block, then the final stream
+  std::vector<Buf> ln1, ln2;          // (N,C)
+  std::vector<Buf> rstd1, rstd2;      // (N) F32
+  std::vector<Buf> q, k, v;           // (N,NH*hd), (N,NKV*hd) ×2; q and k after RoPE
+  std::vector<Buf> att, lse;          // (N,NH*hd), (B,NH,T) F32
+  std::vector<Buf> mid;               // (N,C): residual after attention
   std::vector<Buf> gate, up, hidden;  // (N,F)
-  Buf lnf, rstdf;                  // (N,C), (N) F32
-  Buf logits;                      // (N,V); overwritten by dlogits in training
-  Buf losses;                      // (N) F32
-  Buf tmp;                         // (N,C) projection output before the residual add
+  Buf lnf, rstdf;                     // (N,C), (N) F32
+  Buf logits;                         // (N,V); overwritten by dlogits in training
+  Buf losses;                         // (N) F32
+  Buf tmp;                            // (N,C) projection output before the residual add
   // backward scratch
-  Buf d_res, d_ln;                 // (N,C)
-  Buf d_att, d_q;                  // (N,NH*hd)
-  Buf d_k, d_v;                    // (N,NKV*hd)
-  Buf d_hidden, d_gate, d_up;      // (N,F)
-  std::vector<Buf*> all();
+  Buf d_res, d_ln;             // (N,C)
+  Buf d_att, d_q;              // (N,NH*hd)
+  Buf d_k, d_v;                // (N,NKV*hd)
+  Buf d_hidden, d_gate, d_up;  // (N,F)
+  // The memory behind the views above: one allocation per dtype (activation dtype, F32, I32).
+  std::vector<OwnedBuf> arenas;
 };
 
-std::vector<Buf*> LlamaModel::Activations::all() {
-  std::vector<Buf*> out{&inputs, &targets, &lnf, &rstdf, &logits, &losses, &tmp, &d_res,
-                        &d_ln, &d_att, &d_q, &d_k, &d_v, &d_hidden, &d_gate, &d_up};
-  for (auto* list : {&residual, &ln1, &ln2, &rstd1, &rstd2, &q, &k, &v, &att, &lse, &mid,
-                     &gate, &up, &hidden})
-    for (auto& b : *list) out.push_back(&b);
-  return out;
-}
-
 LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend)
-    : config_(config), backend_(backend), layout_(llama_param_layout(config)) {
-  params_ = backend_.alloc(layout_.total, DType::F32);
-  grads_ = backend_.alloc(layout_.total, DType::F32);
-  compute_params_ = backend_.activation_dtype() == DType::F32
-                        ? params_
-                        : backend_.alloc(layout_.total, backend_.activation_dtype());
+    : config_(config),
+      backend_(backend),
+      layout_(llama_param_layout(config)),
+      params_(backend, layout_.total, DType::F32),
+      grads_(backend, layout_.total, DType::F32) {
+  if (backend_.activation_dtype() != DType::F32)
+    compute_copy_ = OwnedBuf(backend_, layout_.total, backend_.activation_dtype());
+  compute_params_ = compute_copy_.empty() ? params_.get() : compute_copy_.get();
 }
 
-LlamaModel::~LlamaModel() {
-  if (acts_)
-    for (Buf* b : acts_->all()) backend_.release(*b);
-  if (compute_params_.data != params_.data) backend_.release(compute_params_);
-  backend_.release(params_);
-  backend_.release(grads_);
-}
+LlamaModel::~LlamaModel() = default;
 
 void LlamaModel::init_weights(uint64_t seed) {
   std::vector<float> host(layout_.total);
@@ -81,7 +70,7 @@ void LlamaModel::init_weights(uint64_t seed) {
 }
 
 void LlamaModel::params_changed() {
-  if (compute_params_.data != params_.data) backend_.copy(compute_params_, params_);
+  if (!compute_copy_.empty()) backend_.copy(compute_copy_, params_);
 }
 
 LlamaModel::Weights LlamaModel::weights_for_layer(int l) const {
@@ -113,8 +102,7 @@ LlamaModel::Weights LlamaModel::weights_for_layer(int l) const {
 
 void LlamaModel::ensure_activations(int B, int T) {
   if (acts_ && acts_->T == T && acts_->B >= B) return;
-  if (acts_)
-    for (Buf* b : acts_->all()) backend_.release(*b);
+  acts_.reset();  // frees the old arenas before the new ones are allocated
   acts_ = std::make_unique<Activations>();
   ++activations_generation_;
   auto& a = *acts_;
@@ -126,12 +114,21 @@ void LlamaModel::ensure_activations(int B, int T) {
   const size_t KVD = static_cast<size_t>(config_.n_kv_heads) * config_.head_dim();
   const int L = config_.n_layers;
   const DType act = backend_.activation_dtype();
-  auto make = [&](size_t n, DType t) { return backend_.alloc(n, t); };
-  auto per_layer = [&](std::vector<Buf>& list, int count, size_t n, DType t) {
-    for (int i = 0; i < count; ++i) list.push_back(make(n, t));
+  // Every view is a request (its Buf, size, dtype); then one arena per dtype holds them all,
+  // each view starting on a 256-byte boundary (vector loads, cuBLASLt's preferred alignment).
+  struct Request {
+    Buf* view;
+    size_t numel;
+    DType dtype;
   };
-  a.inputs = make(N, DType::I32);
-  a.targets = make(N, DType::I32);
+  std::vector<Request> requests;
+  auto make = [&](Buf& view, size_t n, DType t) { requests.push_back({&view, n, t}); };
+  auto per_layer = [&](std::vector<Buf>& list, int count, size_t n, DType t) {
+    list.resize(size_t(count));  // sized first: the requests point into it
+    for (Buf& view : list) make(view, n, t);
+  };
+  make(a.inputs, N, DType::I32);
+  make(a.targets, N, DType::I32);
   per_layer(a.residual, L + 1, N * C, act);
   per_layer(a.ln1, L, N * C, act);
   per_layer(a.ln2, L, N * C, act);
@@ -146,20 +143,41 @@ void LlamaModel::ensure_activations(int B, int T) {
   per_layer(a.gate, L, N * F, act);
   per_layer(a.up, L, N * F, act);
   per_layer(a.hidden, L, N * F, act);
-  a.lnf = make(N * C, act);
-  a.rstdf = make(N, DType::F32);
-  a.logits = make(N * V, act);
-  a.losses = make(N, DType::F32);
-  a.tmp = make(N * C, act);
-  a.d_res = make(N * C, act);
-  a.d_ln = make(N * C, act);
-  a.d_att = make(N * QD, act);
-  a.d_q = make(N * QD, act);
-  a.d_k = make(N * KVD, act);
-  a.d_v = make(N * KVD, act);
-  a.d_hidden = make(N * F, act);
-  a.d_gate = make(N * F, act);
-  a.d_up = make(N * F, act);
+  make(a.lnf, N * C, act);
+  make(a.rstdf, N, DType::F32);
+  make(a.logits, N * V, act);
+  make(a.losses, N, DType::F32);
+  make(a.tmp, N * C, act);
+  make(a.d_res, N * C, act);
+  make(a.d_ln, N * C, act);
+  make(a.d_att, N * QD, act);
+  make(a.d_q, N * QD, act);
+  make(a.d_k, N * KVD, act);
+  make(a.d_v, N * KVD, act);
+  make(a.d_hidden, N * F, act);
+  make(a.d_gate, N * F, act);
+  make(a.d_up, N * F, act);
+
+  constexpr size_t kAlignBytes = 256;
+  std::vector<DType> dtypes{act};
+  for (DType t : {DType::F32, DType::I32})
+    if (t != act) dtypes.push_back(t);
+  for (DType t : dtypes) {
+    const size_t align = kAlignBytes / dtype_size(t);
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    for (const Request& r : requests) {
+      if (r.dtype != t) continue;
+      offsets.push_back(total);
+      total += (r.numel + align - 1) / align * align;
+    }
+    if (total == 0) continue;
+    a.arenas.emplace_back(backend_, total, t);
+    const OwnedBuf& arena = a.arenas.back();
+    size_t i = 0;
+    for (const Request& r : requests)
+      if (r.dtype == t) *r.view = arena.slice(offsets[i++], r.numel);
+  }
 }
 
 double LlamaModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
@@ -218,8 +236,8 @@ void LlamaModel::forward_tokens(Buf in_tok, Buf tgt_tok, int B, int T, bool trai
   auto rows = [&](Buf b, size_t width) { return b.slice(0, static_cast<size_t>(N) * width); };
 
   const auto& emb = layout_.find("model.embed_tokens.weight");
-  be.embedding_forward(rows(a.residual[0], C), in_tok,
-                       compute_params_.slice(emb.offset, emb.numel), N, C);  // (N,C)
+  be.embedding_forward(rows(a.residual[0], C), in_tok, compute_params_.slice(emb.offset, emb.numel),
+                       N, C);  // (N,C)
   const auto& normf = layout_.find("model.norm.weight");
   for (int l = 0; l < config_.n_layers; ++l) {
     const Weights w = weights_for_layer(l);
@@ -233,8 +251,8 @@ void LlamaModel::forward_tokens(Buf in_tok, Buf tgt_tok, int B, int T, bool trai
     be.rope_forward(q, q, B, T, NH, hd, theta);
     be.rope_forward(k, k, B, T, NKV, hd, theta);
     Buf att = rows(a.att[l], QD);
-    be.attention_forward(att, a.lse[l].slice(0, static_cast<size_t>(B) * NH * T), q, k, v, B,
-                         T, NH, NKV, hd);
+    be.attention_forward(att, a.lse[l].slice(0, static_cast<size_t>(B) * NH * T), q, k, v, B, T, NH,
+                         NKV, hd);
     Buf tmp = rows(a.tmp, C), mid = rows(a.mid[l], C);
     be.matmul_forward(tmp, att, w.wo, N, QD, C);
     Buf ln2 = rows(a.ln2[l], C);
@@ -253,8 +271,8 @@ void LlamaModel::forward_tokens(Buf in_tok, Buf tgt_tok, int B, int T, bool trai
                              compute_params_.slice(normf.offset, normf.numel), N, C, eps);
     }
   }
-  const auto& head = layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight"
-                                                          : "lm_head.weight");
+  const auto& head =
+      layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   Buf logits = rows(a.logits, V);
   be.matmul_forward(logits, rows(a.lnf, C), compute_params_.slice(head.offset, head.numel), N, C,
                     V);  // (N,V)
@@ -273,16 +291,15 @@ void LlamaModel::backward(Buf in_tok, int B, int T) {
   auto rows = [&](Buf b, size_t width) { return b.slice(0, static_cast<size_t>(N) * width); };
 
   // LM head: logits now hold dlogits.
-  const auto& head = layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight"
-                                                          : "lm_head.weight");
+  const auto& head =
+      layout_.find(config_.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   Buf d_ln = rows(a.d_ln, C), d_res = rows(a.d_res, C);
   be.matmul_backward(d_ln, grad(head), rows(a.logits, V), rows(a.lnf, C),
                      compute_params_.slice(head.offset, head.numel), N, C, V, false);
   const auto& normf = layout_.find("model.norm.weight");
   be.zero(d_res);
   be.rmsnorm_backward(d_res, grad(normf), d_ln, rows(a.residual[config_.n_layers], C),
-                      compute_params_.slice(normf.offset, normf.numel), a.rstdf.slice(0, N), N,
-                      C);
+                      compute_params_.slice(normf.offset, normf.numel), a.rstdf.slice(0, N), N, C);
 
   // d_res carries ∂loss/∂(residual stream) down through the blocks; each residual add passes
   // it through unchanged and each RMSNorm backward adds its branch's contribution.
@@ -296,8 +313,8 @@ void LlamaModel::backward(Buf in_tok, int B, int T) {
     Buf ln2 = rows(a.ln2[l], C);
     be.matmul_backward(d_ln, w.d_wgate, d_gate, ln2, w.wgate, N, C, F, false);
     be.matmul_backward(d_ln, w.d_wup, d_up, ln2, w.wup, N, C, F, true);
-    be.rmsnorm_backward(d_res, w.d_ln2, d_ln, rows(a.mid[l], C), w.ln2, a.rstd2[l].slice(0, N),
-                        N, C);
+    be.rmsnorm_backward(d_res, w.d_ln2, d_ln, rows(a.mid[l], C), w.ln2, a.rstd2[l].slice(0, N), N,
+                        C);
     // mid = residual[l] + o_proj(attention(rope(q), rope(k), v))
     Buf d_att = rows(a.d_att, QD);
     be.matmul_backward(d_att, w.d_wo, d_res, rows(a.att[l], QD), w.wo, N, QD, C, false);
@@ -311,8 +328,8 @@ void LlamaModel::backward(Buf in_tok, int B, int T) {
     be.matmul_backward(d_ln, w.d_wq, d_q, ln1, w.wq, N, C, QD, false);
     be.matmul_backward(d_ln, w.d_wk, d_k, ln1, w.wk, N, C, KVD, true);
     be.matmul_backward(d_ln, w.d_wv, d_v, ln1, w.wv, N, C, KVD, true);
-    be.rmsnorm_backward(d_res, w.d_ln1, d_ln, rows(a.residual[l], C), w.ln1,
-                        a.rstd1[l].slice(0, N), N, C);
+    be.rmsnorm_backward(d_res, w.d_ln1, d_ln, rows(a.residual[l], C), w.ln1, a.rstd1[l].slice(0, N),
+                        N, C);
   }
   const auto& emb = layout_.find("model.embed_tokens.weight");
   be.embedding_backward(grad(emb), d_res, in_tok, N, C);

@@ -19,10 +19,12 @@ bool decays(const ParamView& v, const OptimizerConfig& cfg) {
 }
 
 AdamW::AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend)
-    : cfg_(cfg), layout_(layout), backend_(backend) {
-  m_ = backend_.alloc(layout_.total, DType::F32);
-  v_ = backend_.alloc(layout_.total, DType::F32);
-  hyper_ = backend_.alloc(Backend::kAdamHyperFloats, DType::F32);
+    : cfg_(cfg),
+      layout_(layout),
+      backend_(backend),
+      m_(backend, layout.total, DType::F32),
+      v_(backend, layout.total, DType::F32),
+      hyper_(backend, Backend::kAdamHyperFloats, DType::F32) {
   const float wd = static_cast<float>(cfg_.weight_decay);
   for (const auto& view : layout_.views) {
     const float decay = decays(view, cfg_) ? wd : 0.0f;
@@ -34,11 +36,7 @@ AdamW::AdamW(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& bac
   }
 }
 
-AdamW::~AdamW() {
-  backend_.release(m_);
-  backend_.release(v_);
-  backend_.release(hyper_);
-}
+AdamW::~AdamW() = default;
 
 void AdamW::upload_hyper(double lr, float grad_scale) {
   const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t_));

@@ -99,19 +99,15 @@ Muon::Muon(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backe
     max_gram = std::max(max_gram, small * small * size_t(g.batch));
   }
   const DType work = backend_.activation_dtype();
-  momentum_ = backend_.alloc(n_matrix, DType::F32);
-  adam_m_ = backend_.alloc(n_other, DType::F32);
-  adam_v_ = backend_.alloc(n_other, DType::F32);
-  x_ = backend_.alloc(max_x, DType::F32);
-  work0_ = backend_.alloc(max_x, work);
-  work1_ = backend_.alloc(max_x, work);
-  gram_ = backend_.alloc(max_gram, work);
-  poly_ = backend_.alloc(max_gram, work);
-}
-
-Muon::~Muon() {
-  for (Buf* b : {&momentum_, &adam_m_, &adam_v_, &x_, &work0_, &work1_, &gram_, &poly_})
-    backend_.release(*b);
+  // Each allocation owns itself: one that fails frees those made before it.
+  momentum_ = OwnedBuf(backend_, n_matrix, DType::F32);
+  adam_m_ = OwnedBuf(backend_, n_other, DType::F32);
+  adam_v_ = OwnedBuf(backend_, n_other, DType::F32);
+  x_ = OwnedBuf(backend_, max_x, DType::F32);
+  work0_ = OwnedBuf(backend_, max_x, work);
+  work1_ = OwnedBuf(backend_, max_x, work);
+  gram_ = OwnedBuf(backend_, max_gram, work);
+  poly_ = OwnedBuf(backend_, max_gram, work);
 }
 
 void Muon::step(Buf params, Buf grads, double lr, float grad_scale) {

@@ -46,22 +46,14 @@ TrainStep::TrainStep(LlamaModel& model, InnerOptimizer& optimizer, Options optio
   if (adamw_ == nullptr) mode_ = Mode::Host;
   if (mode_ == Mode::Host) return;
   const size_t tokens = size_t(options_.B) * size_t(options_.T) * size_t(options_.micro_batches);
-  try {
-    stats_ = backend_.alloc(ops::kStepStatsWords, DType::I32);
-    inputs_ = backend_.alloc(tokens, DType::I32);
-    targets_ = backend_.alloc(tokens, DType::I32);
-  } catch (...) {
-    for (Buf* b : {&stats_, &inputs_, &targets_})
-      if (b->data != nullptr) backend_.release(*b);
-    throw;
-  }
+  stats_ = OwnedBuf(backend_, ops::kStepStatsWords, DType::I32);
+  inputs_ = OwnedBuf(backend_, tokens, DType::I32);
+  targets_ = OwnedBuf(backend_, tokens, DType::I32);
 }
 
 TrainStep::~TrainStep() {
-  graph_a_.reset();
+  graph_a_.reset();  // the graphs use the buffers: they go first
   graph_b_.reset();
-  for (Buf* b : {&stats_, &inputs_, &targets_})
-    if (b->data != nullptr) backend_.release(*b);
 }
 
 // Zero the statistics and gradients, then forward + backward of every micro-batch on the

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
+#include "loco/backend/owned_buf.hpp"
 #include "loco/compress/compress.hpp"
 #include "loco/compress/wire.hpp"
 
@@ -65,15 +66,15 @@ class DeviceCompressor {
   // Builds the quantiser's and packer's layouts for these per-chunk starts and uploads them
   // (once for the selectors whose counts are fixed; every call for global_topk).
   void set_layouts(const std::vector<uint64_t>& chunk_start);
-  Buf grown(Buf& buf, size_t numel, DType dtype);  // buf, reallocated when too small
+  Buf grown(OwnedBuf& buf, size_t numel, DType dtype);  // buf, reallocated when too small
 
   Plan plan_;
   Backend& backend_;
   bool phase_timing_ = false;
   // Backend memory: EF accumulator, chunk table (chunked_topk), kept offsets / flat indices /
   // values / codes, quantiser tables, the layout tables, the packed payload and its sizes.
-  Buf error_, chunk_table_, offsets_, flat_, values_, codes_, tables_;
-  Buf quant_tensors_, quant_segments_, pack_tensors_, pack_chunks_, payload_dev_, layout_dev_;
+  OwnedBuf error_, chunk_table_, offsets_, flat_, values_, codes_, tables_;
+  OwnedBuf quant_tensors_, quant_segments_, pack_tensors_, pack_chunks_, payload_dev_, layout_dev_;
   struct Views {  // the current rows of the layout tables above
     Buf quant_tensors, quant_segments, pack_tensors, pack_chunks;
   } views_;
@@ -130,7 +131,7 @@ class DeviceAggregator {
   Backend& backend_;
   void scatter(const std::vector<uint32_t>& flat, const std::vector<float>& values);
 
-  Buf sum_, count_, flat_, values_;
+  OwnedBuf sum_, count_, flat_, values_;
   std::vector<std::vector<uint32_t>> host_flat_;  // one per payload being added
   std::vector<std::vector<float>> host_values_;
   int added_ = 0;

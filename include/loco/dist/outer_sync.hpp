@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
+#include "loco/backend/owned_buf.hpp"
 #include "loco/config/config.hpp"
 #include "loco/dist/communicator.hpp"
 #include "loco/dist/fragments.hpp"
@@ -223,7 +224,7 @@ class OuterSync {
   Communicator& cross_;
   // θ_global and v: F32, flat. delta_ (F32) and wire_ (BF16 when wire_dtype = bf16): the
   // packed staging of one fragment, as large as the largest fragment.
-  Buf global_, momentum_, delta_, wire_;
+  OwnedBuf global_, momentum_, delta_, wire_;
   std::vector<FragmentState> frags_;
   int active_ = 0;         // the fragment of the sync in progress
   int last_fragment_ = 0;  // the fragment of the last completed sync (−1: all)
@@ -233,7 +234,7 @@ class OuterSync {
   uint64_t sent_at_begin_ = 0, last_sent_ = 0, peak_sent_ = 0, total_sent_ = 0;
   // Compressed path: the staged pieces (host memory).
   std::vector<uint8_t> send_, recv_;
-  Buf dev_send_, dev_recv_;            // I32 staging when the communicator takes device memory only
+  OwnedBuf dev_send_, dev_recv_;       // I32 staging when the communicator takes device memory only
   std::vector<uint64_t> piece_sizes_;  // this sync's payload size per rank
   uint64_t piece_ = 0;                 // this sync's padded piece size
   // Overlap: the collective in flight (null when none) and its timings.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
+#include "loco/backend/owned_buf.hpp"
 #include "loco/config/config.hpp"
 #include "loco/model/param_layout.hpp"
 
@@ -69,8 +70,9 @@ class LlamaModel {
   ModelConfig config_;
   Backend& backend_;
   ParamLayout layout_;
-  Buf params_, grads_;
-  Buf compute_params_;  // activation-dtype copy, or params_ itself on F32 backends
+  OwnedBuf params_, grads_;
+  OwnedBuf compute_copy_;  // the weights in the activation dtype (none on F32 backends)
+  Buf compute_params_;     // compute_copy_, or params_ itself on F32 backends
   std::unique_ptr<Activations> acts_;
   uint64_t activations_generation_ = 0;
 };

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "loco/backend/owned_buf.hpp"
 #include "loco/optim/optimizer.hpp"
 
 namespace loco {
@@ -50,7 +51,7 @@ double muon_update_scale(const std::string& rule, int64_t rows, int64_t cols);
 class Muon final : public InnerOptimizer {
  public:
   Muon(const OptimizerConfig& cfg, const ParamLayout& layout, Backend& backend);
-  ~Muon() override;
+  ~Muon() override = default;
   Muon(const Muon&) = delete;
   Muon& operator=(const Muon&) = delete;
   void step(Buf params, Buf grads, double lr, float grad_scale) override;
@@ -73,9 +74,9 @@ class Muon final : public InnerOptimizer {
 
   std::vector<size_t> state_offset_;  // per view: offset into momentum_ or adam_m_/adam_v_
   std::vector<ShapeGroup> groups_;
-  Buf momentum_, adam_m_, adam_v_;
-  Buf x_;                            // F32 batch of updates
-  Buf work0_, work1_, gram_, poly_;  // Newton–Schulz scratch, activation dtype
+  OwnedBuf momentum_, adam_m_, adam_v_;
+  OwnedBuf x_;                            // F32 batch of updates
+  OwnedBuf work0_, work1_, gram_, poly_;  // Newton–Schulz scratch, activation dtype
   int64_t t_ = 0;
 };
 

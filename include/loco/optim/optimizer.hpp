@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "loco/backend/backend.hpp"
+#include "loco/backend/owned_buf.hpp"
 #include "loco/config/config.hpp"
 #include "loco/model/param_layout.hpp"
 
@@ -57,8 +58,8 @@ class AdamW final : public InnerOptimizer {
   const ParamLayout& layout_;
   Backend& backend_;
   std::vector<Backend::AdamTensor> runs_;
-  Buf m_, v_;
-  Buf hyper_;  // Backend::kAdamHyperFloats scalars of the current step
+  OwnedBuf m_, v_;
+  OwnedBuf hyper_;  // Backend::kAdamHyperFloats scalars of the current step
   int64_t t_ = 0;
 };
 

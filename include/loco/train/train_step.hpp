@@ -28,6 +28,7 @@
 #include <string>
 
 #include "loco/backend/backend.hpp"
+#include "loco/backend/owned_buf.hpp"
 
 namespace loco {
 
@@ -89,7 +90,7 @@ class TrainStep {
   Backend& backend_;
   Options options_;
   Mode mode_;
-  Buf stats_, inputs_, targets_;  // backend memory (device and graph modes)
+  OwnedBuf stats_, inputs_, targets_;  // backend memory (device and graph modes)
   bool warmed_up_ = false;
   bool split_ = false;  // the captured graphs have a reduction between them
   uint64_t captured_generation_ = 0;
