@@ -3,7 +3,7 @@
 # pass LOCO_CPU_ONLY=1 to skip them (faster on machines without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-preset=release  # CMakePresets.json
+preset=${LOCO_PRESET:-release}  # CMakePresets.json (CI: ci, warnings as errors)
 [[ "${LOCO_CPU_ONLY:-0}" == 1 ]] && preset=cpu-only
 cmake --preset "$preset" >/dev/null
 cmake --build build -j "$(nproc)"
