@@ -570,7 +570,6 @@ void CudaBackend::do_add_rmsnorm_forward(Buf sum, Buf out, Buf rstd, Buf a, Buf 
 
 void CudaBackend::do_rope_forward(Buf out, Buf x, int B, int T, int H, int hd, float theta) {
   const Args args("rope_forward");
-  const size_t n = elements(B, T, H, hd);
   auto* o = bf16(out);
   const auto* xi = bf16(x);
   activate();
@@ -579,7 +578,6 @@ void CudaBackend::do_rope_forward(Buf out, Buf x, int B, int T, int H, int hd, f
 
 void CudaBackend::do_rope_backward(Buf dx, Buf dout, int B, int T, int H, int hd, float theta) {
   const Args args("rope_backward");
-  const size_t n = elements(B, T, H, hd);
   auto* o = bf16(dx);
   const auto* g = bf16(dout);
   activate();
@@ -600,8 +598,6 @@ void CudaBackend::do_attention_forward(Buf out, Buf lse, Buf q, Buf k, Buf v, in
                                        int NKV, int hd) {
   const Args args("attention_forward");
   check_attention_shape(args, B, NH, hd);
-  const size_t q_numel = elements(B, T, NH, hd);
-  const size_t kv_numel = elements(B, T, NKV, hd);
   auto* o = bf16(out);
   float* l = f32(lse);
   const auto* qp = bf16(q);
@@ -615,8 +611,6 @@ void CudaBackend::do_attention_backward(Buf dq, Buf dk, Buf dv, Buf dout, Buf q,
                                         Buf out, Buf lse, int B, int T, int NH, int NKV, int hd) {
   const Args args("attention_backward");
   check_attention_shape(args, B, NH, hd);
-  const size_t q_numel = elements(B, T, NH, hd);
-  const size_t kv_numel = elements(B, T, NKV, hd);
   auto* dqp = bf16(dq);
   auto* dkp = bf16(dk);
   auto* dvp = bf16(dv);
@@ -750,7 +744,6 @@ void CudaBackend::do_adamw_update(Buf param, Buf grad, Buf m, Buf v, float lr, f
 void CudaBackend::do_adamw_multi(Buf param, Buf grad, Buf m, Buf v,
                                  const std::vector<AdamTensor>& tensors, Buf hyper, Buf stats) {
   const Args args("adamw_multi");
-  const size_t n = param.numel;
   size_t max_numel = 0;
   for (const AdamTensor& t : tensors) max_numel = std::max(max_numel, t.numel);
   float* p = f32(param);
