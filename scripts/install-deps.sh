@@ -12,6 +12,7 @@ packages=(
   libopenblas-dev                      # sgemm for the CPU backend
   libxxhash-dev                        # tests cross-check our XXH64 (checkpoint checksums)
   bible-kjv                            # the corpus's source (data/ already holds the text)
+  dict-jargon                          # the second text of scripts/continual-demo.sh
   gnuplot-nox                          # plots in scripts/compare.sh and scripts/sweep.py
   iproute2 procps                      # scripts/netns-cluster.sh (ip, tc) and its test (pgrep)
   python3                              # the emulator's kernel rewrite and test checks

@@ -79,7 +79,7 @@ TEST_CASE("defaults: every key is written and reads back unchanged", "[config]")
       {"model",
        {"vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len",
         "rope_theta", "norm_eps", "tie_embeddings", "init_std", "init_from"}},
-      {"data", {"train", "val", "tokenizer", "on_resume_change"}},
+      {"data", {"train", "val", "extra_val", "tokenizer", "on_resume_change"}},
       {"optimizer",
        {"type", "lr", "beta1", "beta2", "eps", "weight_decay", "decay_embeddings", "grad_clip",
         "muon_lr", "muon_momentum", "muon_nesterov", "muon_weight_decay", "ns_steps", "ns_a",
@@ -119,7 +119,7 @@ TEST_CASE("a config with every field changed round-trips", "[config]") {
   c.name = "exp";
   c.backend = "auto";
   c.model = {512, 96, 3, 6, 3, 200, 64, 5e5, 1e-6, true, 0.01, "hf/dir"};
-  c.data = {"a/train-*.bin", "", "byte", "restart"};
+  c.data = {"a/train-*.bin", {}, "", {{"held_out", "h/val.bin"}}, "byte", "restart"};
   c.optimizer = {"adamw", 3e-4, 0.8, 0.99, 1e-9, 0.0, true, 0.0};
   c.schedule = {"infinite", 5, 0.05, 0.3, 7, 0.4, 9};
   c.training = {100, 4, 2, 32, 0, 3, 10, 18446744073709551615ull};
@@ -755,4 +755,103 @@ TEST_CASE("data paths: absolute as given, relative to cwd first, then the source
     REQUIRE_THROWS_WITH(loco::load_config(cfg, {"data.train=d"}),
                         LOCO_CONTAINS("data.train = \"d\": matches no file"));
   }
+}
+
+// ------------------------------------------------------------------ mixtures and extra validation
+
+TEST_CASE("data.train as a weighted mixture; data.extra_val: forms, round trip, errors",
+          "[config][mixture]") {
+  const Config c = from(json::parse(R"({"data": {
+      "train": [{"path": "new-*.bin", "weight": 0.95}, {"path": "kjv.bin", "weight": 0.05}],
+      "extra_val": [{"name": "kjv", "path": "kjv-val.bin"}]}})"));
+  REQUIRE(c.data.train_mixture.size() == 2);
+  CHECK(c.data.train.empty());
+  CHECK(c.data.train_mixture[0].path == "new-*.bin");
+  CHECK(c.data.train_mixture[1].weight == 0.05);
+  REQUIRE(c.data.extra_val.size() == 1);
+  CHECK(c.data.extra_val[0].name == "kjv");
+  // Written back as given, and read again to the same config.
+  const json j = config_to_json(c);
+  CHECK(j["data"]["train"] ==
+        json::parse(
+            R"([{"path": "new-*.bin", "weight": 0.95}, {"path": "kjv.bin", "weight": 0.05}])"));
+  CHECK(config_to_json(from(j)) == j);
+  // A list of one source is that source's path (weights mean nothing alone).
+  const Config one = from(json::parse(R"({"data": {"train": [{"path": "a.bin", "weight": 3}]}})"));
+  CHECK(one.data.train == "a.bin");
+  CHECK(one.data.train_mixture.empty());
+  CHECK(config_to_json(one)["data"]["train"] == "a.bin");
+  // The default has no extra validation sets.
+  CHECK(Config{}.data.extra_val.empty());
+
+  auto refused = [](const char* text) { return from(json::parse(text)); };
+  REQUIRE_THROWS_WITH(refused(R"({"data": {"train": []}})"),
+                      LOCO_CONTAINS("data.train = []: a mixture needs at least one source"));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"train": [{"path": "a.bin", "weight": 1}, {"path": "b.bin", "weight": 0}]}})"),
+      LOCO_CONTAINS("cfg.json: data.train[1].weight = 0: must be > 0"));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"train": [{"path": "a.bin", "weight": -2}, {"path": "b.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("data.train[0].weight = -2: must be > 0"));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"train": [{"path": "a.bin", "weight": "x"}, {"path": "b.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("data.train[0].weight: expected a number"));
+  REQUIRE_THROWS_WITH(
+      refused(R"({"data": {"train": [{"path": "a.bin"}, {"path": "b.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("data.train[0]: missing \"weight\""));
+  REQUIRE_THROWS_WITH(
+      refused(R"({"data": {"train": [{"weight": 1}, {"path": "b.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("data.train[0]: missing \"path\""));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"train": [{"path": "a.bin", "wieght": 1}, {"path": "b.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("unknown key \"data.train[0].wieght\"; keys of data.train[0]: path, weight"));
+  REQUIRE_THROWS_WITH(refused(R"({"data": {"train": ["a.bin", "b.bin"]}})"),
+                      LOCO_CONTAINS("data.train[0]: expected an object"));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"train": [{"path": "", "weight": 1}, {"path": "b.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("data.train[0].path = \"\": must not be empty"));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"train": [{"path": "a.bin", "weight": 1}, {"path": "a.bin", "weight": 1}]}})"),
+      LOCO_CONTAINS("data.train[1].path = \"a.bin\": same as data.train[0].path"));
+  REQUIRE_THROWS_WITH(refused(R"({"data": {"extra_val": {"name": "x", "path": "a.bin"}}})"),
+                      LOCO_CONTAINS("data.extra_val: expected a list"));
+  REQUIRE_THROWS_WITH(refused(R"({"data": {"extra_val": [{"name": "a b", "path": "a.bin"}]}})"),
+                      LOCO_CONTAINS("data.extra_val[0].name = \"a b\": must be letters, digits"));
+  REQUIRE_THROWS_WITH(
+      refused(
+          R"({"data": {"extra_val": [{"name": "x", "path": "a.bin"}, {"name": "x", "path": "b.bin"}]}})"),
+      LOCO_CONTAINS("data.extra_val[1].name = \"x\": same as data.extra_val[0].name"));
+  REQUIRE_THROWS_WITH(refused(R"({"data": {"extra_val": [{"path": "a.bin"}]}})"),
+                      LOCO_CONTAINS("data.extra_val[0]: missing \"name\""));
+}
+
+TEST_CASE("data.train mixture and data.extra_val paths resolve like data.train; --set takes a list",
+          "[config][mixture]") {
+  TempDir dir;
+  dir.write("d/new.bin", "x");
+  dir.write("d/old.bin", "x");
+  const std::string cfg = dir.write("cfg.json", R"({"data": {"val": ""}})");
+  ChangeDir cd(dir.path);
+  const Config c = loco::load_config(
+      cfg,
+      {R"(data.train=[{"path": "d/new.bin", "weight": 0.95}, {"path": "d/old.bin", "weight": 0.05}])",
+       R"(data.extra_val=[{"name": "old", "path": "d/old.bin"}])"});
+  REQUIRE(c.data.train_mixture.size() == 2);
+  CHECK(c.data.train_mixture[0].path == (dir.path / "d/new.bin").string());
+  CHECK(c.data.train_mixture[1].path == (dir.path / "d/old.bin").string());
+  CHECK(c.data.extra_val.at(0).path == (dir.path / "d/old.bin").string());
+  REQUIRE_THROWS_WITH(
+      loco::load_config(
+          cfg,
+          {R"(data.train=[{"path": "d/new.bin", "weight": 1}, {"path": "d/gone-*.bin", "weight": 1}])"}),
+      LOCO_CONTAINS("data.train[1].path = \"d/gone-*.bin\": matches no file"));
+  REQUIRE_THROWS_WITH(
+      loco::load_config(cfg, {R"(data.extra_val=[{"name": "x", "path": "d/gone.bin"}])"}),
+      LOCO_CONTAINS("data.extra_val[0].path = \"d/gone.bin\": matches no file"));
 }

@@ -158,8 +158,9 @@ void fields(V& v, ModelConfig& m) {
 
 template <class V>
 void fields(V& v, DataConfig& d) {
-  v.field("train", d.train, non_empty());
+  v.train_data("train", d.train, d.train_mixture);
   v.field("val", d.val);
+  v.named_sets("extra_val", d.extra_val);
   v.field("tokenizer", d.tokenizer, byte_or_model_file());
   v.field("on_resume_change", d.on_resume_change, one_of({"refuse", "restart"}));
 }
@@ -493,6 +494,99 @@ struct Reader {
     }
   }
 
+  // data.train: a path or glob, or a list of {"path", "weight"} (a mixture).
+  void train_data(const char* name, std::string& single, std::vector<TrainSource>& mixture) {
+    const json* given = node && node->contains(name) ? &node->at(name) : nullptr;
+    if (!given || !given->is_array()) {
+      field(name, single, non_empty());
+      return;
+    }
+    const std::string path = prefix + name;
+    if (given->empty())
+      throw Error(source + ": " + path +
+                  " = []: a mixture needs at least one source, e.g. [{\"path\": "
+                  "\"data/new-*.bin\", \"weight\": 0.95}, {\"path\": \"data/old.bin\", "
+                  "\"weight\": 0.05}]");
+    mixture.clear();
+    for (size_t i = 0; i < given->size(); ++i) {
+      const json& e = (*given)[i];
+      const std::string at = path + "[" + std::to_string(i) + "]";
+      const json entry =
+          list_entry(e, at, {"path", "weight"}, "{\"path\": shard path or glob, \"weight\": > 0}");
+      TrainSource t;
+      t.path = convert<std::string>(entry["path"], source, at + ".path");
+      if (t.path.empty()) throw Error(source + ": " + at + ".path = \"\": must not be empty");
+      t.weight = convert<double>(entry["weight"], source, at + ".weight");
+      if (!(t.weight > 0.0))
+        throw Error(source + ": " + at + ".weight = " + render(entry["weight"]) +
+                    ": must be > 0 (the weights are normalised over the sources)");
+      for (size_t j = 0; j < mixture.size(); ++j)
+        if (mixture[j].path == t.path)
+          throw Error(source + ": " + at + ".path = " + render(entry["path"]) + ": same as " +
+                      path + "[" + std::to_string(j) +
+                      "].path (give each source once; add "
+                      "their weights)");
+      mixture.push_back(t);
+    }
+    if (mixture.size() == 1) {  // one source: the plain form
+      single = mixture.front().path;
+      mixture.clear();
+    } else {
+      single.clear();
+    }
+  }
+
+  // data.extra_val: a list of {"name", "path"}; names unique, [A-Za-z0-9_.-]+.
+  void named_sets(const char* name, std::vector<ValSource>& sets) {
+    const json* given = node && node->contains(name) ? &node->at(name) : nullptr;
+    if (!given) return;
+    const std::string path = prefix + name;
+    if (!given->is_array())
+      type_error(source, path, "a list of {\"name\": ..., \"path\": ...}", *given);
+    sets.clear();
+    for (size_t i = 0; i < given->size(); ++i) {
+      const std::string at = path + "[" + std::to_string(i) + "]";
+      const json entry =
+          list_entry((*given)[i], at, {"name", "path"},
+                     "{\"name\": a name for its loss, \"path\": shard path or glob}");
+      ValSource v;
+      v.name = convert<std::string>(entry["name"], source, at + ".name");
+      const bool good_name =
+          !v.name.empty() && std::all_of(v.name.begin(), v.name.end(), [](char ch) {
+            return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' ||
+                   ch == '.';
+          });
+      if (!good_name)
+        throw Error(source + ": " + at + ".name = " + render(entry["name"]) +
+                    ": must be letters, digits, '_', '-' or '.' (it names the loss in "
+                    "metrics.jsonl and summary.json)");
+      for (size_t j = 0; j < sets.size(); ++j)
+        if (sets[j].name == v.name)
+          throw Error(source + ": " + at + ".name = " + render(entry["name"]) + ": same as " +
+                      path + "[" + std::to_string(j) + "].name (names must be unique)");
+      v.path = convert<std::string>(entry["path"], source, at + ".path");
+      if (v.path.empty()) throw Error(source + ": " + at + ".path = \"\": must not be empty");
+      sets.push_back(v);
+    }
+  }
+
+  // An element of a list of objects: an object with exactly the keys `keys`.
+  json list_entry(const json& e, const std::string& at, const std::vector<std::string>& keys,
+                  const char* form) const {
+    if (!e.is_object()) type_error(source, at, (std::string("an object ") + form).c_str(), e);
+    for (auto it = e.begin(); it != e.end(); ++it)
+      if (std::find(keys.begin(), keys.end(), it.key()) == keys.end()) {
+        std::string known;
+        for (const auto& k : keys) known += (known.empty() ? "" : ", ") + k;
+        throw Error(source + ": unknown key \"" + at + "." + it.key() + "\"; keys of " + at + ": " +
+                    known);
+      }
+    for (const auto& k : keys)
+      if (!e.contains(k))
+        throw Error(source + ": " + at + ": missing \"" + k + "\" (expected " + form + ")");
+    return e;
+  }
+
   template <class S>
   void section(const char* name, S& s) {
     const json* child = nullptr;
@@ -510,6 +604,22 @@ struct Reader {
 
 struct Writer {
   json* node;
+
+  void train_data(const char* name, std::string& single, std::vector<TrainSource>& mixture) {
+    if (mixture.empty()) {
+      (*node)[name] = single;
+      return;
+    }
+    json list = json::array();
+    for (const TrainSource& t : mixture) list.push_back({{"path", t.path}, {"weight", t.weight}});
+    (*node)[name] = list;
+  }
+
+  void named_sets(const char* name, std::vector<ValSource>& sets) {
+    json list = json::array();
+    for (const ValSource& v : sets) list.push_back({{"name", v.name}, {"path", v.path}});
+    (*node)[name] = list;
+  }
 
   template <class T>
   void field(const char* name, T& value, const Rule<T>& = {}) {
@@ -876,7 +986,16 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     if (!j.is_object()) type_error(path, "(top level)", "a JSON object", j);
     for (const auto& o : overrides) apply_override(j, o);
     Config c = config_from_json(j, path);
-    c.data.train = resolve_data_path("data.train", c.data.train, path);
+    if (c.data.train_mixture.empty())
+      c.data.train = resolve_data_path("data.train", c.data.train, path);
+    for (size_t i = 0; i < c.data.train_mixture.size(); ++i) {
+      const std::string key = "data.train[" + std::to_string(i) + "].path";
+      c.data.train_mixture[i].path = resolve_data_path(key, c.data.train_mixture[i].path, path);
+    }
+    for (size_t i = 0; i < c.data.extra_val.size(); ++i) {
+      const std::string key = "data.extra_val[" + std::to_string(i) + "].path";
+      c.data.extra_val[i].path = resolve_data_path(key, c.data.extra_val[i].path, path);
+    }
     if (!c.data.val.empty()) c.data.val = resolve_data_path("data.val", c.data.val, path);
     if (!c.model.init_from.empty()) c.model.init_from = resolve_init_from(c.model.init_from, path);
     if (c.data.tokenizer != "byte") {

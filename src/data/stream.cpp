@@ -43,6 +43,42 @@ uint64_t total_windows(size_t tokens, int seq_len) {
   return tokens == 0 ? 0 : (static_cast<uint64_t>(tokens) - 1) / static_cast<uint64_t>(seq_len);
 }
 
+// The shards of `glob`, concatenated; `hash` = FNV-1a over the 32-bit tokens.
+void load_tokens(const std::string& glob, int vocab_size, std::vector<std::string>& files,
+                 std::vector<uint32_t>& tokens, uint64_t& hash) {
+  files = expand_shard_glob(glob);
+  for (const std::string& f : files) {
+    std::vector<uint32_t> t = read_shard(f, vocab_size);
+    if (tokens.empty())
+      tokens = std::move(t);
+    else
+      tokens.insert(tokens.end(), t.begin(), t.end());
+  }
+  uint64_t h = 0xCBF29CE484222325ull;
+  uint32_t max_token = 0;
+  for (uint32_t t : tokens) {
+    h = (h ^ t) * 0x100000001B3ull;
+    max_token = t > max_token ? t : max_token;
+  }
+  hash = h;
+  if (max_token > static_cast<uint32_t>(std::numeric_limits<int32_t>::max()))
+    throw Error("token stream " + glob + ": token " + std::to_string(max_token) +
+                " does not fit the int32 batches");
+}
+
+// Window starts of one epoch: in order, or shuffled with `rng_seed`.
+void fill_order(std::vector<uint64_t>& order, uint64_t windows, int seq_len, bool shuffle,
+                uint64_t rng_seed) {
+  order.resize(windows);
+  for (uint64_t i = 0; i < windows; ++i) order[i] = i * static_cast<uint64_t>(seq_len);
+  if (!shuffle || windows < 2) return;
+  std::mt19937_64 rng(rng_seed);
+  for (uint64_t i = windows - 1; i > 0; --i) {
+    const uint64_t j = uniform_below(rng, i + 1);
+    std::swap(order[i], order[j]);
+  }
+}
+
 }  // namespace
 
 uint64_t global_slot(const StreamPosition& p, int worker_count) {
@@ -73,26 +109,7 @@ TokenStream::TokenStream(const std::string& shard_glob, int seq_len, uint64_t se
     throw Error("token stream " + shard_glob + ": worker index " + std::to_string(worker_index) +
                 " is not in [0, " + std::to_string(worker_count) + ")");
 
-  files_ = expand_shard_glob(shard_glob);
-  for (const std::string& f : files_) {
-    std::vector<uint32_t> t = read_shard(f, vocab_size);
-    if (tokens_.empty())
-      tokens_ = std::move(t);
-    else
-      tokens_.insert(tokens_.end(), t.begin(), t.end());
-  }
-
-  uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a over 32-bit tokens
-  uint32_t max_token = 0;
-  for (uint32_t t : tokens_) {
-    h = (h ^ t) * 0x100000001B3ull;
-    max_token = t > max_token ? t : max_token;
-  }
-  tokens_hash_ = h;
-  if (max_token > static_cast<uint32_t>(std::numeric_limits<int32_t>::max()))
-    throw Error("token stream " + shard_glob + ": token " + std::to_string(max_token) +
-                " does not fit the int32 batches");
-
+  load_tokens(shard_glob, vocab_size, files_, tokens_, tokens_hash_);
   const uint64_t windows = total_windows(tokens_.size(), seq_len_);
   if (windows / static_cast<uint64_t>(worker_count_) == 0)
     throw Error("token stream " + shard_glob + ": " + std::to_string(tokens_.size()) +
@@ -105,7 +122,82 @@ TokenStream::TokenStream(const std::string& shard_glob, int seq_len, uint64_t se
   shuffle_epoch();
 }
 
-uint64_t TokenStream::windows() const { return total_windows(tokens_.size(), seq_len_); }
+TokenStream::TokenStream(const std::vector<MixtureSource>& sources, int seq_len, uint64_t seed,
+                         int worker_index, int worker_count, int vocab_size)
+    : glob_("mixture"),
+      seq_len_(seq_len),
+      seed_(seed),
+      worker_index_(worker_index),
+      worker_count_(worker_count),
+      shuffle_(true) {
+  if (seq_len < 1)
+    throw Error("token stream (mixture): seq_len " + std::to_string(seq_len) + " must be >= 1");
+  if (worker_count < 1 || worker_index < 0 || worker_index >= worker_count)
+    throw Error("token stream (mixture): worker index " + std::to_string(worker_index) +
+                " is not in [0, " + std::to_string(worker_count) + ")");
+  std::vector<double> weights;
+  for (const MixtureSource& m : sources) weights.push_back(m.weight);
+  mixture_.emplace(weights, seed);  // throws on bad weights, naming the source's index
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (size_t k = 0; k < sources.size(); ++k) {
+    Source src;
+    src.glob = sources[k].glob;
+    const std::string name =
+        "token stream: mixture source " + std::to_string(k) + " (" + src.glob + ")";
+    try {
+      load_tokens(src.glob, vocab_size, src.files, src.tokens, src.hash);
+    } catch (const Error& e) {
+      throw Error(name + ": " + e.what());
+    }
+    src.windows = total_windows(src.tokens.size(), seq_len_);
+    if (src.windows == 0)
+      throw Error(name + ": " + std::to_string(src.tokens.size()) +
+                  " tokens give no window of seq_len+1 = " + std::to_string(seq_len_ + 1) +
+                  " tokens");
+    // The content, its length and the weight actually used: a changed weight is changed data.
+    for (uint64_t v : {src.hash, uint64_t(src.tokens.size()), mixture_->integer_weights()[k]})
+      h = (h ^ v) * 0x100000001B3ull;
+    sources_.push_back(std::move(src));
+  }
+  tokens_hash_ = h;
+  pos_ = StreamPosition{};
+}
+
+size_t TokenStream::total_tokens() const {
+  if (!mixture_) return tokens_.size();
+  size_t n = 0;
+  for (const Source& s : sources_) n += s.tokens.size();
+  return n;
+}
+
+uint64_t TokenStream::windows() const {
+  return mixture_ ? kMixtureDeckSlots : total_windows(tokens_.size(), seq_len_);
+}
+
+WindowRead TokenStream::mixture_window(uint64_t deck_slot) {
+  const MixtureSchedule::Pick pick = mixture_->locate(deck_slot);
+  Source& src = sources_[pick.source];
+  const uint64_t epoch = pick.index / src.windows, slot = pick.index % src.windows;
+  if (src.order_epoch != epoch) {
+    // Every source its own stream of permutations: (seed, source, epoch).
+    const uint64_t source_seed =
+        splitmix64(splitmix64(seed_) + 0x9E3779B97F4A7C15ull * (pick.source + 1));
+    fill_order(src.order, src.windows, seq_len_, /*shuffle=*/true, splitmix64(source_seed ^ epoch));
+    src.order_epoch = epoch;
+  }
+  return WindowRead{epoch, slot, src.order[slot], static_cast<int>(pick.source), deck_slot};
+}
+
+std::vector<TokenStream::SourceUse> TokenStream::source_use() const {
+  std::vector<SourceUse> out;
+  if (!mixture_) return out;
+  // Every worker at pos_: slots [0, epoch·deck + global_slot) have been dealt.
+  const uint64_t dealt = pos_.epoch * kMixtureDeckSlots + global_slot(pos_, worker_count_);
+  for (size_t k = 0; k < sources_.size(); ++k)
+    out.push_back({sources_[k].glob, mixture_->share(k), sources_[k].tokens.size(),
+                   sources_[k].windows, mixture_->count_before(k, dealt)});
+  return out;
+}
 
 size_t TokenStream::windows_per_worker() const {
   return static_cast<size_t>(windows() / static_cast<uint64_t>(worker_count_));
@@ -117,15 +209,9 @@ uint64_t TokenStream::windows_this_deal() const {
 }
 
 void TokenStream::shuffle_epoch() {
-  const uint64_t windows = total_windows(tokens_.size(), seq_len_);
-  order_.resize(windows);
-  for (uint64_t i = 0; i < windows; ++i) order_[i] = i * static_cast<uint64_t>(seq_len_);
-  if (!shuffle_ || windows < 2) return;
-  std::mt19937_64 rng(splitmix64(splitmix64(seed_) ^ pos_.epoch));
-  for (uint64_t i = windows - 1; i > 0; --i) {
-    const uint64_t j = uniform_below(rng, i + 1);
-    std::swap(order_[i], order_[j]);
-  }
+  if (mixture_) return;  // each source shuffles its own epochs (mixture_window)
+  fill_order(order_, total_windows(tokens_.size(), seq_len_), seq_len_, shuffle_,
+             splitmix64(splitmix64(seed_) ^ pos_.epoch));
 }
 
 void TokenStream::next_batch(int B, int32_t* inputs, int32_t* targets) {
@@ -136,10 +222,18 @@ void TokenStream::next_batch(int B, int32_t* inputs, int32_t* targets) {
   for (int b = 0; b < B; ++b) {
     const uint64_t slot = pos_.start + static_cast<uint64_t>(worker_index_) +
                           static_cast<uint64_t>(worker_count_) * pos_.cursor;
-    LOCO_CHECK(pos_.cursor < windows_this_deal() && slot < order_.size(),
-               "stream cursor out of range");
-    if (observer_) observer_(WindowRead{pos_.epoch, slot, order_[slot]});
-    const uint32_t* w = tokens_.data() + order_[slot];
+    const uint32_t* w = nullptr;
+    if (mixture_) {
+      LOCO_CHECK(pos_.epoch < 4 && pos_.cursor < windows_this_deal(), "stream cursor out of range");
+      const WindowRead read = mixture_window(pos_.epoch * kMixtureDeckSlots + slot);
+      if (observer_) observer_(read);
+      w = sources_[size_t(read.source)].tokens.data() + read.first_token;
+    } else {
+      LOCO_CHECK(pos_.cursor < windows_this_deal() && slot < order_.size(),
+                 "stream cursor out of range");
+      if (observer_) observer_(WindowRead{pos_.epoch, slot, order_[slot]});
+      w = tokens_.data() + order_[slot];
+    }
     int32_t* in = inputs + static_cast<size_t>(b) * L;
     int32_t* tg = targets + static_cast<size_t>(b) * L;
     for (size_t i = 0; i < L; ++i) {
@@ -173,6 +267,24 @@ void TokenStream::restore(const StreamPosition& p) {
 
 std::string TokenStream::describe() const {
   std::ostringstream s;
+  if (mixture_) {
+    s << "mixture of " << sources_.size() << " sources, seq_len " << seq_len_
+      << ", shuffled with seed " << seed_ << " (worker " << worker_index_ << " of " << worker_count_
+      << " reads deck slots " << worker_index_ << ", " << worker_index_ + worker_count_ << ", "
+      << worker_index_ + 2 * worker_count_ << ", ...):";
+    for (size_t k = 0; k < sources_.size(); ++k) {
+      const Source& src = sources_[k];
+      char hash[17];
+      std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(src.hash));
+      char share[32];
+      std::snprintf(share, sizeof share, "%.4f", mixture_->share(k));
+      s << (k ? ";" : "") << " [" << k << "] " << share << " of the windows from '" << src.glob
+        << "': " << src.files.size() << (src.files.size() == 1 ? " shard, " : " shards, ")
+        << src.tokens.size() << " tokens (fnv1a " << hash << "), " << src.windows
+        << " windows per epoch";
+    }
+    return s.str();
+  }
   s << "glob '" << glob_ << "': " << files_.size() << (files_.size() == 1 ? " shard" : " shards")
     << " [";
   if (files_.size() <= 3) {

@@ -36,8 +36,12 @@ DataTrace::~DataTrace() { std::fclose(file_); }
 
 void DataTrace::attach(TokenStream& stream, const int& step) {
   stream.set_window_observer([this, &step](const WindowRead& w) {
-    std::fprintf(file_, "%d %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d\n", step + 1, w.epoch, w.slot,
-                 w.first_token, replica_, replicas_);
+    if (w.source < 0)
+      std::fprintf(file_, "%d %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d\n", step + 1, w.epoch,
+                   w.slot, w.first_token, replica_, replicas_);
+    else  // a mixture: the source, and the slot of the mixture's deck
+      std::fprintf(file_, "%d %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d %d %" PRIu64 "\n", step + 1,
+                   w.epoch, w.slot, w.first_token, replica_, replicas_, w.source, w.deck_slot);
   });
 }
 

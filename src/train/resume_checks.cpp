@@ -9,22 +9,39 @@ namespace loco {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// data.train as written in a config: its path, or "[0.95 a.bin, 0.05 b.bin]" for a mixture.
+std::string train_label(const nlohmann::json& train) {
+  if (train.is_string()) return train.get<std::string>();
+  if (!train.is_array()) return "?";
+  std::string s = "[";
+  for (const auto& e : train) {
+    s += (s.size() > 1 ? ", " : "");
+    s += e.contains("weight") ? e["weight"].dump() + " " : std::string();
+    s += e.contains("path") && e["path"].is_string() ? e["path"].get<std::string>() : "?";
+  }
+  return s + "]";
+}
+
+}  // namespace
+
 std::string training_data_change(const nlohmann::json& meta, const Config& config,
                                  uint64_t data_hash) {
   std::string change;
   auto add = [&](const std::string& what) { change += (change.empty() ? "" : "; ") + what; };
   const nlohmann::json* saved = meta.contains("config") ? &meta["config"] : nullptr;
   std::string old_train;
-  if (saved && saved->contains("data") && (*saved)["data"].contains("train") &&
-      (*saved)["data"]["train"].is_string())
-    old_train = (*saved)["data"]["train"].get<std::string>();
+  if (saved && saved->contains("data") && (*saved)["data"].contains("train"))
+    old_train = train_label((*saved)["data"]["train"]);
+  const std::string new_train = train_label(config_to_json(config)["data"]["train"]);
   const bool have_hash = meta.contains(kDataHashKey) && meta[kDataHashKey].is_number_unsigned();
   const bool other_content = have_hash && meta[kDataHashKey].get<uint64_t>() != data_hash;
-  const bool other_path = !old_train.empty() && old_train != config.data.train;
+  const bool other_path = !old_train.empty() && old_train != new_train;
   // With a content hash, a moved copy of the same shards is not a change.
   if (other_content || (!have_hash && other_path))
-    add("data.train: " + (old_train.empty() ? std::string("?") : old_train) + " -> " +
-        config.data.train + (other_content ? " (other content)" : ""));
+    add("data.train: " + (old_train.empty() ? std::string("?") : old_train) + " -> " + new_train +
+        (other_content ? " (other content)" : ""));
   if (saved && saved->contains("training") && (*saved)["training"].contains("seq_len") &&
       (*saved)["training"]["seq_len"].is_number_integer()) {
     const int old_t = (*saved)["training"]["seq_len"].get<int>();

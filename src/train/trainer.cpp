@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -58,6 +59,29 @@ double evaluate(LlamaModel& model, TokenStream& val, int batches, int B, int T) 
   }
   return sum / batches;
 }
+
+// The training stream of data.train: one source, or a weighted mixture.
+TokenStream make_train_stream(const DataConfig& data, int T, uint64_t seed, int replica,
+                              int replicas, int vocab_size) {
+  if (data.train_mixture.empty())
+    return TokenStream(data.train, T, seed, replica, replicas, /*shuffle=*/true, vocab_size);
+  std::vector<MixtureSource> sources;
+  for (const TrainSource& t : data.train_mixture) sources.push_back({t.path, t.weight});
+  try {
+    return TokenStream(sources, T, seed, replica, replicas, vocab_size);
+  } catch (const Error& e) {
+    throw Error(std::string("data.train: ") + e.what());
+  }
+}
+
+// A data.extra_val set: its name, its (unshuffled) stream, batches per evaluation, and the
+// text bytes per token of the scored windows (0: unknown).
+struct NamedValidation {
+  std::string name;
+  std::unique_ptr<TokenStream> stream;
+  int batches = 0;
+  double bytes_per_token = 0.0;
+};
 
 // Name of the first parameter tensor whose slice of `buffer` (grads or params layout) holds a
 // NaN or inf, or "" when all are finite.
@@ -281,8 +305,8 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   // Data: one stream per replica; the replica's ranks split each batch of R·B sequences, so
   // R ranks see exactly what one process with R× the batch would see.
   const int B = tc.micro_batch, T = tc.seq_len, R = topo.replica_size;
-  TokenStream train_stream(config.data.train, T, tc.seed, topo.replica_index, topo.num_replicas,
-                           /*shuffle=*/true, config.model.vocab_size);
+  TokenStream train_stream = make_train_stream(config.data, T, tc.seed, topo.replica_index,
+                                               topo.num_replicas, config.model.vocab_size);
   const uint64_t data_hash = train_stream.tokens_hash() ^ train_stream.total_tokens();
   int running_step = 0;  // for the window trace (LOCO_DATA_TRACE)
   const auto trace =
@@ -303,6 +327,21 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
       val_stream && eval_batches > 0
           ? validation_bytes_per_token(*val_stream, tokenizer, eval_batches, B, T).value_or(0.0)
           : 0.0;
+  // data.extra_val: more validation sets (rank 0 evaluates them), each reported by name.
+  std::vector<NamedValidation> extra_val;
+  if (is_root)
+    for (const ValSource& v : config.data.extra_val) {
+      NamedValidation n{v.name,
+                        std::make_unique<TokenStream>(v.path, T, tc.seed, 0, 1,
+                                                      /*shuffle=*/false, config.model.vocab_size),
+                        0, 0.0};
+      n.batches = static_cast<int>(
+          std::min<size_t>(tc.eval_batches, n.stream->windows_per_worker() / std::max(1, B)));
+      if (n.batches > 0)
+        n.bytes_per_token =
+            validation_bytes_per_token(*n.stream, tokenizer, n.batches, B, T).value_or(0.0);
+      extra_val.push_back(std::move(n));
+    }
 
   // Start-up consistency: a mismatch stops every rank with the same message.
   // (Paths may differ between nodes; the data is compared by content instead.)
@@ -310,6 +349,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   shared_config.erase("output");
   shared_config["data"].erase("train");
   shared_config["data"].erase("val");
+  shared_config["data"].erase("extra_val");
   require_same_config(world, shared_config);
   require_agreement(world, train_stream.tokens_hash() ^ train_stream.total_tokens(),
                     "the training data (token content)");
@@ -493,6 +533,20 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                                      : std::string(),
                train_stream.describe());
 
+  if (train_stream.is_mixture()) {
+    spdlog::info(
+        "data.train: a mixture of {} sources; deck slot m is the n-th window of one "
+        "source, a function of (training.seed, m) alone (the same windows for any "
+        "number of replicas and across restarts)",
+        train_stream.source_use().size());
+    for (const auto& u : train_stream.source_use())
+      spdlog::info("  {:.4f} of the windows: {} ({} tokens, {} windows per epoch)", u.share, u.glob,
+                   u.tokens, u.windows);
+  }
+  for (const auto& v : extra_val)
+    spdlog::info("validation set \"{}\": {} ({} batches per evaluation)", v.name,
+                 v.stream->describe(), v.batches);
+
   if (link)
     spdlog::info(
         "outer-sync link SIMULATED: {} (the replicas' all-reduces and all-gathers take "
@@ -552,6 +606,7 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
   ProgressPrinter progress(tc.steps, tokens_per_step);
   const auto t_loop = Clock::now();
   double last_val = -1.0;
+  nlohmann::json last_extra_val = nlohmann::json::object();  // name -> loss
   CommStats traffic_at_last_sync;
   int overlap_started_step = -1;  // the step whose overlapped sync is in flight
   // The metrics record of a completed sync. θ_global must then be bitwise identical on every
@@ -718,15 +773,33 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
 
     // Validation on rank 0's parameters: with DDP, and right after a DiLoCo sync, they are
     // the global model (choose training.eval_interval as a multiple of outer.interval).
-    if (is_root && val_stream && eval_batches > 0 &&
-        ((tc.eval_interval > 0 && (step + 1) % tc.eval_interval == 0) || last || stopping)) {
-      last_val = evaluate(model, *val_stream, eval_batches, B, T);
-      nlohmann::json record = {
-          {"step", step + 1}, {"val_loss", last_val}, {"tokens", result.tokens}};
-      if (val_bytes_per_token > 0) record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+    const bool eval_due =
+        (tc.eval_interval > 0 && (step + 1) % tc.eval_interval == 0) || last || stopping;
+    if (is_root && eval_due && ((val_stream && eval_batches > 0) || !extra_val.empty())) {
+      nlohmann::json record = {{"step", step + 1}};
+      std::string line;
+      if (val_stream && eval_batches > 0) {
+        last_val = evaluate(model, *val_stream, eval_batches, B, T);
+        record["val_loss"] = last_val;
+        if (val_bytes_per_token > 0)
+          record["val_bpb"] = bits_per_byte(last_val, val_bytes_per_token);
+        line = fmt::format(" | val loss {:.4f}", last_val);
+      }
+      if (!extra_val.empty()) {
+        nlohmann::json bpbs = nlohmann::json::object();
+        for (auto& v : extra_val) {
+          if (v.batches <= 0) continue;
+          const double l = evaluate(model, *v.stream, v.batches, B, T);
+          last_extra_val[v.name] = l;
+          if (v.bytes_per_token > 0) bpbs[v.name] = bits_per_byte(l, v.bytes_per_token);
+          line += fmt::format(" | {} {:.4f}", v.name, l);
+        }
+        record["val_losses"] = last_extra_val;
+        if (!bpbs.empty()) record["val_bpbs"] = bpbs;
+      }
+      record["tokens"] = result.tokens;
       metrics->write(record);
-      spdlog::info("step {:>{}}/{} | val loss {:.4f}", step + 1, std::to_string(tc.steps).size(),
-                   tc.steps, last_val);
+      spdlog::info("step {:>{}}/{}{}", step + 1, std::to_string(tc.steps).size(), tc.steps, line);
     }
     if (is_root) {
       nlohmann::json record = {{"step", step + 1},
@@ -846,6 +919,25 @@ TrainResult train(const Config& config, const std::string& run_dir, Runtime& run
                     {"comm", comm},
                     {"launch", runtime.launch_json()}};
   if (sync_ckpt) result.summary["checkpoints"] = sync_ckpt_stats.to_json();
+  if (!extra_val.empty()) {
+    result.summary["final_val_losses"] = last_extra_val;
+    nlohmann::json bpbs = nlohmann::json::object();
+    for (const auto& v : extra_val)
+      if (v.bytes_per_token > 0 && last_extra_val.contains(v.name))
+        bpbs[v.name] = bits_per_byte(last_extra_val[v.name].get<double>(), v.bytes_per_token);
+    if (!bpbs.empty()) result.summary["final_val_bpbs"] = bpbs;
+  }
+  if (train_stream.is_mixture()) {
+    // The windows every replica together was dealt from each source (restarts included).
+    nlohmann::json sources = nlohmann::json::array();
+    for (const auto& u : train_stream.source_use())
+      sources.push_back({{"path", u.glob},
+                         {"share", u.share},
+                         {"windows_read", u.windows_read},
+                         {"tokens_read", u.windows_read * uint64_t(T)},
+                         {"epochs", double(u.windows_read) / double(u.windows)}});
+    result.summary["data_mixture"] = sources;
+  }
   if (link) result.summary["simulated_link"] = comm["link"]["description"];
   result.summary["tokenizer"] = {{"kind", tokenizer.kind()},
                                  {"source", tokenizer.origin()},

@@ -28,9 +28,26 @@ struct ModelConfig {
   int head_dim() const { return d_model / n_heads; }
 };
 
+// One source of a training mixture (data.train given as a list).
+struct TrainSource {
+  std::string path;     // shard path or glob
+  double weight = 1.0;  // > 0; the weights are normalised over the sources
+};
+
+// One more validation set (data.extra_val): its loss is reported under its name.
+struct ValSource {
+  std::string name;
+  std::string path;  // shard path or glob
+};
+
 struct DataConfig {
-  std::string train = "data/kjv-train.bin";  // shard path or glob
-  std::string val = "data/kjv-val.bin";      // shard path or glob; empty = no validation
+  // data.train: a shard path or glob (`train`), or a list of {"path", "weight"}: a weighted
+  // mixture (`train_mixture`, two sources or more; `train` is then ""). A list of one source
+  // is read as its path.
+  std::string train = "data/kjv-train.bin";
+  std::vector<TrainSource> train_mixture;
+  std::string val = "data/kjv-val.bin";  // shard path or glob; empty = no validation
+  std::vector<ValSource> extra_val;      // more validation sets, each reported by name
   // "byte", or the path of a SentencePiece .model file (loco/data/text_tokenizer.hpp); a run
   // copies it to <run dir>/tokenizer.model.
   std::string tokenizer = "byte";

@@ -7,7 +7,9 @@
 //   <step> <epoch> <slot> <first token> <replica> <replicas>
 //
 // (step: the 1-based step the window is read for; slot: the window's index in the epoch's
-// shuffled order; loco/data/stream.hpp). Lines are flushed at the end of every step, so a
+// shuffled order; loco/data/stream.hpp). With a mixture of sources (data.train as a list)
+// each line has two more fields, `<source> <deck slot>`, and epoch, slot and first token are
+// the source's. Lines are flushed at the end of every step, so a
 // killed run leaves whole lines of the steps it finished. Meant for tests and audits; it
 // costs a line of text per window.
 #pragma once
