@@ -34,8 +34,8 @@ __device__ __forceinline__ void adamw_one(float& p, float gr, float& m, float& v
 
 // n4 = n / 4 float4 vectors; elements [4*n4, n) are the scalar tail.
 __global__ void adamw_vec_kernel(float* __restrict__ param, const float* __restrict__ grad,
-                                 float* __restrict__ m, float* __restrict__ v, size_t n4,
-                                 size_t n, AdamArgs a) {
+                                 float* __restrict__ m, float* __restrict__ v, size_t n4, size_t n,
+                                 AdamArgs a) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n4;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float4 p = reinterpret_cast<const float4*>(param)[i];
@@ -152,15 +152,14 @@ extern "C" cudaError_t loco_adamw_multi_f32(float* param, const float* grad, flo
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v,
-                                      size_t n, float lr, float beta1, float beta2, float eps,
+extern "C" cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n,
+                                      float lr, float beta1, float beta2, float eps,
                                       float weight_decay, float bc1, float bc2, float grad_scale,
                                       cudaStream_t s) {
   if (n == 0) return cudaSuccess;
   if (vector_path_ok(param) && vector_path_ok(grad) && vector_path_ok(m) && vector_path_ok(v)) {
     const AdamArgs a{lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale};
-    adamw_vec_kernel<<<grid_for(n / 4, 256, 132 * 16), 256, 0, s>>>(param, grad, m, v, n / 4, n,
-                                                                    a);
+    adamw_vec_kernel<<<grid_for(n / 4, 256, 132 * 16), 256, 0, s>>>(param, grad, m, v, n / 4, n, a);
     return cudaGetLastError();
   }
   adamw_kernel<<<grid_for(n, 256), 256, 0, s>>>(param, grad, m, v, n, lr, beta1, beta2, eps,

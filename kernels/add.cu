@@ -16,8 +16,7 @@ __global__ void add_bf16_kernel(bf16* out, const bf16* a, const bf16* b, size_t 
 }
 
 // n8 = n / 8 vectors; elements [8*n8, n) are the scalar tail.
-__global__ void add_bf16_vec_kernel(bf16* out, const bf16* a, const bf16* b, size_t n8,
-                                    size_t n) {
+__global__ void add_bf16_vec_kernel(bf16* out, const bf16* a, const bf16* b, size_t n8, size_t n) {
   for (size_t v = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; v < n8;
        v += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float x[8], y[8];

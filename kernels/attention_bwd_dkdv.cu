@@ -21,11 +21,11 @@ namespace {
 
 template <int EMAX>
 __global__ void __launch_bounds__(kThreads)
-    attention_dkdv_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv,
-                          const float* __restrict__ D, const bf16* __restrict__ dout,
-                          const bf16* __restrict__ q, const bf16* __restrict__ k,
-                          const bf16* __restrict__ v, const float* __restrict__ lse, int T,
-                          int NH, int NKV, int hd, float scale_log2, float scale) {
+    attention_dkdv_kernel(bf16* __restrict__ dk, bf16* __restrict__ dv, const float* __restrict__ D,
+                          const bf16* __restrict__ dout, const bf16* __restrict__ q,
+                          const bf16* __restrict__ k, const bf16* __restrict__ v,
+                          const float* __restrict__ lse, int T, int NH, int NKV, int hd,
+                          float scale_log2, float scale) {
   extern __shared__ float4 smem4[];
   const int ldq = hd + 4;
   float* Ks = reinterpret_cast<float*>(smem4);  // [kRows][hd]
@@ -170,19 +170,21 @@ cudaError_t launch_dkdv(bf16* dk, bf16* dv, const float* D, const bf16* dout, co
 }  // namespace
 
 extern "C" cudaError_t loco_attention_backward_dkdv(bf16* dk, bf16* dv, const float* scratch_D,
-                                                    const bf16* dout, const bf16* q,
-                                                    const bf16* k, const bf16* v,
-                                                    const float* lse, int B, int T, int NH,
-                                                    int NKV, int hd, cudaStream_t s) {
+                                                    const bf16* dout, const bf16* q, const bf16* k,
+                                                    const bf16* v, const float* lse, int B, int T,
+                                                    int NH, int NKV, int hd, cudaStream_t s) {
   if (B <= 0 || T <= 0 || NKV <= 0) return cudaSuccess;
-  if (!head_dim_ok(hd) || NH % NKV != 0 || NKV > 65535 || B > 65535)
-    return cudaErrorInvalidValue;
+  if (!head_dim_ok(hd) || NH % NKV != 0 || NKV > 65535 || B > 65535) return cudaErrorInvalidValue;
   if (tc_eligible(hd, {dk, dv, dout, q, k, v}))
     return tc_dkdv(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
   switch ((hd + 31) / 32) {
-    case 1: return launch_dkdv<1>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
-    case 2: return launch_dkdv<2>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
-    case 3: return launch_dkdv<3>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
-    default: return launch_dkdv<4>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    case 1:
+      return launch_dkdv<1>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    case 2:
+      return launch_dkdv<2>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    case 3:
+      return launch_dkdv<3>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    default:
+      return launch_dkdv<4>(dk, dv, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
   }
 }

@@ -160,15 +160,15 @@ template <int EMAX>
 cudaError_t launch_dq(bf16* dq, const float* D, const bf16* dout, const bf16* q, const bf16* k,
                       const bf16* v, const float* lse, int B, int T, int NH, int NKV, int hd,
                       cudaStream_t s) {
-  const size_t smem = sizeof(float) * (2 * static_cast<size_t>(kRows) * hd +
-                                       2 * static_cast<size_t>(kTile) * (hd + 4) +
-                                       kNW * kR * kTile);
+  const size_t smem =
+      sizeof(float) * (2 * static_cast<size_t>(kRows) * hd +
+                       2 * static_cast<size_t>(kTile) * (hd + 4) + kNW * kR * kTile);
   cudaError_t e = allow_smem(attention_dq_kernel<EMAX>, smem);
   if (e != cudaSuccess) return e;
   const dim3 grid((T + kRows - 1) / kRows, NH, B);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  attention_dq_kernel<EMAX><<<grid, kThreads, smem, s>>>(dq, D, dout, q, k, v, lse, T, NH, NKV,
-                                                         hd, scale * kLog2e, scale);
+  attention_dq_kernel<EMAX><<<grid, kThreads, smem, s>>>(dq, D, dout, q, k, v, lse, T, NH, NKV, hd,
+                                                         scale * kLog2e, scale);
   return cudaGetLastError();
 }
 
@@ -176,9 +176,8 @@ cudaError_t launch_dq(bf16* dq, const float* D, const bf16* dout, const bf16* q,
 
 extern "C" cudaError_t loco_attention_backward_dq(bf16* dq, float* scratch_D, const bf16* dout,
                                                   const bf16* q, const bf16* k, const bf16* v,
-                                                  const bf16* out, const float* lse, int B,
-                                                  int T, int NH, int NKV, int hd,
-                                                  cudaStream_t s) {
+                                                  const bf16* out, const float* lse, int B, int T,
+                                                  int NH, int NKV, int hd, cudaStream_t s) {
   if (B <= 0 || T <= 0 || NH <= 0) return cudaSuccess;
   if (!head_dim_ok(hd) || NKV <= 0 || NH % NKV != 0 || NH > 65535 || B > 65535)
     return cudaErrorInvalidValue;
@@ -189,9 +188,13 @@ extern "C" cudaError_t loco_attention_backward_dq(bf16* dq, float* scratch_D, co
   if (tc_eligible(hd, {dq, dout, q, k, v}))
     return tc_dq(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
   switch ((hd + 31) / 32) {
-    case 1: return launch_dq<1>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
-    case 2: return launch_dq<2>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
-    case 3: return launch_dq<3>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
-    default: return launch_dq<4>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    case 1:
+      return launch_dq<1>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    case 2:
+      return launch_dq<2>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    case 3:
+      return launch_dq<3>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
+    default:
+      return launch_dq<4>(dq, scratch_D, dout, q, k, v, lse, B, T, NH, NKV, hd, s);
   }
 }

@@ -20,7 +20,7 @@ namespace loco_attn {
 
 using loco_dev::bf16;
 
-constexpr int kNW = 4;           // warps per block
+constexpr int kNW = 4;  // warps per block
 constexpr int kThreads = kNW * 32;
 constexpr int kR = 8;            // rows per warp
 constexpr int kRows = kNW * kR;  // rows per block tile (32)
@@ -38,8 +38,7 @@ __device__ __forceinline__ void load_rows(float* dst, int ld, const bf16* src, s
   for (int r = warp; r < rows; r += kNW) {
     const int t = t0 + r;
     const bf16* s = src + static_cast<size_t>(t) * stride;
-    for (int d = lane; d < hd; d += 32)
-      dst[r * ld + d] = t < T ? loco_dev::to_f(s[d]) * mul : 0.f;
+    for (int d = lane; d < hd; d += 32) dst[r * ld + d] = t < T ? loco_dev::to_f(s[d]) * mul : 0.f;
   }
 }
 
@@ -70,7 +69,7 @@ cudaError_t tc_dq(bf16* dq, const float* D, const bf16* dout, const bf16* q, con
                   const bf16* v, const float* lse, int B, int T, int NH, int NKV, int hd,
                   cudaStream_t s);
 cudaError_t tc_dkdv(bf16* dk, bf16* dv, const float* D, const bf16* dout, const bf16* q,
-                    const bf16* k, const bf16* v, const float* lse, int B, int T, int NH,
-                    int NKV, int hd, cudaStream_t s);
+                    const bf16* k, const bf16* v, const float* lse, int B, int T, int NH, int NKV,
+                    int hd, cudaStream_t s);
 
 }  // namespace loco_attn

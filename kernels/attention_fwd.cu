@@ -126,7 +126,8 @@ __global__ void __launch_bounds__(kThreads)
     if (row < T) {  // warp-uniform
       const float lt = warp_sum(l[r]);
       const float inv = 1.f / lt;
-      bf16* orow = out + (static_cast<size_t>(b) * T + row) * q_stride + static_cast<size_t>(h) * hd;
+      bf16* orow =
+          out + (static_cast<size_t>(b) * T + row) * q_stride + static_cast<size_t>(h) * hd;
 #pragma unroll
       for (int e = 0; e < EMAX; ++e) {
         const int d = lane + 32 * e;
@@ -138,8 +139,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int EMAX>
-cudaError_t launch(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B,
-                   int T, int NH, int NKV, int hd, cudaStream_t s) {
+cudaError_t launch(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B, int T,
+                   int NH, int NKV, int hd, cudaStream_t s) {
   const size_t smem =
       sizeof(float) * (static_cast<size_t>(kRows) * hd + static_cast<size_t>(kTile) * (hd + 4) +
                        static_cast<size_t>(kTile) * hd + kNW * kR * kTile);
@@ -147,8 +148,8 @@ cudaError_t launch(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
   if (e != cudaSuccess) return e;
   const dim3 grid((T + kRows - 1) / kRows, NH, B);
   const float scale_log2 = (1.0f / std::sqrt(static_cast<float>(hd))) * kLog2e;
-  attention_forward_kernel<EMAX><<<grid, kThreads, smem, s>>>(out, lse, q, k, v, T, NH, NKV, hd,
-                                                              scale_log2);
+  attention_forward_kernel<EMAX>
+      <<<grid, kThreads, smem, s>>>(out, lse, q, k, v, T, NH, NKV, hd, scale_log2);
   return cudaGetLastError();
 }
 
@@ -156,18 +157,21 @@ cudaError_t launch(bf16* out, float* lse, const bf16* q, const bf16* k, const bf
 
 extern "C" int loco_attention_supported(int hd) { return head_dim_ok(hd) ? 1 : 0; }
 
-extern "C" cudaError_t loco_attention_forward(bf16* out, float* lse, const bf16* q,
-                                              const bf16* k, const bf16* v, int B, int T, int NH,
-                                              int NKV, int hd, cudaStream_t s) {
+extern "C" cudaError_t loco_attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k,
+                                              const bf16* v, int B, int T, int NH, int NKV, int hd,
+                                              cudaStream_t s) {
   if (B <= 0 || T <= 0 || NH <= 0) return cudaSuccess;
   if (!head_dim_ok(hd) || NKV <= 0 || NH % NKV != 0 || NH > 65535 || B > 65535)
     return cudaErrorInvalidValue;
-  if (tc_eligible(hd, {out, q, k, v}))
-    return tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, s);
+  if (tc_eligible(hd, {out, q, k, v})) return tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, s);
   switch ((hd + 31) / 32) {
-    case 1: return launch<1>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
-    case 2: return launch<2>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
-    case 3: return launch<3>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
-    default: return launch<4>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
+    case 1:
+      return launch<1>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
+    case 2:
+      return launch<2>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
+    case 3:
+      return launch<3>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
+    default:
+      return launch<4>(out, lse, q, k, v, B, T, NH, NKV, hd, s);
   }
 }

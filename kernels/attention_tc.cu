@@ -163,7 +163,8 @@ __global__ void __launch_bounds__(kThreads)
         rs[e >> 1] += p;
       }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l[r] = l[r] * corr[r] + rs[r];  // per-lane share; quad-summed at the end
+    for (int r = 0; r < 2; ++r)
+      l[r] = l[r] * corr[r] + rs[r];  // per-lane share; quad-summed at the end
 #pragma unroll
     for (int n = 0; n < NO; ++n) {
       o[n][0] *= corr[0];
@@ -210,9 +211,8 @@ __global__ void __launch_bounds__(kThreads)
 template <int HD>
 __global__ void __launch_bounds__(kThreads)
     attn_dq_tc(bf16* __restrict__ dq, const float* __restrict__ D, const bf16* __restrict__ dout,
-               const bf16* __restrict__ q, const bf16* __restrict__ k,
-               const bf16* __restrict__ v, const float* __restrict__ lse, int T, int NH,
-               int NKV, float sl2, float scale) {
+               const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+               const float* __restrict__ lse, int T, int NH, int NKV, float sl2, float scale) {
   constexpr int LD = HD + 8, KS = HD / 16, NS = kBC / 8, NO = HD / 8;
   extern __shared__ float4 smem4[];
   bf16* Qs = reinterpret_cast<bf16*>(smem4);  // [kBR][LD]
@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(kThreads)
         s[j][e] = p * (dp[j][e] - Dr[r]);  // dS
       }
 
-    // dQ += dS K
+      // dQ += dS K
 #pragma unroll
     for (int kk = 0; kk < kBC / 16; ++kk) {
       const uint32_t sa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
@@ -335,9 +335,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------ dk, dv
 template <int HD, int BQ>
-__device__ __forceinline__ void dkdv_issue(bf16* Qd, bf16* dOd, float* Ld, float* Dd,
-                                           const bf16* q, const bf16* dout, const float* lse,
-                                           const float* D, int b, int h, int i0, int T, int NH) {
+__device__ __forceinline__ void dkdv_issue(bf16* Qd, bf16* dOd, float* Ld, float* Dd, const bf16* q,
+                                           const bf16* dout, const float* lse, const float* D,
+                                           int b, int h, int i0, int T, int NH) {
   const size_t qs = static_cast<size_t>(NH) * HD;
   const size_t q_base = (static_cast<size_t>(b) * T * NH + h) * HD;
   load_tile<BQ, HD>(Qd, q + q_base, qs, i0, T);
@@ -359,10 +359,10 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int LD = HD + 8, KS = HD / 16, NSQ = BQ / 8, NO = HD / 8;
   static_assert(kBC % BQ == 0 && BQ % 16 == 0, "query tile");
   extern __shared__ float4 smem4[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem4);  // [kBC][LD]
-  bf16* Vs = Ks + kBC * LD;                   // [kBC][LD]
-  bf16* Qs = Vs + kBC * LD;                   // [2][BQ][LD]
-  bf16* dOs = Qs + 2 * BQ * LD;               // [2][BQ][LD]
+  bf16* Ks = reinterpret_cast<bf16*>(smem4);                // [kBC][LD]
+  bf16* Vs = Ks + kBC * LD;                                 // [kBC][LD]
+  bf16* Qs = Vs + kBC * LD;                                 // [2][BQ][LD]
+  bf16* dOs = Qs + 2 * BQ * LD;                             // [2][BQ][LD]
   float* Ls = reinterpret_cast<float*>(dOs + 2 * BQ * LD);  // [2][BQ] lse·log2 e
   float* Dsm = Ls + 2 * BQ;                                 // [2][BQ]
 
@@ -445,7 +445,7 @@ __global__ void __launch_bounds__(kThreads)
         dpt[j][e] = p * (dpt[j][e] - Dc[col]);  // dSᵀ
       }
 
-    // dV += Pᵀ dO,  dK += dSᵀ Q
+      // dV += Pᵀ dO,  dK += dSᵀ Q
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; ++kk) {
       const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]),
@@ -488,8 +488,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------ launchers
 template <int HD>
-cudaError_t fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B,
-                int T, int NH, int NKV, cudaStream_t s) {
+cudaError_t fwd(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int B, int T,
+                int NH, int NKV, cudaStream_t s) {
   const size_t smem = sizeof(bf16) * (kBR + 4 * kBC) * (HD + 8);
   cudaError_t e = loco_attn::allow_smem(attn_fwd_tc<HD>, smem);
   if (e != cudaSuccess) return e;
@@ -507,17 +507,15 @@ cudaError_t dqk(bf16* dq, const float* D, const bf16* dout, const bf16* q, const
   if (e != cudaSuccess) return e;
   const dim3 grid((T + kBR - 1) / kBR, NH, B);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  attn_dq_tc<HD><<<grid, kThreads, smem, s>>>(dq, D, dout, q, k, v, lse, T, NH, NKV,
-                                              scale * kLog2e, scale);
+  attn_dq_tc<HD>
+      <<<grid, kThreads, smem, s>>>(dq, D, dout, q, k, v, lse, T, NH, NKV, scale * kLog2e, scale);
   return cudaGetLastError();
 }
 
 template <int HD, int BQ>
-cudaError_t dkdv(bf16* dk, bf16* dv, const float* D, const bf16* dout, const bf16* q,
-                 const bf16* k, const bf16* v, const float* lse, int B, int T, int NH, int NKV,
-                 cudaStream_t s) {
-  const size_t smem =
-      sizeof(bf16) * (2 * kBC + 4 * BQ) * (HD + 8) + sizeof(float) * 4 * BQ;
+cudaError_t dkdv(bf16* dk, bf16* dv, const float* D, const bf16* dout, const bf16* q, const bf16* k,
+                 const bf16* v, const float* lse, int B, int T, int NH, int NKV, cudaStream_t s) {
+  const size_t smem = sizeof(bf16) * (2 * kBC + 4 * BQ) * (HD + 8) + sizeof(float) * 4 * BQ;
   cudaError_t e = loco_attn::allow_smem(attn_dkdv_tc<HD, BQ>, smem);
   if (e != cudaSuccess) return e;
   const dim3 grid((T + kBC - 1) / kBC, NKV, B);
@@ -562,8 +560,8 @@ cudaError_t tc_dq(bf16* dq, const float* D, const bf16* dout, const bf16* q, con
 }
 
 cudaError_t tc_dkdv(bf16* dk, bf16* dv, const float* D, const bf16* dout, const bf16* q,
-                    const bf16* k, const bf16* v, const float* lse, int B, int T, int NH,
-                    int NKV, int hd, cudaStream_t s) {
+                    const bf16* k, const bf16* v, const float* lse, int B, int T, int NH, int NKV,
+                    int hd, cudaStream_t s) {
   return hd == 64 ? dkdv<64, 64>(dk, dv, D, dout, q, k, v, lse, B, T, NH, NKV, s)
                   : dkdv<128, 32>(dk, dv, D, dout, q, k, v, lse, B, T, NH, NKV, s);
 }

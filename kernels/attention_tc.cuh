@@ -3,11 +3,11 @@
 //   cp.async (16 B, zero-fill) and bf16x2 packing.
 // Fragment layouts (PTX ISA, m16n8k16, g = lane/4, c = lane%4; each 32-bit register holds
 // two bf16, the lower column/k index in the low half):
-//   A (16x16, row): a0 = A[g][2c..2c+1]   a1 = A[g+8][2c..]   a2 = A[g][2c+8..]  a3 = A[g+8][2c+8..]
-//   B (16x8, col):  b0 = B[2c..2c+1][g]   b1 = B[2c+8..2c+9][g]
-//   C/D (16x8 f32): d0 = D[g][2c]  d1 = D[g][2c+1]  d2 = D[g+8][2c]  d3 = D[g+8][2c+1]
-//   ldmatrix .x4: lanes 8i..8i+7 give the 8 row addresses (16 B each) of 8x8 matrix i;
-//   register i of lane t = M_i[t/4][2(t%4)..+1] (.trans: {M_i[2(t%4)][t/4], M_i[2(t%4)+1][t/4]}).
+//   A (16x16, row): a0 = A[g][2c..2c+1]   a1 = A[g+8][2c..]   a2 = A[g][2c+8..]  a3 =
+//   A[g+8][2c+8..] B (16x8, col):  b0 = B[2c..2c+1][g]   b1 = B[2c+8..2c+9][g] C/D (16x8 f32): d0 =
+//   D[g][2c]  d1 = D[g][2c+1]  d2 = D[g+8][2c]  d3 = D[g+8][2c+1] ldmatrix .x4: lanes 8i..8i+7 give
+//   the 8 row addresses (16 B each) of 8x8 matrix i; register i of lane t = M_i[t/4][2(t%4)..+1]
+//   (.trans: {M_i[2(t%4)][t/4], M_i[2(t%4)+1][t/4]}).
 // Under the CPU emulator (build-cuda/emu, LOCO_EMU) the same functions are emulated
 // warp-collectively with exactly these layouts.
 #pragma once

@@ -46,14 +46,12 @@ __global__ void embedding_backward_kernel(float* dwte, const bf16* __restrict__ 
 extern "C" cudaError_t loco_embedding_forward(bf16* out, const int32_t* tokens, const bf16* wte,
                                               int N, int C, int V, int* status, cudaStream_t s) {
   if (N <= 0 || C <= 0) return cudaSuccess;
-  embedding_forward_kernel<<<grid_for(N, 1, 65535), 256, 0, s>>>(out, tokens, wte, N, C, V,
-                                                                 status);
+  embedding_forward_kernel<<<grid_for(N, 1, 65535), 256, 0, s>>>(out, tokens, wte, N, C, V, status);
   return cudaGetLastError();
 }
 
-extern "C" cudaError_t loco_embedding_backward(float* dwte, const bf16* dout,
-                                               const int32_t* tokens, int N, int C, int V,
-                                               int* status, cudaStream_t s) {
+extern "C" cudaError_t loco_embedding_backward(float* dwte, const bf16* dout, const int32_t* tokens,
+                                               int N, int C, int V, int* status, cudaStream_t s) {
   if (N <= 0 || C <= 0) return cudaSuccess;
   embedding_backward_kernel<<<grid_for(N, 1, 65535), 256, 0, s>>>(dwte, dout, tokens, N, C, V,
                                                                   status);

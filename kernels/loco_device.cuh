@@ -1,11 +1,11 @@
 // Device-side helpers shared by kernels/*.cu (never included by host C++).
 #pragma once
-#include <cstdlib>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #include "loco_kernels.cuh"
 

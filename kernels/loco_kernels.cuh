@@ -54,8 +54,7 @@ size_t loco_rmsnorm_backward_scratch(int N, int C);
 // column sum). scratch: loco_rmsnorm_backward_scratch(N, C) floats.
 cudaError_t loco_rmsnorm_backward(__nv_bfloat16* din, float* dweight, const __nv_bfloat16* dout,
                                   const __nv_bfloat16* in, const __nv_bfloat16* weight,
-                                  const float* rstd, int N, int C, float* scratch,
-                                  cudaStream_t s);
+                                  const float* rstd, int N, int C, float* scratch, cudaStream_t s);
 
 // sum(N,C) = a + b (bf16), out(N,C) = sum * rstd * weight, rstd(N) f32: add then
 // rmsnorm_forward in one pass. sum may alias a or b.
@@ -101,8 +100,8 @@ cudaError_t loco_swiglu_backward(__nv_bfloat16* dgate, __nv_bfloat16* dup,
 
 // ------------------------------------------------------------------ cross entropy
 // logits (N,V) bf16, targets (N), losses (N) f32. compute_grad: logits <- dlogits in place.
-cudaError_t loco_cross_entropy(float* losses, __nv_bfloat16* logits, const int32_t* targets,
-                               int N, int V, float grad_scale, int compute_grad, int* status,
+cudaError_t loco_cross_entropy(float* losses, __nv_bfloat16* logits, const int32_t* targets, int N,
+                               int V, float grad_scale, int compute_grad, int* status,
                                cudaStream_t s);
 
 // ------------------------------------------------------------------ f32 vector ops
@@ -124,17 +123,17 @@ cudaError_t loco_muon_momentum(float* m, float* u, const float* g, float beta, f
 // back; each is divided by (its norm + eps), norms summed in double in a fixed order.
 // scratch: loco_frobenius_normalize_scratch(each, batch) doubles.
 size_t loco_frobenius_normalize_scratch(size_t each, int batch);
-cudaError_t loco_frobenius_normalize(float* x, size_t each, int batch, float eps,
-                                     double* scratch, cudaStream_t s);
+cudaError_t loco_frobenius_normalize(float* x, size_t each, int batch, float eps, double* scratch,
+                                     cudaStream_t s);
 // *sum (device u64) = Σ_i mix(word_i, i) mod 2^64 over the 8-byte words of `bytes` bytes
 // (the last partial word zero-padded), mix = splitmix64 finaliser of word ^ (i · golden);
 // the launcher clears *sum first. Addition mod 2^64 is order-free: deterministic.
 cudaError_t loco_fingerprint(unsigned long long* sum, const void* data, size_t bytes,
                              cudaStream_t s);
 // AdamW, formula of include/loco/ops/adamw.hpp, fp32 with IEEE division and sqrt.
-cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n,
-                           float lr, float beta1, float beta2, float eps, float weight_decay,
-                           float bc1, float bc2, float grad_scale, cudaStream_t s);
+cudaError_t loco_adamw_f32(float* param, const float* grad, float* m, float* v, size_t n, float lr,
+                           float beta1, float beta2, float eps, float weight_decay, float bc1,
+                           float bc2, float grad_scale, cudaStream_t s);
 
 // Multi-tensor AdamW: the update above for each of num_tensors rows of `table` (u64 words:
 // element offset, count, weight decay as f32 bits) in one launch; hyper (device f32: lr, b1,
@@ -160,8 +159,7 @@ cudaError_t loco_clip_grad_norm(int32_t* stats, const float* grads, size_t n, do
 // without --use_fast_math and use _rn intrinsics: these results must match it bit for bit.)
 // Flat indices are uint32. `chunks`: num_chunks rows of 8 int32 (ops::pack_chunk_row).
 // e = fl(fl(beta*e) + delta), never fused.
-cudaError_t loco_ef_accumulate(float* e, const float* delta, float beta, size_t n,
-                               cudaStream_t s);
+cudaError_t loco_ef_accumulate(float* e, const float* delta, float beta, size_t n, cudaStream_t s);
 // Per chunk: the k largest |x| (IEEE-bit order, NaN above inf, ties to the lower offset);
 // offsets ascending and their flat indices at [kept_start, kept_start + k). max_chunk = the
 // largest h*w in the table (sizes the shared-memory cache).
@@ -172,8 +170,8 @@ cudaError_t loco_chunked_topk(uint32_t* offsets, uint32_t* flat, const float* x,
 cudaError_t loco_gather_f32(float* values, const float* x, const uint32_t* flat, size_t n,
                             cudaStream_t s);
 // x[flat[i]] -= values[i]  (distinct indices)
-cudaError_t loco_scatter_subtract_f32(float* x, const uint32_t* flat, const float* values,
-                                      size_t n, cudaStream_t s);
+cudaError_t loco_scatter_subtract_f32(float* x, const uint32_t* flat, const float* values, size_t n,
+                                      cudaStream_t s);
 // sum[flat[i]] += values[i]; count[flat[i]] += 1 when count != NULL (distinct indices)
 cudaError_t loco_scatter_accumulate_f32(float* sum, int32_t* count, const uint32_t* flat,
                                         const float* values, size_t n, cudaStream_t s);

@@ -93,8 +93,8 @@ int num_partials(int N) { return N < kMaxPartials ? N : kMaxPartials; }
 
 template <int VPL>
 __global__ void rmsnorm_forward_vec_kernel(bf16* __restrict__ out, float* __restrict__ rstd,
-                                           const bf16* __restrict__ in,
-                                           const bf16* __restrict__ w, int N, int C, float eps) {
+                                           const bf16* __restrict__ in, const bf16* __restrict__ w,
+                                           int N, int C, float eps) {
   const int lane = threadIdx.x & 31;
   const int warps = blockDim.x >> 5;
   const int C8 = C / 8;
@@ -140,8 +140,7 @@ __global__ void rmsnorm_forward_vec_kernel(bf16* __restrict__ out, float* __rest
 template <int VPL>
 __global__ void rmsnorm_backward_vec_kernel(bf16* din, float* __restrict__ partial,
                                             const bf16* __restrict__ dout,
-                                            const bf16* __restrict__ in,
-                                            const bf16* __restrict__ w,
+                                            const bf16* __restrict__ in, const bf16* __restrict__ w,
                                             const float* __restrict__ rstd, int N, int C) {
   extern __shared__ float dws[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -262,15 +261,23 @@ extern "C" cudaError_t loco_rmsnorm_forward(bf16* out, float* rstd, const bf16* 
   if (rms_vec_ok(C) && vector_path_ok(out) && vector_path_ok(in) && vector_path_ok(weight)) {
     const unsigned grid = grid_for(N, rows_per_block, 65535);
     switch (rms_vpl(C)) {
-      case 1: rmsnorm_forward_vec_kernel<1><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps); break;
-      case 2: rmsnorm_forward_vec_kernel<2><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps); break;
-      case 3: rmsnorm_forward_vec_kernel<3><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps); break;
-      default: rmsnorm_forward_vec_kernel<4><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps); break;
+      case 1:
+        rmsnorm_forward_vec_kernel<1><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps);
+        break;
+      case 2:
+        rmsnorm_forward_vec_kernel<2><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps);
+        break;
+      case 3:
+        rmsnorm_forward_vec_kernel<3><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps);
+        break;
+      default:
+        rmsnorm_forward_vec_kernel<4><<<grid, kBlock, 0, s>>>(out, rstd, in, weight, N, C, eps);
+        break;
     }
     return cudaGetLastError();
   }
   rmsnorm_forward_kernel<<<grid_for(N, rows_per_block, 65535), kBlock, 0, s>>>(out, rstd, in,
-                                                                             weight, N, C, eps);
+                                                                               weight, N, C, eps);
   return cudaGetLastError();
 }
 
@@ -281,31 +288,43 @@ extern "C" size_t loco_rmsnorm_backward_scratch(int N, int C) {
 }
 
 extern "C" cudaError_t loco_rmsnorm_backward(bf16* din, float* dweight, const bf16* dout,
-                                             const bf16* in, const bf16* weight,
-                                             const float* rstd, int N, int C, float* scratch,
-                                             cudaStream_t s) {
+                                             const bf16* in, const bf16* weight, const float* rstd,
+                                             int N, int C, float* scratch, cudaStream_t s) {
   if (N <= 0 || C <= 0) return cudaSuccess;
-  if (rms_vec_ok(C) && vector_path_ok(din) && vector_path_ok(dout) && vector_path_ok(in) && vector_path_ok(weight)) {
+  if (rms_vec_ok(C) && vector_path_ok(din) && vector_path_ok(dout) && vector_path_ok(in) &&
+      vector_path_ok(weight)) {
     const int G = vec_partials(N);
     const size_t sm = static_cast<size_t>(kVecWarps) * C * sizeof(float);  // <= 32 KiB
     switch (rms_vpl(C)) {
-      case 1: rmsnorm_backward_vec_kernel<1><<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C); break;
-      case 2: rmsnorm_backward_vec_kernel<2><<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C); break;
-      case 3: rmsnorm_backward_vec_kernel<3><<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C); break;
-      default: rmsnorm_backward_vec_kernel<4><<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C); break;
+      case 1:
+        rmsnorm_backward_vec_kernel<1>
+            <<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C);
+        break;
+      case 2:
+        rmsnorm_backward_vec_kernel<2>
+            <<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C);
+        break;
+      case 3:
+        rmsnorm_backward_vec_kernel<3>
+            <<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C);
+        break;
+      default:
+        rmsnorm_backward_vec_kernel<4>
+            <<<G, kBlock, sm, s>>>(din, scratch, dout, in, weight, rstd, N, C);
+        break;
     }
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     column_sum_vec_kernel<<<(C + kColX - 1) / kColX, dim3(kColX, kColY), 0, s>>>(dweight, scratch,
-                                                                              G, C);
+                                                                                 G, C);
     return cudaGetLastError();
   }
   const int G = num_partials(N);
   const size_t smem = static_cast<size_t>(C) * sizeof(float);
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(
-        rmsnorm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(smem));
+    const cudaError_t e =
+        cudaFuncSetAttribute(rmsnorm_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
   rmsnorm_backward_kernel<<<G, kBlock, smem, s>>>(din, scratch, dout, in, weight, rstd, N, C);

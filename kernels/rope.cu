@@ -38,8 +38,8 @@ __global__ void rope_kernel(bf16* out, const bf16* x, int B, int T, int H, int h
   }
 }
 
-__global__ void rope_vec_kernel(bf16* out, const bf16* x, int B, int T, int H, int hd,
-                                double theta, int direction) {
+__global__ void rope_vec_kernel(bf16* out, const bf16* x, int B, int T, int H, int hd, double theta,
+                                int direction) {
   const int half = hd / 2;
   const int half8 = half / 8;
   const size_t items = static_cast<size_t>(B) * T * half8;
@@ -92,8 +92,8 @@ __global__ void rope_vec_kernel(bf16* out, const bf16* x, int B, int T, int H, i
 
 }  // namespace
 
-extern "C" cudaError_t loco_rope(bf16* out, const bf16* x, int B, int T, int H, int hd,
-                                 float theta, int direction, cudaStream_t s) {
+extern "C" cudaError_t loco_rope(bf16* out, const bf16* x, int B, int T, int H, int hd, float theta,
+                                 int direction, cudaStream_t s) {
   if (B <= 0 || T <= 0 || H <= 0 || hd < 2) return cudaSuccess;
   if (hd % 16 == 0 && vector_path_ok(out) && vector_path_ok(x)) {
     const size_t items8 = static_cast<size_t>(B) * T * (hd / 16);
@@ -102,7 +102,7 @@ extern "C" cudaError_t loco_rope(bf16* out, const bf16* x, int B, int T, int H, 
     return cudaGetLastError();
   }
   const size_t items = static_cast<size_t>(B) * T * (hd / 2);
-  rope_kernel<<<grid_for(items, 256), 256, 0, s>>>(out, x, B, T, H, hd,
-                                                   static_cast<double>(theta), direction);
+  rope_kernel<<<grid_for(items, 256), 256, 0, s>>>(out, x, B, T, H, hd, static_cast<double>(theta),
+                                                   direction);
   return cudaGetLastError();
 }

@@ -67,8 +67,7 @@ __device__ __forceinline__ void swiglu_bwd_one(float g, float x, float u, float&
 }
 
 __global__ void swiglu_backward_vec_kernel(bf16* dgate, bf16* dup, const bf16* dout,
-                                           const bf16* gate, const bf16* up, size_t n8,
-                                           size_t n) {
+                                           const bf16* gate, const bf16* up, size_t n8, size_t n) {
   for (size_t v = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; v < n8;
        v += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float x[8], u[8], g[8], dg[8], du[8];
@@ -97,8 +96,8 @@ extern "C" cudaError_t loco_swiglu_forward(bf16* out, const bf16* gate, const bf
                                            cudaStream_t s) {
   if (n == 0) return cudaSuccess;
   if (vector_path_ok(out) && vector_path_ok(gate) && vector_path_ok(up)) {
-    swiglu_forward_vec_kernel<<<grid_for(n / 8, 256, 132 * 16), 256, 0, s>>>(out, gate, up,
-                                                                            n / 8, n);
+    swiglu_forward_vec_kernel<<<grid_for(n / 8, 256, 132 * 16), 256, 0, s>>>(out, gate, up, n / 8,
+                                                                             n);
     return cudaGetLastError();
   }
   swiglu_forward_kernel<<<grid_for(n, 256), 256, 0, s>>>(out, gate, up, n);
@@ -109,10 +108,10 @@ extern "C" cudaError_t loco_swiglu_backward(bf16* dgate, bf16* dup, const bf16* 
                                             const bf16* gate, const bf16* up, size_t n,
                                             cudaStream_t s) {
   if (n == 0) return cudaSuccess;
-  if (vector_path_ok(dgate) && vector_path_ok(dup) && vector_path_ok(dout) && vector_path_ok(gate) &&
-      vector_path_ok(up)) {
-    swiglu_backward_vec_kernel<<<grid_for(n / 8, 256, 132 * 16), 256, 0, s>>>(
-        dgate, dup, dout, gate, up, n / 8, n);
+  if (vector_path_ok(dgate) && vector_path_ok(dup) && vector_path_ok(dout) &&
+      vector_path_ok(gate) && vector_path_ok(up)) {
+    swiglu_backward_vec_kernel<<<grid_for(n / 8, 256, 132 * 16), 256, 0, s>>>(dgate, dup, dout,
+                                                                              gate, up, n / 8, n);
     return cudaGetLastError();
   }
   swiglu_backward_kernel<<<grid_for(n, 256), 256, 0, s>>>(dgate, dup, dout, gate, up, n);

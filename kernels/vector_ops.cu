@@ -40,8 +40,8 @@ __global__ void sum_squares_pass1(double* __restrict__ partial, const float* __r
   if (threadIdx.x == 0) partial[blockIdx.x] = t;
 }
 
-__global__ void sum_squares_pass2(double* __restrict__ result,
-                                  const double* __restrict__ partial, int G) {
+__global__ void sum_squares_pass2(double* __restrict__ result, const double* __restrict__ partial,
+                                  int G) {
   double acc = 0.0;
   for (int i = threadIdx.x; i < G; i += blockDim.x) acc += partial[i];
   const double t = block_sum_double(acc);
@@ -72,8 +72,8 @@ __global__ void all_finite_kernel(int* __restrict__ flag, const float* __restric
 
 extern "C" size_t loco_sum_squares_scratch(void) { return kMaxPartials; }
 
-extern "C" cudaError_t loco_sum_squares(double* result, const float* x, size_t n,
-                                        double* scratch, cudaStream_t s) {
+extern "C" cudaError_t loco_sum_squares(double* result, const float* x, size_t n, double* scratch,
+                                        cudaStream_t s) {
   if (n == 0) return cudaMemsetAsync(result, 0, sizeof(double), s);
   const unsigned G = grid_for(n, kBlock, kMaxPartials);
   sum_squares_pass1<<<G, kBlock, 0, s>>>(scratch, x, n);

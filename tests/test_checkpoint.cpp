@@ -33,8 +33,8 @@ using nlohmann::json;
 namespace {
 
 using loco::testing::slurp;
-using loco::testing::TempDir;
 using loco::testing::spit;
+using loco::testing::TempDir;
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
   std::mt19937 gen(seed);
@@ -260,9 +260,8 @@ TEST_CASE("wrong magic and versions are named", "[checkpoint]") {
   const std::string bytes = slurp(dir / "good.bin");
   const std::string path = dir / "x.bin";
 
-  spit(
-      path,
-      "PK\x03\x04 this is a zip file, not a checkpoint........................................");
+  spit(path,
+       "PK\x03\x04 this is a zip file, not a checkpoint........................................");
   auto e = error_of([&] { read_checkpoint(path); });
   CHECK_THAT(e, LOCO_CONTAINS("not a loco checkpoint (bad magic \"PK\\x03\\x04"));
 

@@ -11,12 +11,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "loco/compress/compress.hpp"
 #include "loco/compress/wire.hpp"
@@ -46,9 +45,8 @@ std::vector<TensorShape> laid_out(std::vector<TensorShape> t) {
 // Awkward shapes: dims not multiples of 64, a prime-ish one, 1-D with a short tail, tensors
 // smaller than a chunk, 1×1.
 std::vector<TensorShape> awkward_shapes() {
-  return laid_out({mat("emb", 130, 96), vec("norm", 200), mat("square", 64, 64),
-                   mat("odd", 97, 70), mat("one", 1, 1), vec("short", 5), mat("small", 3, 5),
-                   mat("wide", 64, 192)});
+  return laid_out({mat("emb", 130, 96), vec("norm", 200), mat("square", 64, 64), mat("odd", 97, 70),
+                   mat("one", 1, 1), vec("short", 5), mat("small", 3, 5), mat("wide", 64, 192)});
 }
 
 Settings make_settings(Selector s, Quantizer q, int topk = 64,
@@ -101,7 +99,9 @@ std::vector<float> dense_from(const Plan& plan, const Selection& sel, const Quan
   return d;
 }
 
-bool same_bits(float a, float b) { return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); }
+bool same_bits(float a, float b) {
+  return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
+}
 
 void fix_checksum(std::vector<uint8_t>& p) {
   const uint64_t seed = hash_bytes(p.data(), 40);
@@ -150,7 +150,8 @@ TEST_CASE("chunk geometry: 64x64 tiles, largest divisors, 1-D chunks of 64", "[c
   CHECK(chunk_k(1, 64, 64) == 1);
   CHECK(chunk_k(64, 4096, 64) == 64);  // 100 %
 
-  const Plan plan = make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q2));
+  const Plan plan =
+      make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q2));
   // Tiles per tensor.
   auto chunks_of = [&](size_t t) {
     return std::vector<ChunkGeom>(plan.chunks.begin() + plan.first_chunk[t],
@@ -186,7 +187,8 @@ TEST_CASE("chunked top-k keeps the k largest |e| of every chunk, ties to the low
           "[compress]") {
   for (int topk : {64, 128, 1, 4096}) {
     INFO("topk " << topk);
-    const Plan plan = make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::F32, topk));
+    const Plan plan =
+        make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::F32, topk));
     const std::vector<float> x = test_data(plan, 11 + topk);
     Selection sel;
     select(plan, x.data(), 0, sel);
@@ -229,13 +231,15 @@ TEST_CASE("density is k/C per chunk: 1.5625 % at k = 64 on 64x64 tiles, the 1-D 
   // 8 tiles × 64 + 4 1-D chunks × 1
   CHECK(sel.kept() == 8 * 64 + 4);
   CHECK(double(8 * 64) / (128 * 256) == 0.015625);
-  const Plan p128 = make_plan(plan.tensors, make_settings(Selector::ChunkedTopK, Quantizer::Q2, 128));
+  const Plan p128 =
+      make_plan(plan.tensors, make_settings(Selector::ChunkedTopK, Quantizer::Q2, 128));
   select(p128, x.data(), 0, sel);
   CHECK(sel.kept() == 8 * 128 + 4 * 2);
 }
 
 TEST_CASE("global top-k keeps the largest |e| of the whole buffer, same budget", "[compress]") {
-  const Plan plan = make_plan(awkward_shapes(), make_settings(Selector::GlobalTopK, Quantizer::F32));
+  const Plan plan =
+      make_plan(awkward_shapes(), make_settings(Selector::GlobalTopK, Quantizer::F32));
   const std::vector<float> x = test_data(plan, 3);
   Selection sel;
   select(plan, x.data(), 0, sel);
@@ -300,7 +304,8 @@ TEST_CASE("random-k: the same on every rank for a seed and step, different acros
 TEST_CASE("2-bit quantiser: hand example of levels and table", "[compress]") {
   // One 1-D tensor of 8 values, selector none: μ = 0, σ = 5, step = 6σ/4 = 7.5;
   // z = v/7.5 + 2: -10 → 0.67 → level 0; 0 → 2; 10 → 3.33 → 3; level 1 is empty.
-  const Plan plan = make_plan(laid_out({vec("v", 8)}), make_settings(Selector::None, Quantizer::Q2));
+  const Plan plan =
+      make_plan(laid_out({vec("v", 8)}), make_settings(Selector::None, Quantizer::Q2));
   const std::vector<float> x = {-10, 0, 0, 0, 0, 0, 0, 10};
   Selection sel;
   Quantized q;
@@ -341,7 +346,8 @@ TEST_CASE("2-bit quantiser: hand example of levels and table", "[compress]") {
 }
 
 TEST_CASE("8-bit on a small tensor sends shift and step (uniform table)", "[compress]") {
-  const Plan plan = make_plan(laid_out({vec("v", 100)}), make_settings(Selector::None, Quantizer::Q8));
+  const Plan plan =
+      make_plan(laid_out({vec("v", 100)}), make_settings(Selector::None, Quantizer::Q8));
   std::vector<float> x(100);
   for (int i = 0; i < 100; ++i) x[size_t(i)] = float(i) * 0.01f - 0.3f;
   Selection sel;
@@ -468,9 +474,10 @@ TEST_CASE("error feedback: e_new + D == beta * e_old + delta, exactly, every com
             ++kept;
             const double exact_sum = double(e_new[i]) + double(D[i]);  // exact in double here
             const bool exact = exact_sum == double(t);
-            const bool sterbenz = (D[i] / 2 <= t && t <= 2 * D[i]) || (2 * D[i] <= t && t <= D[i] / 2);
-            const bool must_be_exact = qz == Quantizer::F32 || qz == Quantizer::BF16 || sterbenz ||
-                                       D[i] == t;
+            const bool sterbenz =
+                (D[i] / 2 <= t && t <= 2 * D[i]) || (2 * D[i] <= t && t <= D[i] / 2);
+            const bool must_be_exact =
+                qz == Quantizer::F32 || qz == Quantizer::BF16 || sterbenz || D[i] == t;
             if (must_be_exact && !(exact && e_new[i] + D[i] == t)) ++exact_class_bad;
             if (!exact) {
               ++inexact;
@@ -495,7 +502,8 @@ TEST_CASE("error feedback: e_new + D == beta * e_old + delta, exactly, every com
 }
 
 TEST_CASE("without error feedback nothing is kept and D = Q(S(delta))", "[compress]") {
-  const Plan plan = make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::F32));
+  const Plan plan =
+      make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::F32));
   Compressor comp(plan);
   const std::vector<float> delta = test_data(plan, 1);
   const auto& payload = comp.compress(delta.data(), 0);
@@ -521,8 +529,8 @@ TEST_CASE("encode -> decode is exact for every selector, quantiser and index cod
           "[compress][wire]") {
   for (Selector s : kSelectors) {
     for (Quantizer qz : kQuantizers) {
-      for (IndexCoding ic : {IndexCoding::Auto, IndexCoding::Fixed, IndexCoding::Rice,
-                             IndexCoding::Bitmap}) {
+      for (IndexCoding ic :
+           {IndexCoding::Auto, IndexCoding::Fixed, IndexCoding::Rice, IndexCoding::Bitmap}) {
         for (int topk : {64, 700}) {
           INFO(selector_name(s) << " / " << quantizer_name(qz) << " / " << index_coding_name(ic)
                                 << " topk " << topk);
@@ -563,18 +571,21 @@ TEST_CASE("encode -> decode is exact for every selector, quantiser and index cod
 }
 
 TEST_CASE("decode rejects a payload of another plan, selector or quantiser", "[compress][wire]") {
-  const Plan plan = make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q2));
+  const Plan plan =
+      make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q2));
   Compressor comp(plan);
   const std::vector<float> x = test_data(plan, 1);
   const std::vector<uint8_t> p = comp.compress(x.data(), 0);
-  const Plan other_topk = make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q2, 128));
+  const Plan other_topk =
+      make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q2, 128));
   CHECK_THAT(decode_error(other_topk, p), LOCO_CONTAINS("fingerprint"));
   auto shapes = awkward_shapes();
   shapes[0].rows = 65;
   shapes = laid_out(shapes);
   const Plan other_shape = make_plan(shapes, make_settings(Selector::ChunkedTopK, Quantizer::Q2));
   CHECK_THAT(decode_error(other_shape, p), LOCO_CONTAINS("fingerprint"));
-  const Plan other_q = make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q4));
+  const Plan other_q =
+      make_plan(awkward_shapes(), make_settings(Selector::ChunkedTopK, Quantizer::Q4));
   CHECK_THAT(decode_error(other_q, p), LOCO_CONTAINS("expects chunked_topk / 4bit"));
 }
 
@@ -641,8 +652,9 @@ TEST_CASE("corrupt payloads are rejected with a message, never read out of bound
   }
 
   // Targeted lies (checksum fixed up so that the structural checks are reached).
-  const Plan plan = make_plan(laid_out({mat("m", 64, 128), vec("n", 70)}),
-                              make_settings(Selector::GlobalTopK, Quantizer::Q2, 64, IndexCoding::Fixed));
+  const Plan plan =
+      make_plan(laid_out({mat("m", 64, 128), vec("n", 70)}),
+                make_settings(Selector::GlobalTopK, Quantizer::Q2, 64, IndexCoding::Fixed));
   Compressor comp(plan);
   const std::vector<float> x = test_data(plan, 8);
   const std::vector<uint8_t> good = comp.compress(x.data(), 0);
@@ -741,9 +753,12 @@ TEST_CASE("fuzz the decoder with mutated payloads", "[.fuzz]") {
           const int edits = 1 + int(rng.below(4));
           for (int e = 0; e < edits; ++e) {
             const size_t at = size_t(rng.below(p.size()));
-            if (kind == 0) p[at] ^= uint8_t(1u << rng.below(8));
-            else if (kind == 1) p[at] = uint8_t(rng.below(256));
-            else p.resize(at);
+            if (kind == 0)
+              p[at] ^= uint8_t(1u << rng.below(8));
+            else if (kind == 1)
+              p[at] = uint8_t(rng.below(256));
+            else
+              p.resize(at);
             if (p.empty()) break;
           }
           try {
@@ -762,8 +777,9 @@ TEST_CASE("fuzz the decoder with mutated payloads", "[.fuzz]") {
 
 TEST_CASE("Rice offsets: unary runs and offsets are bounded", "[compress][wire]") {
   // One 64×64 tile, k = 64, Rice with one parameter for the tensor.
-  const Plan plan = make_plan(laid_out({mat("m", 64, 64)}),
-                              make_settings(Selector::ChunkedTopK, Quantizer::Q2, 64, IndexCoding::Rice));
+  const Plan plan =
+      make_plan(laid_out({mat("m", 64, 64)}),
+                make_settings(Selector::ChunkedTopK, Quantizer::Q2, 64, IndexCoding::Rice));
   Compressor comp(plan);
   std::vector<float> x = test_data(plan, 4);
   const std::vector<uint8_t> good = comp.compress(x.data(), 0);
@@ -786,8 +802,7 @@ TEST_CASE("Rice offsets: unary runs and offsets are bounded", "[compress][wire]"
 
 // ------------------------------------------------------------------ aggregation
 
-TEST_CASE("aggregation: mean over the selecting workers vs the sum divided by K",
-          "[compress]") {
+TEST_CASE("aggregation: mean over the selecting workers vs the sum divided by K", "[compress]") {
   // One 1-D tensor of 64 (one chunk), topk 128 → k = 2 per worker, values sent as f32.
   Settings st = make_settings(Selector::ChunkedTopK, Quantizer::F32, 128);
   const Plan plan = make_plan(laid_out({vec("v", 64)}), st);
@@ -845,8 +860,8 @@ TEST_CASE("index bits: Rice vs 12-bit vs the information limit log2(binom(4096,k
                  rice_t = ic.rice_tensor / kept, bitmap = ic.bitmap / kept;
     const double limit = index_entropy_bits(4096, uint32_t(topk));
     WARN("k=" << topk << ": fixed " << fixed << ", rice/chunk " << rice_c << ", rice/tensor "
-              << rice_t << " (p=" << ic.rice_tensor_param << "), bitmap " << bitmap
-              << ", limit " << limit << " bits per index");
+              << rice_t << " (p=" << ic.rice_tensor_param << "), bitmap " << bitmap << ", limit "
+              << limit << " bits per index");
     CHECK(fixed == 12.0);
     CHECK(bitmap == 4096.0 / topk);
     CHECK(rice_t >= limit);
@@ -889,9 +904,15 @@ TEST_CASE("distributed.compression: defaults, settings, consistency errors", "[c
   json j = {{"distributed",
              {{"method", "diloco"},
               {"compression",
-               {{"error_feedback", true}, {"selector", "random_k"}, {"quantizer", "4bit"},
-                {"index_coding", "bitmap"}, {"aggregation", "mean_all"}, {"topk", 128},
-                {"chunk", 32}, {"beta", 0.5}, {"seed", 18446744073709551615ull}}}}}};
+               {{"error_feedback", true},
+                {"selector", "random_k"},
+                {"quantizer", "4bit"},
+                {"index_coding", "bitmap"},
+                {"aggregation", "mean_all"},
+                {"topk", 128},
+                {"chunk", 32},
+                {"beta", 0.5},
+                {"seed", 18446744073709551615ull}}}}}};
   const Config cfg = config_from_json(j, "x.json");
   const Settings st = settings_from_config(cfg.distributed.compression);
   CHECK(st.selector == Selector::RandomK);
@@ -914,7 +935,8 @@ TEST_CASE("distributed.compression: defaults, settings, consistency errors", "[c
   };
   json bad = j;
   bad["distributed"]["compression"]["topk"] = 1025;  // chunk 32: 1024 per chunk
-  CHECK_THAT(error_of(bad), LOCO_CONTAINS("distributed.compression.topk = 1025: must be <= chunk * chunk = 1024"));
+  CHECK_THAT(error_of(bad),
+             LOCO_CONTAINS("distributed.compression.topk = 1025: must be <= chunk * chunk = 1024"));
   bad = j;
   bad["distributed"]["compression"]["selector"] = "topk";
   CHECK_THAT(error_of(bad), LOCO_CONTAINS("distributed.compression.selector"));
@@ -949,8 +971,8 @@ TEST_CASE("compression throughput and bits per element", "[.bench]") {
   for (float& v : x) v = float(rng.normal());
   const double mb = double(x.size()) * 4 / 1e6;
   std::printf("\ninput: 4096x4096 fp32 (%.1f MB), iid N(0,1); best of 3 runs each\n", mb);
-  std::printf("%-13s %-6s %4s %-6s %9s %9s %9s %9s %11s %11s\n", "selector", "quant", "k",
-              "index", "bits/el", "value", "index", "overhead", "encode MB/s", "decode MB/s");
+  std::printf("%-13s %-6s %4s %-6s %9s %9s %9s %9s %11s %11s\n", "selector", "quant", "k", "index",
+              "bits/el", "value", "index", "overhead", "encode MB/s", "decode MB/s");
   struct Row {
     Selector s;
     Quantizer q;
@@ -994,8 +1016,9 @@ TEST_CASE("compression throughput and bits per element", "[.bench]") {
                 8.0 * (es.header_bytes + es.table_bytes) / kept, mb / enc, mb / dec);
   }
   for (uint32_t k : {64u, 128u})
-    std::printf("information limit k=%u of 4096: %.3f index bits, %.3f with 2-bit values; naive "
-                "12-bit index: 14\n",
-                k, index_entropy_bits(4096, k), 2 + index_entropy_bits(4096, k));
+    std::printf(
+        "information limit k=%u of 4096: %.3f index bits, %.3f with 2-bit values; naive "
+        "12-bit index: 14\n",
+        k, index_entropy_bits(4096, k), 2 + index_entropy_bits(4096, k));
   SUCCEED();
 }

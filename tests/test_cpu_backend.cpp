@@ -259,9 +259,8 @@ TEST_CASE("cpu backend: ops reject buffers of the wrong size, dtype or ids", "[c
   loco::CpuBackend backend;
   HostBuf in(backend, 6, DType::F32), weight(backend, 6, DType::F32),
       small_out(backend, 3, DType::F32), out(backend, 4, DType::F32),
-      bf16_out(backend, 4, DType::BF16),
-      logits(backend, 6, DType::F32), losses(backend, 2, DType::F32),
-      targets(backend, std::vector<int32_t>{1, 3});
+      bf16_out(backend, 4, DType::BF16), logits(backend, 6, DType::F32),
+      losses(backend, 2, DType::F32), targets(backend, std::vector<int32_t>{1, 3});
   // in (2,3) · weight (2,3)ᵀ -> out (2,2): 4 elements needed.
   CHECK_THROWS_WITH(backend.matmul_forward(small_out, in, weight, 2, 3, 2),
                     LOCO_CONTAINS("matmul_forward") && LOCO_CONTAINS("out has 3 elements"));

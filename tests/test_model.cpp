@@ -60,9 +60,8 @@ Batch random_batch(int B, int T, int V, uint64_t seed) {
 
 // The reference: the same network in double precision, composed independently of
 // LlamaModel from the op templates. Returns the mean loss; fills grads when non-null.
-double reference_loss(const ModelConfig& m, const ParamLayout& layout,
-                      const std::vector<double>& p, const Batch& batch,
-                      std::vector<double>* grads) {
+double reference_loss(const ModelConfig& m, const ParamLayout& layout, const std::vector<double>& p,
+                      const Batch& batch, std::vector<double>* grads) {
   const int B = batch.B, T = batch.T, N = B * T;
   const int C = m.d_model, F = m.d_ff, V = m.vocab_size, NH = m.n_heads, NKV = m.n_kv_heads;
   const int hd = m.head_dim(), QD = NH * hd, KVD = NKV * hd, L = m.n_layers;
@@ -87,8 +86,8 @@ double reference_loss(const ModelConfig& m, const ParamLayout& layout,
     matmul_forward(S.v.data(), S.ln1.data(), w(layer(l, "self_attn.v_proj.weight")), N, C, KVD);
     rope_forward(S.q.data(), S.q.data(), B, T, NH, hd, m.rope_theta);
     rope_forward(S.k.data(), S.k.data(), B, T, NKV, hd, m.rope_theta);
-    attention_forward(S.att.data(), S.lse.data(), S.q.data(), S.k.data(), S.v.data(), B, T, NH,
-                      NKV, hd);
+    attention_forward(S.att.data(), S.lse.data(), S.q.data(), S.k.data(), S.v.data(), B, T, NH, NKV,
+                      hd);
     Vec o(N * C);
     matmul_forward(o.data(), S.att.data(), w(layer(l, "self_attn.o_proj.weight")), N, QD, C);
     S.mid.resize(N * C);
@@ -134,10 +133,10 @@ double reference_loss(const ModelConfig& m, const ParamLayout& layout,
     matmul_backward(dln.data(), gw(layer(l, "mlp.up_proj.weight")), dup.data(), S.ln2.data(),
                     w(layer(l, "mlp.up_proj.weight")), N, C, F, true);
     rmsnorm_backward(dres.data(), gw(layer(l, "post_attention_layernorm.weight")), dln.data(),
-                     S.mid.data(), w(layer(l, "post_attention_layernorm.weight")),
-                     S.rstd2.data(), N, C);
-    matmul_backward(datt.data(), gw(layer(l, "self_attn.o_proj.weight")), dres.data(),
-                    S.att.data(), w(layer(l, "self_attn.o_proj.weight")), N, QD, C, false);
+                     S.mid.data(), w(layer(l, "post_attention_layernorm.weight")), S.rstd2.data(),
+                     N, C);
+    matmul_backward(datt.data(), gw(layer(l, "self_attn.o_proj.weight")), dres.data(), S.att.data(),
+                    w(layer(l, "self_attn.o_proj.weight")), N, QD, C, false);
     attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), S.q.data(), S.k.data(),
                        S.v.data(), S.att.data(), S.lse.data(), B, T, NH, NKV, hd);
     rope_backward(dq.data(), dq.data(), B, T, NH, hd, m.rope_theta);

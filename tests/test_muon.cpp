@@ -471,8 +471,8 @@ TEST_CASE("batched Newton–Schulz: every matrix of the batch as if alone (wide 
         w1 = be.alloc(numel * batch, DType::F32), gram = be.alloc(n * n * batch, DType::F32),
         poly = be.alloc(n * n * batch, DType::F32);
     be.upload(x, host.data());
-    newton_schulz_batched(be, x, s.r, s.c, batch, float(kA), float(kB), float(kC), 5, w0, w1,
-                          gram, poly);
+    newton_schulz_batched(be, x, s.r, s.c, batch, float(kA), float(kB), float(kC), 5, w0, w1, gram,
+                          poly);
     be.download(host.data(), x);
     for (int b = 0; b < batch; ++b) {
       INFO(s.r << "x" << s.c << " matrix " << b);

@@ -32,8 +32,8 @@ using nlohmann::json;
 namespace {
 
 using loco::testing::slurp;
-using loco::testing::TempDir;
 using loco::testing::spit;
+using loco::testing::TempDir;
 
 }  // namespace
 
@@ -144,9 +144,9 @@ TEST_CASE("metrics log: trimming on resume keeps the records up to the checkpoin
   const std::string path = t / "metrics.jsonl";
   CHECK(trim_metrics_after(path, 4).dropped == 0);  // no file: nothing to do
   spit(path,
-             "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":2,\"val_loss\":2.1}\n"
-             "{\"step\":2,\"resume\":{}}\n{\"step\":3,\"loss\":1.5}\n{\"note\":\"no step\"}\n"
-             "{\"step\":4,\"lo");
+       "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":2,\"val_loss\":2.1}\n"
+       "{\"step\":2,\"resume\":{}}\n{\"step\":3,\"loss\":1.5}\n{\"note\":\"no step\"}\n"
+       "{\"step\":4,\"lo");
   const MetricsTrim r = trim_metrics_after(path, 2);
   CHECK(r.kept == 5);
   CHECK(r.dropped == 2);  // step 3 and the torn line

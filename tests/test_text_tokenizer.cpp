@@ -30,8 +30,8 @@ using namespace loco;
 namespace {
 
 using loco::testing::slurp;
-using loco::testing::TempDir;
 using loco::testing::spit;
+using loco::testing::TempDir;
 
 // The first ~100 kB of the bundled corpus, cut at a line end.
 const std::string& corpus_sample() {
@@ -221,8 +221,8 @@ TEST_CASE("a config's data.tokenizer: resolved, loaded, its vocabulary must fit"
   spit(dir.file("m.model"), trained("bpe").model_bytes());
   const std::string cfg = dir.file("c.json");
   spit(cfg, "{\"name\": \"t\", \"data\": {\"train\": \"" + std::string(LOCO_SOURCE_DIR) +
-                      "/data/kjv-val.bin\", \"val\": \"\", \"tokenizer\": \"" +
-                      dir.file("m.model") + "\"}, \"model\": {\"vocab_size\": 512}}");
+                "/data/kjv-val.bin\", \"val\": \"\", \"tokenizer\": \"" + dir.file("m.model") +
+                "\"}, \"model\": {\"vocab_size\": 512}}");
   const Config c = load_config(cfg, {});
   CHECK(c.data.tokenizer == dir.file("m.model"));
   CHECK_THROWS_WITH(load_config(cfg, {"model.vocab_size=300"}),

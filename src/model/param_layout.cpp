@@ -15,8 +15,8 @@ ParamLayout llama_param_layout(const ModelConfig& m) {
   auto add = [&](std::string name, std::vector<int64_t> shape, ParamKind kind, int layer) {
     size_t numel = 1;
     for (int64_t d : shape) numel *= static_cast<size_t>(d);
-    layout.views.push_back(ParamView{std::move(name), std::move(shape), layout.total, numel,
-                                     kind, layer});
+    layout.views.push_back(
+        ParamView{std::move(name), std::move(shape), layout.total, numel, kind, layer});
     layout.total += numel;
   };
   const int64_t C = m.d_model, V = m.vocab_size, F = m.d_ff;

@@ -39,8 +39,9 @@ nlohmann::json comm_report_json(const CommReportInput& in) {
           {"by_kind", in.model_traffic.to_json()},
           {"formulas", CommStats::formulas_json()},
           {"ddp_formula", "steps * 2(K-1)/K * parameters * bytes_per_element, K = workers"},
-          {"note", "bytes per worker (max over ranks), as a ring algorithm moves them; "
-                   "control traffic (loss averages, checksums) is counted apart"}};
+          {"note",
+           "bytes per worker (max over ranks), as a ring algorithm moves them; "
+           "control traffic (loss averages, checksums) is counted apart"}};
 }
 
 std::string comm_report_table(const nlohmann::json& r) {
@@ -48,19 +49,19 @@ std::string comm_report_table(const nlohmann::json& r) {
     return v.is_null() ? std::string("-") : fmt::format("{:.1f}x", v.get<double>());
   };
   std::string out;
-  out += "communication per worker (ring formulas; DDP = what data-parallel training would "
-         "have sent for the same tokens)\n";
+  out +=
+      "communication per worker (ring formulas; DDP = what data-parallel training would "
+      "have sent for the same tokens)\n";
   out += fmt::format("{:<8} {:>7} {:>10} {:>11} {:>11} {:>12} {:>12} {:>10} {:>10}\n", "method",
-                     "workers", "tokens", "sent", "received", "DDP fp32", "DDP bf16",
-                     "vs fp32", "vs bf16");
+                     "workers", "tokens", "sent", "received", "DDP fp32", "DDP bf16", "vs fp32",
+                     "vs bf16");
   out += fmt::format("{:<8} {:>7} {:>10} {:>11} {:>11} {:>12} {:>12} {:>10} {:>10}\n",
                      r["method"].get<std::string>(), r["workers"].get<int>(),
-                     r["tokens"].get<long long>(),
-                     format_bytes(r["sent_bytes"].get<double>()),
+                     r["tokens"].get<long long>(), format_bytes(r["sent_bytes"].get<double>()),
                      format_bytes(r["recv_bytes"].get<double>()),
                      format_bytes(r["ddp_fp32_bytes"].get<double>()),
-                     format_bytes(r["ddp_bf16_bytes"].get<double>()),
-                     ratio(r["ratio_vs_ddp_fp32"]), ratio(r["ratio_vs_ddp_bf16"]));
+                     format_bytes(r["ddp_bf16_bytes"].get<double>()), ratio(r["ratio_vs_ddp_fp32"]),
+                     ratio(r["ratio_vs_ddp_bf16"]));
   out += fmt::format("{} outer syncs over {} steps; {:.2f} s in collectives; control traffic {}",
                      r["outer_syncs"].get<int>(), r["steps"].get<uint64_t>(),
                      r["comm_seconds"].get<double>(),

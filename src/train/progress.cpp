@@ -27,10 +27,11 @@ std::string ProgressPrinter::line(int step, double loss, double lr, double grad_
                                : 0.9 * smoothed_step_seconds_ + 0.1 * step_seconds;
   const int width = static_cast<int>(std::to_string(total_steps_).size());
   const double eta = smoothed_step_seconds_ * (total_steps_ - step);
-  return fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s | {} | ETA {}",
-                     step, width, total_steps_, loss, lr, grad_norm,
-                     format_count(tokens_per_step_ / std::max(step_seconds, 1e-9)),
-                     format_duration(elapsed_seconds), format_duration(eta));
+  return fmt::format(
+      "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s | {} | ETA {}", step,
+      width, total_steps_, loss, lr, grad_norm,
+      format_count(tokens_per_step_ / std::max(step_seconds, 1e-9)),
+      format_duration(elapsed_seconds), format_duration(eta));
 }
 
 }  // namespace loco

@@ -48,12 +48,12 @@ const GpuState& gpu_state() {
   return state;
 }
 
-#define LOCO_REQUIRE_GPU()                      \
-  do {                                          \
-    if (!gpu_state().ok) {                      \
-      WARN("SKIP: " << gpu_state().why);        \
-      return;                                   \
-    }                                           \
+#define LOCO_REQUIRE_GPU()               \
+  do {                                   \
+    if (!gpu_state().ok) {               \
+      WARN("SKIP: " << gpu_state().why); \
+      return;                            \
+    }                                    \
   } while (0)
 
 // One backend of each kind for the whole run (intentionally leaked: no teardown ordering
@@ -72,7 +72,9 @@ std::mt19937& rng() {
   return generator;
 }
 
-float round_bf16(float x) { return loco::ops::bf16_bits_to_float(loco::ops::float_to_bf16_bits(x)); }
+float round_bf16(float x) {
+  return loco::ops::bf16_bits_to_float(loco::ops::float_to_bf16_bits(x));
+}
 
 std::vector<float> randn(size_t n, float scale = 1.f, float mean = 0.f) {
   std::normal_distribution<float> dist(mean, scale);
@@ -218,10 +220,10 @@ TEST_CASE("gpu: copy converts f32 <-> bf16 with round-to-nearest-even", "[gpu]")
   const float specials[] = {0.f,
                             -0.f,
                             1.f,
-                            1.00390625f,                  // 1 + 2^-8: tie, rounds to even (1)
-                            1.01171875f,                  // 1 + 3·2^-8: tie, rounds up
-                            3.3895313892515355e38f,       // max bf16
-                            3.4028234663852886e38f,       // max float -> inf
+                            1.00390625f,             // 1 + 2^-8: tie, rounds to even (1)
+                            1.01171875f,             // 1 + 3·2^-8: tie, rounds up
+                            3.3895313892515355e38f,  // max bf16
+                            3.4028234663852886e38f,  // max float -> inf
                             1e-30f,
                             -2.5e-38f,
                             std::numeric_limits<float>::infinity(),
@@ -234,7 +236,8 @@ TEST_CASE("gpu: copy converts f32 <-> bf16 with round-to-nearest-even", "[gpu]")
   std::vector<uint16_t> bits(x.size());
   gpu().download(bits.data(), b16);
   size_t mismatches = 0;
-  for (size_t i = 0; i < x.size(); ++i) mismatches += bits[i] != loco::ops::float_to_bf16_bits(x[i]);
+  for (size_t i = 0; i < x.size(); ++i)
+    mismatches += bits[i] != loco::ops::float_to_bf16_bits(x[i]);
   CHECK(mismatches == 0);
 
   Buf back = g.poison(x.size(), DType::F32);
@@ -474,8 +477,7 @@ TEST_CASE("gpu: attention forward/backward (causal GQA)", "[gpu]") {
           Buf gdk = g.poison(nkv, DType::BF16), cdk = c.alloc(nkv, DType::F32);
           Buf gdv = g.poison(nkv, DType::BF16), cdv = c.alloc(nkv, DType::F32);
           gpu().attention_backward(gdq, gdk, gdv, gdo, gq, gk, gv, go, gl, B, T, NH, NKV, hd);
-          cpu().attention_backward(cdq, cdk, cdv, cdo, cq, ck, cv, cout2, clse2, B, T, NH, NKV,
-                                   hd);
+          cpu().attention_backward(cdq, cdk, cdv, cdo, cq, ck, cv, cout2, clse2, B, T, NH, NKV, hd);
           expect_close("attention dq", g.get(gdq), c.get(cdq), kBf16Tol);
           expect_close("attention dk", g.get(gdk), c.get(cdk), kBf16Tol);
           expect_close("attention dv", g.get(gdv), c.get(cdv), kBf16Tol);
@@ -655,9 +657,9 @@ TEST_CASE("gpu: f32 vector ops", "[gpu]") {
     expect_close("axpby", g.get(gy), c.get(cy), kF32Tol);
 
     if (n > 0) {
-      for (float bad : {std::numeric_limits<float>::quiet_NaN(),
-                        std::numeric_limits<float>::infinity(),
-                        -std::numeric_limits<float>::infinity()}) {
+      for (float bad :
+           {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+            -std::numeric_limits<float>::infinity()}) {
         auto z = x;
         z[n / 2] = bad;
         Buf gz = g.make(z, DType::F32);

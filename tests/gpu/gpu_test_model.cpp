@@ -135,8 +135,8 @@ TEST_CASE("CUDA model: 50 AdamW steps follow the CPU loss curve") {
     ref.params_changed();
     model.params_changed();
   }
-  std::printf("50 steps: loss %.4f -> cpu %.4f, cuda %.4f, max |gap| %.4f\n", first, last_ref,
-              last, max_gap);
+  std::printf("50 steps: loss %.4f -> cpu %.4f, cuda %.4f, max |gap| %.4f\n", first, last_ref, last,
+              max_gap);
   CHECK(last_ref < first - 1.0);  // the run really learned something
   CHECK(max_gap < 0.05 * first);  // bf16 tolerance along the whole curve
   CHECK(std::abs(last - last_ref) < 0.05 * last_ref + 0.02);

@@ -43,7 +43,7 @@ struct AttentionShape {
 };
 
 constexpr int kMaxRowBlock = 8;  // query rows handled together (they share every K/V load)
-constexpr int kMaxTile = 32;  // widest key tile; rows of the K/V/score scratch are padded to it
+constexpr int kMaxTile = 32;     // widest key tile; rows of the K/V/score scratch are padded to it
 
 inline int padded_keys(int T) { return (T + kMaxTile - 1) / kMaxTile * kMaxTile; }
 
@@ -54,8 +54,7 @@ inline int padded_keys(int T) { return (T + kMaxTile - 1) / kMaxTile * kMaxTile;
 template <typename Real, int L>
 struct SimdOf {
   typedef Real V __attribute__((vector_size(L * sizeof(Real))));
-  typedef Real U __attribute__((vector_size(L * sizeof(Real)), aligned(alignof(Real)),
-                                may_alias));
+  typedef Real U __attribute__((vector_size(L * sizeof(Real)), aligned(alignof(Real)), may_alias));
 };
 #define LOCO_SIMD_LOAD(Simd, p) (*reinterpret_cast<const typename Simd::U*>(p))
 #define LOCO_SIMD_STORE(Simd, p, v) (*reinterpret_cast<typename Simd::U*>(p) = (v))
@@ -79,8 +78,7 @@ struct AttentionScratch {
 
 // xt(hd, Tp) = the rows x(b, 0..T-1, kvh, :) transposed (padding columns untouched).
 template <typename Real>
-void gather_transposed(Real* xt, int Tp, const Real* x, const AttentionShape& s, int b,
-                       int kvh) {
+void gather_transposed(Real* xt, int Tp, const Real* x, const AttentionShape& s, int b, int kvh) {
   for (int j = 0; j < s.T; ++j) {
     const Real* row = x + s.kv_row(b, j, kvh);
     for (int d = 0; d < s.hd; ++d) xt[static_cast<size_t>(d) * Tp + j] = row[d];
@@ -178,8 +176,7 @@ void attention_rows_forward(Real* out, Real* lse, const Real* q, const Real* v,
     for (int j = len; j < n; ++j) sr[j] = 0;
     lse[s.lse_index(b, h, t0 + r)] = max_score + std::log(sum_exp);
   }
-  block_weighted_rows<W, R>(dst, S, Tp, n, s.hd,
-                            [&](int j) { return v + s.kv_row(b, j, kvh); });
+  block_weighted_rows<W, R>(dst, S, Tp, n, s.hd, [&](int j) { return v + s.kv_row(b, j, kvh); });
 }
 
 // Gradients from query rows t0..t0+R-1 of head h into dq (rows written) and the kv head's
@@ -249,8 +246,7 @@ void attention_rows_backward(Real* dq, const Real* dout, const Real* q, const Re
       }
   }
   // dq_r = Σ_j C_rj k_j
-  block_weighted_rows<W, R>(dq_rows, C, Tp, n, hd,
-                            [&](int j) { return k + s.kv_row(b, j, kvh); });
+  block_weighted_rows<W, R>(dq_rows, C, Tp, n, hd, [&](int j) { return k + s.kv_row(b, j, kvh); });
 }
 
 // Forward of one (batch, query head) pair, RB query rows at a time. `kt_of` remembers which
@@ -291,8 +287,7 @@ void attention_kv_head_backward(Real* dq, Real* dk, Real* dv, const Real* dout, 
     int t0 = 0;
     for (; t0 + RB <= s.T; t0 += RB)
       attention_rows_backward<W, RB>(dq, dout, q, k, out, lse, s, b, h, t0, w);
-    for (; t0 < s.T; ++t0)
-      attention_rows_backward<W, 1>(dq, dout, q, k, out, lse, s, b, h, t0, w);
+    for (; t0 < s.T; ++t0) attention_rows_backward<W, 1>(dq, dout, q, k, out, lse, s, b, h, t0, w);
   }
   for (int t = 0; t < s.T; ++t) {
     std::copy_n(w.dk.data() + t * hd, hd, dk + s.kv_row(b, t, kvh));
@@ -307,8 +302,8 @@ using HeadForwardFn = void (*)(Real*, Real*, const Real*, const Real*, const Rea
                                const AttentionShape&, int, int, AttentionScratch<Real>&, int&);
 template <typename Real>
 using KvHeadBackwardFn = void (*)(Real*, Real*, Real*, const Real*, const Real*, const Real*,
-                                  const Real*, const Real*, const Real*, const AttentionShape&,
-                                  int, int, AttentionScratch<Real>&);
+                                  const Real*, const Real*, const Real*, const AttentionShape&, int,
+                                  int, AttentionScratch<Real>&);
 
 #if LOCO_HAVE_ISA_CLONES
 template <typename Real>
@@ -326,20 +321,23 @@ LOCO_TARGET_AVX512 void attention_head_forward_avx512(Real* out, Real* lse, cons
   attention_head_forward<128 / sizeof(Real), 8>(out, lse, q, k, v, s, b, h, w, kt_of);
 }
 template <typename Real>
-LOCO_TARGET_AVX2 void attention_kv_head_backward_avx2(
-    Real* dq, Real* dk, Real* dv, const Real* dout, const Real* q, const Real* k, const Real* v,
-    const Real* out, const Real* lse, const AttentionShape& s, int b, int kvh,
-    AttentionScratch<Real>& w) {
+LOCO_TARGET_AVX2 void attention_kv_head_backward_avx2(Real* dq, Real* dk, Real* dv,
+                                                      const Real* dout, const Real* q,
+                                                      const Real* k, const Real* v, const Real* out,
+                                                      const Real* lse, const AttentionShape& s,
+                                                      int b, int kvh, AttentionScratch<Real>& w) {
   attention_kv_head_backward<64 / sizeof(Real), 4>(dq, dk, dv, dout, q, k, v, out, lse, s, b, kvh,
-                                                w);
+                                                   w);
 }
 template <typename Real>
-LOCO_TARGET_AVX512 void attention_kv_head_backward_avx512(
-    Real* dq, Real* dk, Real* dv, const Real* dout, const Real* q, const Real* k, const Real* v,
-    const Real* out, const Real* lse, const AttentionShape& s, int b, int kvh,
-    AttentionScratch<Real>& w) {
+LOCO_TARGET_AVX512 void attention_kv_head_backward_avx512(Real* dq, Real* dk, Real* dv,
+                                                          const Real* dout, const Real* q,
+                                                          const Real* k, const Real* v,
+                                                          const Real* out, const Real* lse,
+                                                          const AttentionShape& s, int b, int kvh,
+                                                          AttentionScratch<Real>& w) {
   attention_kv_head_backward<128 / sizeof(Real), 8>(dq, dk, dv, dout, q, k, v, out, lse, s, b, kvh,
-                                                 w);
+                                                    w);
 }
 #endif
 

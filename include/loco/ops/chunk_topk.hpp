@@ -112,8 +112,7 @@ inline void chunk_topk(const ChunkRow& g, const float* x, uint32_t* offsets, uin
 
 // e = fl(fl(β·e) + Δ): two roundings, never fused (the EF identity in compress.hpp needs the
 // stored t to be exactly this value on every backend).
-LOCO_NO_FP_CONTRACT inline void ef_accumulate(float* e, const float* delta, float beta,
-                                              size_t n) {
+LOCO_NO_FP_CONTRACT inline void ef_accumulate(float* e, const float* delta, float beta, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const float decayed = beta * e[i];

@@ -40,9 +40,12 @@ inline CpuIsa detect_cpu_isa() {
 #endif
   if (const char* cap = std::getenv("LOCO_CPU_ISA"); cap && *cap) {
     CpuIsa limit = best;
-    if (std::strcmp(cap, "generic") == 0) limit = CpuIsa::Generic;
-    else if (std::strcmp(cap, "avx2") == 0) limit = CpuIsa::Avx2;
-    else if (std::strcmp(cap, "avx512") == 0) limit = CpuIsa::Avx512;
+    if (std::strcmp(cap, "generic") == 0)
+      limit = CpuIsa::Generic;
+    else if (std::strcmp(cap, "avx2") == 0)
+      limit = CpuIsa::Avx2;
+    else if (std::strcmp(cap, "avx512") == 0)
+      limit = CpuIsa::Avx512;
     if (static_cast<int>(limit) < static_cast<int>(best)) best = limit;
   }
   return best;
@@ -56,31 +59,40 @@ inline CpuIsa cpu_isa() {
 
 inline const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::Avx512: return "avx512";
-    case CpuIsa::Avx2: return "avx2";
-    default: return "generic";
+    case CpuIsa::Avx512:
+      return "avx512";
+    case CpuIsa::Avx2:
+      return "avx2";
+    default:
+      return "generic";
   }
 }
 
 // LOCO_ISA_CLONES(kernel) defines kernel_avx2 and kernel_avx512, copies of the function
 // template `kernel` (returning void) compiled for those instruction sets;
 // LOCO_ISA_CALL(kernel, args...) calls the copy this machine uses.
-#define LOCO_ISA_CLONES(kernel)                                 \
-  template <typename... Args>                                   \
-  LOCO_TARGET_AVX2 void kernel##_avx2(Args... args) {           \
-    kernel(args...);                                            \
-  }                                                             \
-  template <typename... Args>                                   \
-  LOCO_TARGET_AVX512 void kernel##_avx512(Args... args) {       \
-    kernel(args...);                                            \
+#define LOCO_ISA_CLONES(kernel)                           \
+  template <typename... Args>                             \
+  LOCO_TARGET_AVX2 void kernel##_avx2(Args... args) {     \
+    kernel(args...);                                      \
+  }                                                       \
+  template <typename... Args>                             \
+  LOCO_TARGET_AVX512 void kernel##_avx512(Args... args) { \
+    kernel(args...);                                      \
   }
-#define LOCO_ISA_CALL(kernel, ...)                                 \
-  do {                                                             \
-    switch (::loco::ops::cpu_isa()) {                              \
-      case ::loco::ops::CpuIsa::Avx512: kernel##_avx512(__VA_ARGS__); break; \
-      case ::loco::ops::CpuIsa::Avx2: kernel##_avx2(__VA_ARGS__); break;     \
-      default: kernel(__VA_ARGS__); break;                         \
-    }                                                              \
+#define LOCO_ISA_CALL(kernel, ...)      \
+  do {                                  \
+    switch (::loco::ops::cpu_isa()) {   \
+      case ::loco::ops::CpuIsa::Avx512: \
+        kernel##_avx512(__VA_ARGS__);   \
+        break;                          \
+      case ::loco::ops::CpuIsa::Avx2:   \
+        kernel##_avx2(__VA_ARGS__);     \
+        break;                          \
+      default:                          \
+        kernel(__VA_ARGS__);            \
+        break;                          \
+    }                                   \
   } while (0)
 
 // Runs fn(begin, end) over [0, n) in pieces of `chunk` elements, in parallel when there is

@@ -16,9 +16,8 @@ namespace detail {
 
 // Rows [row_begin, row_end); e: scratch of V.
 template <typename Real>
-void cross_entropy_rows(Real* losses, Real* logits, const int32_t* targets, int V,
-                        Real grad_scale, bool compute_grad, Real* e, size_t row_begin,
-                        size_t row_end) {
+void cross_entropy_rows(Real* losses, Real* logits, const int32_t* targets, int V, Real grad_scale,
+                        bool compute_grad, Real* e, size_t row_begin, size_t row_end) {
   for (size_t n = row_begin; n < row_end; ++n) {
     Real* row = logits + n * V;
     const Real max_logit = max_fixed(row, V);

@@ -53,8 +53,8 @@ void rmsnorm_backward_rows(Real* din, const Real* dout, const Real* in, const Re
 
 // dweight[c] += Σ_n dout*in*rstd over channels [c_begin, c_end), rows in order.
 template <typename Real>
-void rmsnorm_dweight_block(Real* dweight, const Real* dout, const Real* in, const Real* rstd,
-                           int N, int C, size_t c_begin, size_t c_end) {
+void rmsnorm_dweight_block(Real* dweight, const Real* dout, const Real* in, const Real* rstd, int N,
+                           int C, size_t c_begin, size_t c_end) {
   Real* __restrict dw = dweight + c_begin;
   const int width = static_cast<int>(c_end - c_begin);
   for (int n = 0; n < N; ++n) {

@@ -24,7 +24,7 @@ inline RopeTables rope_tables(int T, int hd, double theta) {
   const int half = hd / 2;
   RopeTables tables{std::vector<double>(static_cast<size_t>(T) * half),
                     std::vector<double>(static_cast<size_t>(T) * half)};
-#pragma omp parallel for if (static_cast<size_t>(T) * half > 4096)
+#pragma omp parallel for if (static_cast <size_t>(T) * half > 4096)
   for (int t = 0; t < T; ++t) {
     for (int i = 0; i < half; ++i) {
       const double angle = t * std::pow(theta, -2.0 * i / hd);
@@ -110,8 +110,7 @@ void rope_rotate(Real* out, const Real* x, int B, int T, int H, int hd, double t
   const size_t row_elems = static_cast<size_t>(H) * hd;
   const size_t rows = std::max<size_t>(1, kElementwiseChunk / row_elems);
   for_chunks(static_cast<size_t>(B) * T, rows, [&](size_t begin, size_t end) {
-    LOCO_ISA_CALL(rope_rows, out, x, cos, sin, T, H, hd, static_cast<Real>(direction), begin,
-                  end);
+    LOCO_ISA_CALL(rope_rows, out, x, cos, sin, T, H, hd, static_cast<Real>(direction), begin, end);
   });
 }
 

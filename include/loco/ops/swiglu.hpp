@@ -16,8 +16,7 @@ Real sigmoid(Real x) {
 }
 
 template <typename Real>
-void swiglu_forward_range(Real* out, const Real* gate, const Real* up, size_t begin,
-                          size_t end) {
+void swiglu_forward_range(Real* out, const Real* gate, const Real* up, size_t begin, size_t end) {
   for (size_t i = begin; i < end; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
 
