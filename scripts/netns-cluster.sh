@@ -64,6 +64,9 @@ Options:
                            sees this machine's PATH (created if missing, then removed again)
   -v, --verbose            print the topology and the mpirun command line
   -h, --help               this text
+      --reap               remove what killed runs left behind (SIGKILL skips the cleanup):
+                           namespaces with the default name loco<PID>-* whose PID no longer
+                           runs, the processes in them and their shared-memory files; then exit
 
 nodectl NODE commands (with --launcher in \$NETNS_CLUSTER_CTL; its path is printed with -v):
   down NODE    the node vanishes: its agent stops answering, as ssh would ("No route to
@@ -90,6 +93,28 @@ die() { # a user error: message, exit 2 (the EXIT trap removes whatever was crea
   exit 2
 }
 log() { [[ $verbose == 1 ]] && echo "netns-cluster: $*" >&2 || true; }
+
+# ------------------------------------------------------------------------------ --reap
+# Only namespaces named as this script names them by default (loco<PID>-n<i>, loco<PID>-sw)
+# and only when that PID is gone: a running cluster is never touched.
+reap_stale() {
+  [[ $(id -u) -eq 0 ]] || die "--reap must run as root"
+  local ns pid removed=0
+  while read -r ns _; do
+    [[ $ns =~ ^loco([0-9]+)-(sw|n[0-9]+)$ ]] || continue
+    pid=${BASH_REMATCH[1]}
+    kill -0 "$pid" 2>/dev/null && continue
+    mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null || true)
+    ((${#pids[@]} > 0)) && kill -KILL "${pids[@]}" 2>/dev/null
+    ip netns del "$ns" && removed=$((removed + 1))
+    rm -f /dev/shm/vader_segment."$ns".*
+  done < <(ip netns list)
+  echo "netns-cluster: removed $removed stale namespace(s)"
+}
+if [[ ${1:-} == --reap ]]; then
+  reap_stale
+  exit 0
+fi
 
 # ------------------------------------------------------------------------------ arguments
 nodes=2

@@ -246,6 +246,18 @@ for e in errors:
 sys.exit(1 if errors else 0)
 EOF
 
+# --reap removes the namespaces of a run that was killed (its PID is gone), never a live one.
+dead=999999
+while kill -0 "$dead" 2>/dev/null; do dead=$((dead + 1)); done
+ip netns add "loco$dead-n0" && ip netns add "loco$dead-sw" && ip netns add "loco$$-n0" || fail "reap: setup"
+bash "$CLUSTER" --reap >"$T/reap.out" 2>&1 || fail "reap: exit $?"
+ip netns list | grep -q "^loco$dead-" && fail "reap: loco$dead-* still there"
+ip netns list | grep -q "^loco$$-n0" || fail "reap: removed a live run's namespace"
+grep -q "removed 2 stale" "$T/reap.out" || fail "reap: $(cat "$T/reap.out")"
+ip netns del "loco$$-n0" 2>/dev/null || true
+ip netns del "loco$dead-n0" 2>/dev/null || true
+ip netns del "loco$dead-sw" 2>/dev/null || true
+
 if [[ $fails -ne 0 ]]; then
   echo "$fails failure(s)"
   exit 1
