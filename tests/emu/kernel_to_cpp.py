@@ -8,8 +8,10 @@ import sys
 
 src = open(sys.argv[1]).read()
 src = src.replace('#include <cuda_runtime.h>', '')
-src = re.sub(r'extern __shared__ (\w+) (\w+)\[\];', r'\1* \2 = emu::dyn_smem<\1>();', src)
-src = re.sub(r'([A-Za-z_][A-Za-z0-9_]*(?:<[^<>]*>)?)<<<(.*?)>>>\(', r'emu::launch(\2, \1, ', src)
+src = re.sub(r'extern\s+__shared__\s+(\w+)\s+(\w+)\[\];', r'\1* \2 = emu::dyn_smem<\1>();', src)
+# clang-format may break a launch after the kernel's name or inside <<< >>>.
+src = re.sub(r'([A-Za-z_][A-Za-z0-9_]*(?:<[^<>]*>)?)\s*<<<(.*?)>>>\s*\(', r'emu::launch(\2, \1, ', src,
+             flags=re.S)
 if '<<<' in src or 'extern __shared__' in src:
     sys.exit(f'{sys.argv[1]}: a launch or shared declaration the rewrite does not handle')
 open(sys.argv[2], 'w').write(src)
