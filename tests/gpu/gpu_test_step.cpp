@@ -17,6 +17,7 @@
 #include "loco/optim/optimizer.hpp"
 #include "loco/train/train_step.hpp"
 #include "support/catch.hpp"
+#include "support/numeric.hpp"
 
 using namespace loco;
 
@@ -55,15 +56,8 @@ std::vector<int32_t> distinct_tokens(int micro, int n, int V, uint64_t seed) {
   return out;
 }
 
-std::vector<float> host(Backend& be, Buf b) {
-  std::vector<float> h(b.numel);
-  be.download(h.data(), b);
-  return h;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+using loco::testing::same_bits;
+std::vector<float> host(Backend& be, Buf b) { return loco::testing::download_floats(be, b); }
 
 struct Run {
   std::vector<double> losses;

@@ -17,6 +17,7 @@
 #include "loco/core/rng.hpp"
 #include "loco/ops/chunk_topk.hpp"
 #include "support/catch.hpp"
+#include "support/numeric.hpp"
 
 namespace loco::testing {
 
@@ -59,10 +60,6 @@ inline std::vector<float> compress_test_data(size_t n, uint64_t seed, bool speci
     if (specials && u == 5 && i % 3 == 0) x[i] = std::nanf("");
   }
   return x;
-}
-
-inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // Brute force: sort the chunk's offsets by (|x| bits descending, offset ascending), keep k,

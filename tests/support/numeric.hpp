@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "loco/backend/backend.hpp"
 #include "support/catch.hpp"
 
 namespace loco::testing {
@@ -46,6 +48,18 @@ double max_relative_error(const std::vector<A>& actual, const std::vector<E>& ex
     max_ref = std::max(max_ref, std::abs(double(expected[i])));
   }
   return max_diff / std::max(max_ref, std::numeric_limits<double>::min());
+}
+
+// Identical bit patterns (so NaNs of the same payload compare equal and -0 differs from 0).
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// An F32 buffer's contents on the host.
+inline std::vector<float> download_floats(Backend& backend, Buf buf) {
+  std::vector<float> host(buf.numel);
+  backend.download(host.data(), buf);
+  return host;
 }
 
 }  // namespace loco::testing
